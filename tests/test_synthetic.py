@@ -43,6 +43,12 @@ def night_scenes():
 
 
 @pytest.fixture(scope="module")
+def parking_scenes():
+    # Car parks: many cars, a third of them just parked with a warm hood.
+    return [render_scene_layers(500 + seed, 96, scene="parking") for seed in range(20)]
+
+
+@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("syn") / "ds", n=12, size=48, seed=5, progress=False)
 
@@ -151,7 +157,10 @@ def test_running_cars_have_a_hot_engine_region(scenes):
         hood = next(p for p in o["parts"] if p["name"] == "hood")
         body = next(p for p in o["parts"] if p["name"] == "body")
         assert hood["temperature_k"] >= body["temperature_k"] + 18
-        assert o["hot"]
+        # Hot as the camera sees it: unless the hood is out of sight (outside the frame, behind
+        # the cabin in a low view from behind, behind another thing).
+        assert o["hot"] or o["hotspot_box"] is None
+    assert sum(o["hot"] for o in running) >= 0.8 * len(running)
 
 
 def test_people_at_night_are_brighter_than_the_ground_around_them(night_scenes):
@@ -247,6 +256,76 @@ def test_boxes_lie_inside_the_image_and_cover_the_object_pixels(scenes):
             rows, cols = np.nonzero(r.thing == k)
             s = r.supersample
             assert (cols.min() / s, rows.min() / s, (cols.max() + 1) / s, (rows.max() + 1) / s) == (x, y, x + w, y + h)
+
+
+def _hot_part_temperature(obj) -> float | None:
+    """Declared temperature (K) of a car's hot part: its engine hood, unless parked for hours."""
+    if obj["label"] != "Car" or obj["state"] == "parked_cold":
+        return None
+    return next(p["temperature_k"] for p in obj["parts"] if p["name"] == "hood")
+
+
+def _hires(box, s: int) -> tuple[slice, slice]:
+    x, y, w, h = (round(v * s) for v in box)
+    return slice(y, y + h), slice(x, x + w)
+
+
+def test_a_just_parked_car_seen_from_nadir_shows_its_hot_hood():
+    # The reported case: the hood lies on the body, and was painted under it.
+    r = render_scene_layers(182, 128)
+    assert r.gt["meta"]["view_angle_deg"] == 90.0
+    k, car = next((k, o) for k, o in enumerate(r.gt["objects"]) if o["state"] == "just_parked")
+    hood = _hot_part_temperature(car)
+    rows, cols = _hires(car["hotspot_box"], r.supersample)
+    shown = r.temperature_k[rows, cols][r.thing[rows, cols] == k]
+    assert abs(shown.max() - hood) < 1e-3 and hood > car["temperature_k"] + 8
+
+
+def test_declared_hot_parts_show_in_the_temperature_layer(scenes, parking_scenes):
+    checked = 0
+    for r in list(scenes) + parking_scenes:
+        for k, obj in enumerate(r.gt["objects"]):
+            mine = r.thing == k
+            # The hottest part the ground truth declares is the hottest pixel of the object.
+            assert abs(r.temperature_k[mine].max() - obj["max_temperature_k"]) < 1e-3, obj
+            hood = _hot_part_temperature(obj)
+            if hood is None:
+                continue
+            shows_hood = mine & (np.abs(r.temperature_k - hood) < 1e-3)  # parts are rounded to 1 mK
+            if obj["hotspot_box"] is None:
+                assert not shows_hood.any() and not (r.hotspot & mine).any(), obj
+                continue
+            checked += 1
+            # The hot-spot box bounds exactly the hood pixels left visible, all at the hood's temperature.
+            rows, cols = np.nonzero(r.hotspot & mine)
+            s = r.supersample
+            assert [cols.min() / s, rows.min() / s, (cols.max() + 1 - cols.min()) / s, (rows.max() + 1 - rows.min()) / s] == obj["hotspot_box"], obj
+            assert np.array_equal(shows_hood, r.hotspot & mine), obj
+            box_rows, box_cols = _hires(obj["hotspot_box"], s)
+            assert abs(r.temperature_k[box_rows, box_cols][mine[box_rows, box_cols]].max() - hood) < 1e-3, obj
+    assert checked >= 40
+
+
+def test_hot_hoods_are_the_warmest_part_of_their_car_in_the_image(scenes, parking_scenes):
+    checked = 0
+    for r in list(scenes) + parking_scenes:
+        img = _kelvin(r)
+        for k, obj in enumerate(r.gt["objects"]):
+            hood = _hot_part_temperature(obj)
+            body = next((p["temperature_k"] for p in obj["parts"] if p["name"] == "body"), None)
+            if hood is None or hood < body + 8:
+                continue
+            box = obj["hotspot_box"]
+            if box is None or box[2] * box[3] < 4:  # hood out of sight, or smaller than 2 x 2 px
+                continue
+            # Output pixels wholly of this car and outside its declared hot-spot box.
+            hot = _near(box, 0, img.shape)
+            rest = _blocks(r.thing == k, r.supersample, "all") & ~hot
+            if rest.sum() < 2:
+                continue
+            checked += 1
+            assert img[hot].max() > img[rest].mean() + 1.0, obj
+    assert checked >= 30
 
 
 # --- variety ----------------------------------------------------------------------------------

@@ -95,14 +95,19 @@ def car(cond: Conditions, rng: np.random.Generator, x: float, y: float, heading:
     parts_local = [
         ("body", g.cuboid(-hl, hl, -hw, hw, 0.3, z_belt), body, paint_eps, 0),
         ("cabin", g.cuboid(-0.32 * length, 0.18 * length, -hw + 0.08, hw - 0.08, z_belt, height), glass, glass_eps, 1),
-        ("roof", g.cuboid(-0.27 * length, 0.1 * length, -hw + 0.15, hw - 0.15, height - 0.02, height + 0.005), roof, paint_eps, 0),
+        ("roof", g.cuboid(-0.27 * length, 0.1 * length, -hw + 0.15, hw - 0.15, height, height + 0.025), roof, paint_eps, 0),
         ("hood", g.cuboid(0.2 * length, hl - 0.1, -hw + 0.1, hw - 0.1, z_belt, z_belt + 0.02), hood, paint_eps, 0),
     ]
+    # Parts touch but never sink into each other (the roof panel sits on the cabin, the exhaust
+    # pipe sticks out behind the body, each wheel is the tread below the sill plus the sidewall
+    # outside the flank), so the renderer can tell which of two parts faces the camera: from
+    # above the body hides the wheels, from the side the sidewalls show.
     for sx in (-wheel_x, wheel_x):
         for sy in (-1, 1):
-            parts_local.append(("tyre", g.cuboid(sx - 0.33, sx + 0.33, sy * (hw - 0.25), sy * (hw + 0.01), 0.0, 0.62), tyres, 0.95, 1))
+            parts_local.append(("tyre", g.cuboid(sx - 0.33, sx + 0.33, sy * (hw - 0.25), sy * (hw + 0.01), 0.0, 0.3), tyres, 0.95, 1))
+            parts_local.append(("tyre", g.cuboid(sx - 0.33, sx + 0.33, sy * hw, sy * (hw + 0.01), 0.3, 0.62), tyres, 0.95, 1))
     if state == "running":
-        parts_local.append(("exhaust", g.cuboid(-hl - 0.08, -hl + 0.02, -hw + 0.3, -hw + 0.42, 0.22, 0.32), ta + u(rng, (30, 80)), 0.8, 1))
+        parts_local.append(("exhaust", g.cuboid(-hl - 0.1, -hl, -hw + 0.3, -hw + 0.42, 0.22, 0.32), ta + u(rng, (30, 80)), 0.8, 1))
     parts = [Part(n, g.place(p, x, y, heading), t, e, r) for n, p, t, e, r in parts_local]
     return Thing("Car", parts, 0.0, info={"state": state, "heading_deg": float(np.degrees(heading) % 360)}, hotspot="hood" if state != "parked_cold" else None)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from . import geometry as g
 from . import radiometry as R
@@ -31,7 +32,10 @@ SUPERSAMPLE = 2
 MIN_VISIBLE_PX = 1.0
 HOT_CONTRAST_K = 3.0
 SKY = 255
-GENERATOR = {"name": "thermgen-synthetic", "version": "1"}
+GENERATOR = {"name": "thermgen-synthetic", "version": "2"}
+# Parts of one object that touch along a face count as separated by it up to this overlap (m):
+# rounding in their placed corners.
+CONTACT_M = 1e-3
 
 
 @dataclass
@@ -71,10 +75,13 @@ def render_scene(rng_or_seed: int | np.random.Generator | np.random.SeedSequence
     sky, camera), ``radiometric`` ({"kelvin_per_count", "kelvin_offset"}) and ``netd_k``.
 
     Per object: ``temperature_k`` / ``emissivity`` are averages over its visible pixels (physical,
-    K); ``parts`` lists every part's own values. ``contrast_k`` is the apparent-temperature
-    difference at the sensor (emissivity, reflected sky and atmosphere included) between the
-    object's hotspot (a car's engine hood; a whole person; a bicycle's mean) and the surface it
-    stands on; ``hot`` is ``contrast_k >= 3 K``. ``hotspot_box`` bounds the visible hotspot pixels.
+    K), ``max_temperature_k`` is the hottest part among them; ``parts`` lists every part's own
+    values, seen or not. ``contrast_k`` is the apparent-temperature difference at the sensor
+    (emissivity, reflected sky and atmosphere included) between the object's hotspot (a car's
+    engine hood; a whole person; a bicycle's mean; the visible mean when the hotspot part is out of
+    sight) and the surface it stands on; ``hot`` is ``contrast_k >= 3 K``. ``hotspot_box`` bounds
+    the visible hotspot pixels (None when none is visible). All of these are measured on the final
+    pixels, after nearer parts and things have covered what they hide.
     """
     r = render_scene_layers(rng_or_seed, size, **fixed)
     return r.image, r.gt
@@ -181,6 +188,69 @@ def _shadow_mask(things: list[Thing], cond: Conditions, view: g.View, gx: np.nda
     return shadow & ground
 
 
+def _paint_order(parts: list[Part], view: g.View) -> list[tuple[int, Part]]:
+    """Far-to-near painting order of one object's convex parts, as (index in ``parts``, part).
+
+    Sorting parts by the distance of their centres is wrong for parts that touch: a flat engine
+    hood lying on a car body has its centre further from the camera than the body's centre
+    whenever it points away, so the body was painted over it and the hood vanished from the
+    pixels. Instead, when a face plane of one part has the other part wholly on its outer side
+    (within ``CONTACT_M``; the most clearly separating face of either part is used), the part on
+    the camera's side of that plane is painted last: rays from the camera to it cannot cross the
+    other part. Parts whose outlines cannot overlap in the image need no order; parts that
+    interpenetrate (no such plane) keep the centre-distance order.
+    """
+    cam = np.array([0.0, 0.0, view.altitude_m])
+    far = [view.distance(p.points.mean(axis=0)) for p in parts]
+    planes, extent = [], []
+    for p in parts:
+        try:
+            planes.append(ConvexHull(p.points).equations)  # (F, 4): outward unit normal, offset
+        except (QhullError, ValueError):
+            planes.append(np.zeros((0, 4)))  # flat or degenerate: no faces to separate by
+        u_, v_, _ = view.project(p.points)
+        extent.append((u_.min(), u_.max(), v_.min(), v_.max()))
+    k = len(parts)
+    after: list[set[int]] = [set() for _ in range(k)]  # after[a]: parts to paint after a
+    for a in range(k):
+        for b in range(a + 1, k):
+            ea, eb = extent[a], extent[b]
+            if ea[1] < eb[0] or eb[1] < ea[0] or ea[3] < eb[2] or eb[3] < ea[2]:
+                continue
+            best = (-np.inf, None, None)
+            for first, second in ((a, b), (b, a)):
+                eq = planes[first]
+                if not len(eq):
+                    continue
+                # Per face of `first`: how far the nearest point of `second` lies outside it.
+                gap = (parts[second].points @ eq[:, :3].T + eq[:, 3]).min(axis=0)
+                f = int(np.argmax(gap))
+                if gap[f] > best[0]:
+                    best = (float(gap[f]), first, eq[f])
+            gap, first, face = best
+            if first is None or gap < -CONTACT_M:
+                continue
+            second = b if first == a else a
+            if float(cam @ face[:3] + face[3]) > 0:  # camera with `second`: it may hide `first`
+                after[first].add(second)
+            else:
+                after[second].add(first)
+    waiting = [0] * k
+    for a in range(k):
+        for b in after[a]:
+            waiting[b] += 1
+    out: list[tuple[int, Part]] = []
+    left = set(range(k))
+    while left:
+        ready = [i for i in left if waiting[i] == 0] or list(left)  # a cycle: fall back to distance
+        i = max(ready, key=lambda j: (far[j], -j))
+        left.remove(i)
+        out.append((i, parts[i]))
+        for b in after[i]:
+            waiting[b] -= 1
+    return out
+
+
 def _texture(gx: np.ndarray, gy: np.ndarray, ground: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Smooth unit-variance noise fixed to the ground (so it shrinks with distance): two octaves,
     1-2 m cells (grain of turf, patches of wear) plus 4x coarser ones (uneven heating, damp)."""
@@ -232,12 +302,14 @@ def _render(cond: Conditions, lay: Layout, objects: list[Thing], view: g.View, c
     for i, th in enumerate(objects):
         th.distance = view.distance(np.array([*th.info["xy"], 0.8]))
     order = sorted([(th.distance, -2, th) for th in structures] + [(th.distance, i, th) for i, th in enumerate(objects)], key=lambda x: -x[0])
-    part_masks: dict[int, list[tuple[str, tuple[slice, slice], np.ndarray]]] = {}
+    # Which part of its thing each pixel finally shows (index into thing.parts): the ground truth
+    # is measured on these final pixels, not on each part's outline before nearer parts cover it.
+    part_map = np.full((n, n), -1, dtype=np.int16)
     silhouette_px: dict[int, int] = {}
     for _, idx, th in order:
-        parts = th.parts if th.ordered else sorted(th.parts, key=lambda p: -view.distance(p.points.mean(axis=0)))
+        parts = list(enumerate(th.parts)) if th.ordered else _paint_order(th.parts, view)
         union: list[tuple[slice, slice, np.ndarray]] = []
-        for p in parts:
+        for pi, p in parts:
             u_, v_, z_ = view.project(p.points)
             if (z_ <= 0.1).any():
                 continue
@@ -250,11 +322,11 @@ def _render(cond: Conditions, lay: Layout, objects: list[Thing], view: g.View, c
             reflect[rows, cols][m] = p.reflect
             dist[rows, cols][m] = view.distance(p.points.mean(axis=0))
             thing_map[rows, cols][m] = idx
+            part_map[rows, cols][m] = pi
             hot_map[rows, cols][m] = idx >= 0 and th.hotspot in ("all", p.name)
             surf[rows, cols][m] = SKY
             if idx >= 0:
                 union.append(hit)
-                part_masks.setdefault(idx, []).append((p.name, (rows, cols), m))
         if idx >= 0:
             scratch = np.zeros((n, n), dtype=bool)
             for rows, cols, m in union:
@@ -275,7 +347,7 @@ def _render(cond: Conditions, lay: Layout, objects: list[Thing], view: g.View, c
         eps[sky_now] = 1.0
     image = R.sense(radiance, camera, rng, supersample=s)
 
-    gt = _ground_truth(cond, lay, objects, part_masks, silhouette_px, thing_map, surf, shadow, sky_now, camera, l_refl, lit_windows, size)
+    gt = _ground_truth(cond, lay, objects, part_map, silhouette_px, thing_map, surf, shadow, sky_now, camera, l_refl, lit_windows, size)
     # Re-index the thing layer to annotated-object order.
     remap = np.full(len(objects) + 2, -2, dtype=np.int16)
     remap[1] = -1  # bare ground / sky (thing_map == -1)
@@ -285,7 +357,7 @@ def _render(cond: Conditions, lay: Layout, objects: list[Thing], view: g.View, c
     return SceneRender(image, gt, temp, eps, surf, thing_layer, hot_map & (thing_layer >= 0), shadow, s)
 
 
-def _ground_truth(cond, lay, objects, part_masks, silhouette_px, thing_map, surf, shadow, sky_now, camera, l_refl, lit_windows, size) -> dict[str, Any]:
+def _ground_truth(cond, lay, objects, part_map, silhouette_px, thing_map, surf, shadow, sky_now, camera, l_refl, lit_windows, size) -> dict[str, Any]:
     s = SUPERSAMPLE
     l_amb = float(R.band_radiance(cond.ambient_k))
     n_px = thing_map.size
@@ -304,18 +376,17 @@ def _ground_truth(cond, lay, objects, part_masks, silhouette_px, thing_map, surf
         parts_gt = []
         hot_rows: list[np.ndarray] = []
         hot_cols: list[np.ndarray] = []
-        for name, (rs, cs), m in part_masks.get(idx, []):
-            region = vis[rs, cs] & m
+        shown = part_map[rows, cols]
+        for pi, p in enumerate(th.parts):
+            region = shown == pi
             pv = int(region.sum())
-            p = next(p for p in th.parts if p.name == name)
             if pv:
                 temps.append(p.temperature_k)
                 emis.append(p.emissivity)
                 weights.append(pv)
-                if th.hotspot == name:
-                    rr, cc = np.nonzero(region)
-                    hot_rows.append(rr + rs.start)
-                    hot_cols.append(cc + cs.start)
+                if th.hotspot == p.name:
+                    hot_rows.append(rows[region])
+                    hot_cols.append(cols[region])
         seen = {}
         for p in th.parts:
             if p.name not in seen:
@@ -334,11 +405,13 @@ def _ground_truth(cond, lay, objects, part_masks, silhouette_px, thing_map, surf
         if th.hotspot == "all":
             l_obj = sum(wi * (e * R.band_radiance(t) + (1 - e) * l_refl[1]) for wi, t, e in zip(w, temps, emis)) / max(w.sum(), 1)
             hotspot_box = box
-        elif th.hotspot is not None:
+        elif th.hotspot is not None and hot_rows:
             hp = next(p for p in th.parts if p.name == th.hotspot)
             l_obj = hp.emissivity * R.band_radiance(hp.temperature_k) + (1 - hp.emissivity) * l_refl[hp.reflect]
-            hotspot_box = _box(np.concatenate(hot_rows), np.concatenate(hot_cols)) if hot_rows else None
+            hotspot_box = _box(np.concatenate(hot_rows), np.concatenate(hot_cols))
         else:
+            # No hotspot part, or it is out of sight (behind a tree, outside the frame): the
+            # camera sees the object's visible mean.
             l_obj = e_mean * R.band_radiance(t_mean) + (1 - e_mean) * l_refl[1]
             hotspot_box = None
         contrast = at_sensor(l_obj) - at_sensor(l_under)
@@ -348,7 +421,7 @@ def _ground_truth(cond, lay, objects, part_masks, silhouette_px, thing_map, surf
             "box": box,
             "state": th.info["state"],
             "temperature_k": round(t_mean, 3),
-            "max_temperature_k": round(max(p.temperature_k for p in th.parts), 3),
+            "max_temperature_k": round(max(temps) if temps else max(p.temperature_k for p in th.parts), 3),
             "emissivity": round(e_mean, 4),
             "hot": bool(contrast >= HOT_CONTRAST_K),
             "contrast_k": round(contrast, 3),
