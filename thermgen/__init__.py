@@ -1,0 +1,20 @@
+"""thermgen: thermal (LWIR) captioning, T-CLIP retrieval and thermal latent diffusion.
+
+Stages (each a command): ``python -m thermgen.data`` (datasets, synthetic scenes), ``python -m thermgen.caption``
+(IR-Cap captions -> manifest), ``python -m tclip.train`` / ``python -m tclip.eval`` (T-CLIP),
+``python -m thermgen.train`` (the whole recipe), ``python -m thermgen.generate``, ``python -m thermgen.fid``.
+
+Heavy imports (torch, diffusers) happen only when a name that needs them is used.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["ThermalDiffusionPipeline", "__version__"]
+
+
+def __getattr__(name):
+    if name == "ThermalDiffusionPipeline":
+        from pipelines import ThermalDiffusionPipeline
+
+        return ThermalDiffusionPipeline
+    raise AttributeError(f"module 'thermgen' has no attribute {name!r}")
