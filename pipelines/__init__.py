@@ -1,0 +1,23 @@
+"""Diffusers pipelines of thermgen: text-to-thermal latent diffusion conditioned on T-CLIP.
+
+``from pipelines import ThermalDiffusionPipeline``; importing this package also lets the generic
+``diffusers.DiffusionPipeline.from_pretrained(folder)`` load a saved thermal pipeline folder.
+"""
+
+from .colormaps import THERMAL_COLORMAPS, apply_colormap, colormap_lut
+from .pipeline_thermal_diffusion import (
+    ThermalDiffusionPipeline,
+    ThermalDiffusionPipelineOutput,
+    decode_thermal,
+    encode_thermal,
+)
+
+__all__ = [
+    "THERMAL_COLORMAPS",
+    "ThermalDiffusionPipeline",
+    "ThermalDiffusionPipelineOutput",
+    "apply_colormap",
+    "colormap_lut",
+    "decode_thermal",
+    "encode_thermal",
+]

@@ -9,12 +9,12 @@ Heavy imports (torch, diffusers) happen only when a name that needs them is used
 
 __version__ = "0.1.0"
 
-__all__ = ["ThermalDiffusionPipeline", "__version__"]
+__all__ = ["ThermalDiffusionPipeline", "ThermalDiffusionPipelineOutput", "__version__"]
 
 
 def __getattr__(name):
-    if name == "ThermalDiffusionPipeline":
-        from pipelines import ThermalDiffusionPipeline
+    if name in ("ThermalDiffusionPipeline", "ThermalDiffusionPipelineOutput"):
+        import pipelines  # also registers the class for DiffusionPipeline.from_pretrained
 
-        return ThermalDiffusionPipeline
+        return getattr(pipelines, name)
     raise AttributeError(f"module 'thermgen' has no attribute {name!r}")

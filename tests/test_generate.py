@@ -1,0 +1,94 @@
+"""`python -m thermgen.generate`: PNGs (8/16-bit, colour-mapped), grid, reproducible seeds, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+from diffusers import DDIMScheduler
+
+from pipelines.testing import tiny_pipeline
+from thermgen.generate import main, make_scheduler
+
+PROMPT = "An infrared thermal image of a parking lot full of cars at night"
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe")
+    tiny_pipeline(mode="fused").save_pretrained(d)
+    return d
+
+
+def generate(pipeline_dir, out, *extra):
+    return main(["--pipeline", str(pipeline_dir), "--prompt", PROMPT, "--steps", "2", "--out", str(out), *extra])
+
+
+def test_writes_one_png_per_image_a_grid_and_a_summary(pipeline_dir, tmp_path):
+    assert generate(pipeline_dir, tmp_path, "--n", "2", "--prompt", "A few pedestrians on a lawn", "--seed", "5") == 0
+    summary = json.loads((tmp_path / "generation.json").read_text())
+    files = [r["file"] for r in summary["images"]]
+    assert files == ["prompt00_seed5.png", "prompt00_seed6.png", "prompt01_seed5.png", "prompt01_seed6.png"]
+    for f in files:
+        im = PIL.Image.open(tmp_path / f)
+        assert im.mode == "L" and im.size == (16, 16)
+    assert PIL.Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+def test_same_seed_reproduces_and_images_do_not_depend_on_n(pipeline_dir, tmp_path):
+    generate(pipeline_dir, tmp_path / "a", "--n", "1", "--seed", "3")
+    generate(pipeline_dir, tmp_path / "b", "--n", "3", "--seed", "3", "--batch-size", "2")
+    a = np.asarray(PIL.Image.open(tmp_path / "a" / "prompt00_seed3.png"))
+    b = np.asarray(PIL.Image.open(tmp_path / "b" / "prompt00_seed3.png"))
+    other = np.asarray(PIL.Image.open(tmp_path / "b" / "prompt00_seed4.png"))
+    assert np.array_equal(a, b) and not np.array_equal(a, other)
+
+
+def test_sixteen_bit_output_keeps_the_eight_bit_image(pipeline_dir, tmp_path):
+    generate(pipeline_dir, tmp_path / "8", "--n", "1")
+    generate(pipeline_dir, tmp_path / "16", "--n", "1", "--bits", "16")
+    im16 = PIL.Image.open(tmp_path / "16" / "prompt00_seed0.png")
+    assert im16.mode.startswith("I")  # 16-bit grey
+    v16 = np.asarray(im16).astype(np.float64) / 65535
+    v8 = np.asarray(PIL.Image.open(tmp_path / "8" / "prompt00_seed0.png")).astype(np.float64) / 255
+    assert np.abs(v16 - v8).max() <= 0.5 / 255 + 1e-6
+
+
+def test_colormap_writes_rgb(pipeline_dir, tmp_path):
+    assert generate(pipeline_dir, tmp_path, "--n", "1", "--colormap", "ironbow") == 0
+    assert PIL.Image.open(tmp_path / "prompt00_seed0.png").mode == "RGB"
+
+
+def test_scheduler_flag_swaps_the_sampler(pipeline_dir, tmp_path):
+    assert generate(pipeline_dir, tmp_path, "--n", "1", "--scheduler", "euler") == 0
+    assert json.loads((tmp_path / "generation.json").read_text())["scheduler"] == "EulerDiscreteScheduler"
+
+
+def test_make_scheduler_keeps_the_noise_schedule():
+    base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
+    dpm = make_scheduler("dpm++", base.config)
+    assert type(dpm).__name__ == "DPMSolverMultistepScheduler"
+    assert dpm.config.prediction_type == "v_prediction" and dpm.config.beta_end == 0.012
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--scheduler", "warp-drive"], "warp-drive"),
+        (["--colormap", "ironbow", "--bits", "16"], "--colormap"),
+        (["--colormap", "no-such-map"], "colormap"),
+        (["--n", "0"], "--n"),
+        (["--height", "18"], "height"),
+        (["--prompt-fine", "a", "--prompt-fine", "b"], "--prompt-fine"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(pipeline_dir, tmp_path, capsys, extra, named):
+    assert generate(pipeline_dir, tmp_path, *extra) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_missing_pipeline_folder_is_named(tmp_path, capsys):
+    assert main(["--pipeline", str(tmp_path / "nope"), "--prompt", PROMPT, "--out", str(tmp_path / "o")]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err

@@ -1,0 +1,229 @@
+"""ThermalDiffusionPipeline: determinism, schedulers, saving/loading offline, output types, input checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+
+from pipelines import ThermalDiffusionPipeline, decode_thermal, encode_thermal
+from pipelines.colormaps import apply_colormap, colormap_lut
+from pipelines.testing import tiny_pipeline
+
+PROMPT = "An infrared thermal image of a parking lot at night with several parked cars"
+FINE = "Thermal infrared image showing warm car engines against cold asphalt"
+STEPS = 3
+
+
+def run(pipe, seed=0, **kwargs):
+    kwargs.setdefault("prompt", PROMPT)
+    kwargs.setdefault("num_inference_steps", STEPS)
+    kwargs.setdefault("output_type", "np")
+    return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(mode="concat")
+
+
+@pytest.fixture(scope="module")
+def saved_dir(tmp_path_factory, pipe):
+    d = tmp_path_factory.mktemp("thermal_pipeline")
+    pipe.save_pretrained(d)
+    return d
+
+
+def test_same_seed_gives_identical_images(pipe):
+    assert np.array_equal(run(pipe, seed=7), run(pipe, seed=7))
+
+
+def test_different_seeds_give_different_images(pipe):
+    assert np.abs(run(pipe, seed=1) - run(pipe, seed=2)).max() > 1e-3
+
+
+def test_prompt_conditions_the_image(pipe):
+    night = run(pipe, prompt="An infrared thermal image of an empty road at night")
+    day = run(pipe, prompt="An infrared thermal image of a crowded square at noon")
+    assert np.abs(night - day).max() > 1e-4
+
+
+def test_fine_prompt_conditions_the_image_in_concat_mode(pipe):
+    assert np.abs(run(pipe, prompt_fine=FINE) - run(pipe, prompt_fine="Thermal infrared image of cold water")).max() > 1e-4
+
+
+def test_guidance_scale_one_skips_the_unconditional_branch():
+    pipe = tiny_pipeline(mode="global")
+    calls = []
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        run(pipe, guidance_scale=1.0)
+        run(pipe, guidance_scale=4.0)
+    finally:
+        hook.remove()
+    assert calls == [1] * STEPS + [2] * STEPS
+
+
+def test_batched_prompts_match_single_prompt_runs(pipe):
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1, 0, 1)]
+    batch = pipe(["a warm person on grass", PROMPT], num_images_per_prompt=2, generator=gens,
+                 num_inference_steps=STEPS, output_type="np").images
+    single = run(pipe, seed=1, prompt=PROMPT)
+    assert batch.shape == (4, 16, 16, 1)
+    np.testing.assert_allclose(batch[3], single[0], atol=1e-5)  # prompt-major: (prompt 1, image 1) uses seed 1
+
+
+@pytest.mark.parametrize("scheduler_cls", [DPMSolverMultistepScheduler, EulerDiscreteScheduler, DDIMScheduler])
+def test_scheduler_swap_through_from_config(scheduler_cls):
+    pipe = tiny_pipeline()
+    reference = run(pipe)
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    images = run(pipe)
+    assert images.shape == reference.shape and np.isfinite(images).all()
+    if scheduler_cls is DDIMScheduler:  # swapping back to the original sampler restores the original output
+        np.testing.assert_array_equal(images, reference)
+    else:
+        assert np.abs(images - reference).max() > 1e-4
+
+
+def test_saved_folder_records_tclip_text_encoder(saved_dir):
+    index = json.loads((saved_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "ThermalDiffusionPipeline"
+    assert index["text_encoder"] == ["tclip.text_encoder", "TCLIPTextEncoder"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+
+
+def test_from_pretrained_reproduces_saved_pipeline_offline(pipe, saved_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = ThermalDiffusionPipeline.from_pretrained(saved_dir)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, prompt_fine=FINE), run(pipe, prompt_fine=FINE))
+
+
+def test_generic_diffusion_pipeline_loader_offline(pipe, saved_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = DiffusionPipeline.from_pretrained(saved_dir)
+    assert isinstance(loaded, ThermalDiffusionPipeline)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded), run(pipe))
+
+
+def test_output_type_pil_is_single_channel(pipe):
+    images = run(pipe, output_type="pil", num_images_per_prompt=2)
+    assert len(images) == 2 and all(isinstance(im, PIL.Image.Image) for im in images)
+    assert {im.mode for im in images} == {"L"} and images[0].size == (16, 16)
+
+
+def test_output_type_np_is_float_in_unit_range(pipe):
+    images = run(pipe)
+    assert images.shape == (1, 16, 16, 1) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_output_type_pt_is_channel_first_tensor(pipe):
+    images = run(pipe, output_type="pt")
+    assert torch.is_tensor(images) and images.shape == (1, 1, 16, 16) and images.dtype == torch.float32
+    np.testing.assert_allclose(images.permute(0, 2, 3, 1).numpy(), run(pipe), atol=1e-6)
+
+
+def test_output_type_uint16_is_the_float_image_at_16_bits(pipe):
+    images = run(pipe, output_type="uint16")
+    assert images.dtype == np.uint16 and images.shape == (1, 16, 16, 1)
+    np.testing.assert_array_equal(images, np.round(run(pipe) * 65535).astype(np.uint16))
+
+
+def test_output_type_latent_returns_unet_latents(pipe):
+    latents = run(pipe, output_type="latent")
+    assert latents.shape == (1, 4, 8, 8)
+    with torch.no_grad():
+        decoded = decode_thermal(pipe.vae, latents)
+    np.testing.assert_allclose(decoded.permute(0, 2, 3, 1).numpy(), run(pipe), atol=1e-6)
+
+
+def test_colormap_renders_rgb(pipe):
+    grey = run(pipe)[0, ..., 0]
+    pil = run(pipe, output_type="pil", colormap="ironbow")[0]
+    assert pil.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(pil), apply_colormap(grey, "ironbow"))
+    assert run(pipe, colormap="inferno").shape == (1, 16, 16, 3)
+
+
+def test_colormap_accepts_a_callable(pipe):
+    red = lambda im: np.stack([np.round(im * 255), np.zeros_like(im), np.zeros_like(im)], -1).astype(np.uint8)  # noqa: E731
+    rgb = np.asarray(run(pipe, output_type="pil", colormap=red)[0])
+    assert rgb[..., 1:].max() == 0 and rgb[..., 0].max() > 0
+
+
+@pytest.mark.parametrize("name", ["white-hot", "black-hot", "ironbow", "inferno"])
+def test_pipeline_colormaps_match_thermgen_io(name):
+    from thermgen.io import colormap_lut as io_lut
+
+    np.testing.assert_array_equal(colormap_lut(name), io_lut(name))
+
+
+def test_three_channel_vae_gives_single_channel_images():
+    pipe = tiny_pipeline(vae_channels=3)
+    images = run(pipe)
+    assert images.shape == (1, 16, 16, 1)
+    with torch.no_grad():
+        latents = encode_thermal(pipe.vae, torch.rand(2, 1, 16, 16), sample=False)
+        decoded = decode_thermal(pipe.vae, latents)
+    assert latents.shape == (2, 4, 8, 8) and decoded.shape == (2, 1, 16, 16)
+
+
+def test_callback_on_step_end_sees_every_step_and_can_replace_latents(pipe):
+    seen = []
+
+    def callback(p, i, t, kwargs):
+        seen.append(i)
+        return {"latents": torch.zeros_like(kwargs["latents"])} if i == STEPS - 1 else {}
+
+    zeroed = run(pipe, callback_on_step_end=callback, output_type="latent")
+    assert seen == list(range(STEPS)) and torch.count_nonzero(zeroed) == 0
+
+
+def test_initial_latents_are_used(pipe):
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    a = pipe(PROMPT, latents=latents, num_inference_steps=STEPS, output_type="np").images
+    b = pipe(PROMPT, latents=latents.clone(), num_inference_steps=STEPS, output_type="np").images
+    np.testing.assert_array_equal(a, b)
+
+
+def test_xformers_stays_off_without_cuda(pipe):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    assert pipe.enable_xformers_if_available() is False
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"height": 18}, "height"),  # not a multiple of 4 (VAE x2, UNet x2)
+        ({"width": 0}, "width"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": -1.0}, "guidance_scale"),
+        ({"num_images_per_prompt": 0}, "num_images_per_prompt"),
+        ({"output_type": "jpeg"}, "output_type"),
+        ({"colormap": "no-such-map"}, "colormap"),
+        ({"colormap": "ironbow", "output_type": "uint16"}, "colormap"),
+        ({"prompt": 5}, "prompt"),
+        ({"prompt": ["a", "b"], "prompt_fine": ["x", "y", "z"]}, "prompt_fine"),
+        ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, "negative_prompt"),
+        ({"generator": [torch.Generator(), torch.Generator()]}, "generator"),
+        ({"latents": torch.zeros(1, 4, 4, 4)}, "latents"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(pipe, kwargs, named):
+    kwargs = {"prompt": PROMPT, "num_inference_steps": 1, **kwargs}
+    with pytest.raises(ValueError, match=f"`{named}`"):
+        pipe(**kwargs)

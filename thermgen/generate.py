@@ -1,0 +1,256 @@
+"""``python -m thermgen.generate``: thermal images from text with a saved ThermalDiffusionPipeline.
+
+Writes one PNG per image (8-bit grey, 16-bit grey, or 8-bit colour through a thermal colormap), a grid PNG
+(rows = prompts, columns = seeds) and ``generation.json`` (what was run and which file is which).
+
+Seeds: image ``k`` of every prompt is drawn from seed ``--seed + k``, so different prompts are compared on the
+same starting noise, and image ``k`` is the same whether ``--n`` is 1 or 100.
+
+Library use: ``main(argv)``; :func:`make_scheduler` / :func:`load_scheduler` build diffusers schedulers by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# Short names for the usual samplers; any diffusers scheduler class name (e.g. "KDPM2DiscreteScheduler") works too.
+SCHEDULER_NAMES: dict[str, str] = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "dpm-solver": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def _scheduler_class(name: str):
+    import diffusers
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    cls_name = SCHEDULER_NAMES.get(name.lower(), name)
+    cls = getattr(diffusers, cls_name, None) if cls_name.endswith("Scheduler") else None
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise ValueError(
+            f"unknown scheduler {name!r}; use one of {sorted(SCHEDULER_NAMES)} or a diffusers scheduler class name"
+        )
+    return cls
+
+
+def make_scheduler(name: str, config: dict[str, Any]):
+    """A diffusers scheduler by short name ("ddim", "euler", "dpm++", ... see :data:`SCHEDULER_NAMES`) or class
+    name, built with ``from_config`` from another scheduler's config (so the training noise schedule and
+    prediction type carry over). Raises ``ValueError`` naming the scheduler when it is unknown."""
+    return _scheduler_class(name).from_config(config)
+
+
+def load_scheduler(folder: str | Path):
+    """Load the scheduler saved in ``folder`` (``scheduler_config.json``), whatever its class."""
+    folder = Path(folder)
+    config_path = folder / "scheduler_config.json"
+    if not config_path.is_file():
+        from thermgen.data.sample import DataError
+
+        raise DataError(f"{folder}: no scheduler_config.json")
+    name = json.loads(config_path.read_text()).get("_class_name", "")
+    return _scheduler_class(name).from_pretrained(folder)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m thermgen.generate",
+        description="Generate thermal images from text with a saved ThermalDiffusionPipeline folder "
+        "(e.g. RUN/pipeline from python -m thermgen.train). Writes PNGs, a grid PNG and generation.json.",
+    )
+    p.add_argument("--pipeline", type=Path, required=True, help="pipeline folder (model_index.json, unet/, vae/, ...)")
+    p.add_argument("--prompt", action="append", required=True,
+                   help="scene prompt, e.g. 'An infrared thermal image of a parking lot at night'; repeat for several")
+    p.add_argument("--prompt-fine", action="append", default=None,
+                   help="fine-grained prompt ('Thermal infrared image ...'): once for all prompts or once per "
+                   "--prompt (default: none; the text encoder's mode decides)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt for guidance (default: the empty prompt)")
+    p.add_argument("--seed", type=int, default=0, help="seed of image 0; image k uses seed + k (default 0)")
+    p.add_argument("--n", type=int, default=4, help="images per prompt (default 4)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    p.add_argument("--guidance", type=float, default=5.0,
+                   help="classifier-free guidance scale; <= 1 disables guidance (default 5.0)")
+    p.add_argument("--scheduler", default=None,
+                   help=f"sampler: one of {', '.join(SCHEDULER_NAMES)} or a diffusers scheduler class name "
+                   "(default: the pipeline's own)")
+    p.add_argument("--colormap", default=None,
+                   help="write colour PNGs through this colormap (white-hot, black-hot, ironbow, inferno or any "
+                   "matplotlib name); 8-bit only (default: none, grey white-hot)")
+    p.add_argument("--bits", type=int, default=8, choices=[8, 16],
+                   help="bit depth of the grey PNGs: 8 or 16 (full range = the model's [0, 1]) (default 8)")
+    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
+    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the PNGs, grid.png and generation.json")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("n", "steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.prompt_fine is not None and len(args.prompt_fine) not in (1, len(args.prompt)):
+        raise ValueError(f"--prompt-fine given {len(args.prompt_fine)} times; give it once or once per --prompt ({len(args.prompt)})")
+    if args.colormap is not None and args.bits == 16:
+        raise ValueError("--colormap renders 8-bit colour; it cannot be combined with --bits 16")
+    if not (args.pipeline / "model_index.json").is_file():
+        from thermgen.data.sample import DataError
+
+        raise DataError(f"{args.pipeline}: not a pipeline folder (no model_index.json)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_args(args)
+        if args.colormap is not None:
+            from pipelines.colormaps import check_colormap
+
+            check_colormap(args.colormap)
+        if args.scheduler is not None:
+            _scheduler_class(args.scheduler)
+    except ValueError as err:  # DataError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from pipelines import ThermalDiffusionPipeline
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = ThermalDiffusionPipeline.from_pretrained(args.pipeline)
+    pipe.to(device)
+    pipe.enable_xformers_if_available()
+    if args.scheduler is not None:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    fines = args.prompt_fine
+    if fines is not None and len(fines) == 1:
+        fines = fines * len(args.prompt)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    grid: list[list[np.ndarray]] = []
+    try:
+        for i, prompt in enumerate(args.prompt):
+            row: list[np.ndarray] = []
+            seeds = [args.seed + k for k in range(args.n)]
+            for start in range(0, args.n, args.batch_size):
+                chunk = seeds[start : start + args.batch_size]
+                # one generator per image: image k depends only on its own seed, not on --n or --batch-size
+                gens = [torch.Generator(device="cpu").manual_seed(s) for s in chunk]
+                out = pipe(
+                    prompt=[prompt] * len(chunk),
+                    prompt_fine=None if fines is None else [fines[i]] * len(chunk),
+                    negative_prompt=args.negative_prompt,
+                    height=args.height,
+                    width=args.width,
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    generator=gens,
+                    output_type="np",
+                )
+                for seed, img in zip(chunk, out.images[..., 0]):
+                    path = args.out / f"prompt{i:02d}_seed{seed}.png"
+                    _write_image(path, img, args.bits, args.colormap)
+                    row.append(img)
+                    records.append({"file": path.name, "prompt_index": i, "prompt": prompt,
+                                    "prompt_fine": None if fines is None else fines[i], "seed": seed,
+                                    "mean": float(img.mean()), "std": float(img.std())})
+            grid.append(row)
+    except ValueError as err:  # bad size etc., named by the pipeline's check_inputs
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    grid_path = args.out / "grid.png"
+    save_grid(grid_path, grid, args.prompt, [args.seed + k for k in range(args.n)], args.colormap)
+    summary = {
+        "pipeline": str(args.pipeline),
+        "scheduler": type(pipe.scheduler).__name__,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "bits": args.bits,
+        "colormap": args.colormap,
+        "size": list(grid[0][0].shape),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "grid": grid_path.name,
+        "images": records,
+    }
+    (args.out / "generation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{len(records)} images and {grid_path.name} written to {args.out} ({summary['seconds']} s)")
+    return 0
+
+
+def _write_image(path: Path, img: np.ndarray, bits: int, colormap: str | None) -> None:
+    """img: float (H, W) in [0, 1], white-hot."""
+    from thermgen.io import write_png8, write_png16
+
+    if colormap is not None:
+        from pipelines.colormaps import apply_colormap
+
+        write_png8(path, apply_colormap(img, colormap))
+    elif bits == 16:
+        write_png16(path, np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16))
+    else:
+        write_png8(path, np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8))
+
+
+def save_grid(
+    path: Path,
+    rows: list[list[np.ndarray]],
+    row_labels: list[str],
+    col_seeds: list[int],
+    colormap: str | None = None,
+) -> Path:
+    """Save a grid PNG (matplotlib): one row per prompt (labelled with it), one column per seed.
+
+    rows: per row, float images (H, W) in [0, 1], white-hot. Grey unless ``colormap`` is given.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.colormaps import apply_colormap
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.8 * n_cols + 2.2, 1.9 * n_rows + 0.3), squeeze=False)
+    for r, images in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(images):
+                ax.axis("off")
+                continue
+            if colormap is None:
+                ax.imshow(images[c], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(apply_colormap(images[c], colormap))
+            if r == 0:
+                ax.set_title(f"seed {col_seeds[c]}", fontsize=8)
+        axes[r, 0].set_ylabel(textwrap.fill(row_labels[r], 28), fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,754 @@
+"""The VAE stage: a thermal ``AutoencoderKL`` for latent diffusion.
+
+Two ways to get one (``cfg["pretrained"]``):
+
+* **From scratch** (``pretrained: null``, the CPU default): a small 1-channel ``AutoencoderKL`` trained on the
+  thermal images with a reconstruction loss (L1 or MSE) plus a KL term, and optionally a perceptual term
+  (LPIPS-style distance between VGG-16 features; needs a local VGG-16 weights file, since nothing downloads).
+* **From a pretrained Stable Diffusion VAE** (``pretrained: <SD folder or VAE folder>``): either kept 3-channel
+  (``channels: 3``; the pipeline replicates thermal to 3 channels on encode and averages them on decode) or
+  converted to 1 channel (``channels: 1``) by summing the input kernels over the 3 input channels and averaging
+  the 3 output rows -- exactly the same function as replicate/average, with a third of the first and last
+  convolution's cost -- then optionally fine-tuned (``steps > 0``).
+
+Either way the stage reports reconstruction error on held-out images (JSON + Markdown), a CSV log, the loss
+curve and a PNG of originals vs reconstructions, and saves the model with ``save_pretrained`` so that
+``AutoencoderKL.from_pretrained(out_dir)`` loads it.
+
+Library use: ``train_vae(cfg, train_images, val_images, out_dir)``; command:
+``python -m thermgen.train.vae --images DIR --out DIR [key=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from thermgen.data.sample import DataError
+
+# Every key train_vae understands, with its default. Configs are data: unknown keys are errors.
+VAE_DEFAULTS: dict[str, Any] = {
+    # where the model comes from
+    "pretrained": None,  # None: from scratch; else an SD pipeline folder (with vae/) or an AutoencoderKL folder
+    "channels": 1,  # 1: single-channel VAE; 3: keep a pretrained 3-channel VAE (replicate / average)
+    # architecture (from scratch only); 3 blocks = 4x downsampling: 64 px -> 16x16 latents
+    "block_out_channels": [16, 32, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "mid_block_attention": True,
+    # data
+    "resolution": 64,  # images are resized (shorter side) and centre-cropped to resolution x resolution
+    "center_crop": True,  # False: resize to a square, ignoring aspect ratio
+    "random_flip": True,  # horizontal flips as augmentation
+    # optimisation
+    "steps": 300,  # optimiser steps; 0 = no training (e.g. evaluate / convert a pretrained VAE)
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "lr_scheduler": "cosine",  # any diffusers.optimization scheduler name
+    "lr_warmup_steps": 20,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "mixed_precision": "no",  # "no" | "fp16" | "bf16"
+    "seed": 0,
+    # loss
+    "recon_loss": "l1",  # "l1" | "mse"
+    "kl_weight": 1e-6,  # relative to the per-pixel reconstruction sum, as in LDM's kl-f8 autoencoder
+    "perceptual_weight": 0.0,  # > 0 adds an LPIPS-style VGG-16 feature distance
+    "perceptual_weights": None,  # path to torchvision VGG-16 weights (state dict; .pth/.pt or .safetensors)
+    # latent scale written into the saved config: "auto" = 1 / std of training latents;
+    # None = "auto" from scratch, keep the pretrained value otherwise; or a number
+    "scaling_factor": None,
+    # reporting
+    "log_every": 10,
+    "num_preview": 8,
+    "eval_batch_size": 16,
+}
+
+REPORT_NAME = "vae_report.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def validate_vae_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and check every key; errors name the key (``vae.<key>``) and the bad value."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(VAE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown VAE config key(s) {['vae.' + k for k in unknown]}; known: {sorted(VAE_DEFAULTS)}")
+    out = {**VAE_DEFAULTS, **cfg}
+
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"vae.{key} must be {what}, got {out[key]!r}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need("pretrained", out["pretrained"] is None or isinstance(out["pretrained"], (str, Path)), "null or a folder path")
+    need("channels", out["channels"] in (1, 3), "1 or 3")
+    if out["pretrained"] is None:
+        need("channels", out["channels"] == 1, "1 when training from scratch (3 only keeps a pretrained SD VAE)")
+    boc = out["block_out_channels"]
+    need("block_out_channels", isinstance(boc, (list, tuple)) and len(boc) >= 1 and all(is_int(c) and c > 0 for c in boc),
+         "a non-empty list of positive integers")
+    out["block_out_channels"] = [int(c) for c in boc]
+    for key in ("layers_per_block", "latent_channels", "norm_num_groups", "resolution", "batch_size",
+                "log_every", "num_preview", "eval_batch_size"):
+        need(key, is_int(out[key]) and out[key] >= 1, "a positive integer")
+    need("norm_num_groups", all(c % out["norm_num_groups"] == 0 for c in out["block_out_channels"]),
+         f"a divisor of every block_out_channels entry {out['block_out_channels']}")
+    factor = 2 ** (len(out["block_out_channels"]) - 1)
+    if out["pretrained"] is None:
+        need("resolution", out["resolution"] % factor == 0, f"divisible by the VAE's downsampling factor {factor}")
+    for key in ("mid_block_attention", "center_crop", "random_flip"):
+        need(key, isinstance(out[key], bool), "true or false")
+    for key in ("steps", "lr_warmup_steps", "seed"):
+        need(key, is_int(out[key]) and out[key] >= 0, "an integer >= 0")
+    for key in ("learning_rate", "kl_weight", "perceptual_weight", "weight_decay", "max_grad_norm"):
+        need(key, is_num(out[key]) and out[key] >= 0, "a number >= 0")
+    need("learning_rate", out["learning_rate"] > 0, "> 0")
+    need("recon_loss", out["recon_loss"] in ("l1", "mse"), "'l1' or 'mse'")
+    need("mixed_precision", out["mixed_precision"] in ("no", "fp16", "bf16"), "'no', 'fp16' or 'bf16'")
+    from diffusers.optimization import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    need("lr_scheduler", out["lr_scheduler"] in names, f"one of {names}")
+    sf = out["scaling_factor"]
+    need("scaling_factor", sf is None or sf == "auto" or (is_num(sf) and sf > 0), "null, 'auto' or a number > 0")
+    if out["perceptual_weight"] > 0:
+        pw = out["perceptual_weights"]
+        need("perceptual_weights", pw is not None, "a VGG-16 weights file when vae.perceptual_weight > 0")
+        need("perceptual_weights", Path(pw).is_file(), "an existing file")
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_images(
+    images: Sequence[str | Path | Any] | torch.Tensor,
+    resolution: int,
+    center_crop: bool = True,
+    what: str = "images",
+) -> torch.Tensor:
+    """Thermal images as one tensor at the training resolution.
+
+    Args:
+        images: image paths (anything ``thermgen.io.read_thermal`` reads), objects with an ``image_path``
+            attribute (e.g. :class:`~thermgen.data.sample.ThermalSample`), or a float tensor (N, 1, H, W) in
+            [0, 1] (resized if H, W differ from ``resolution``).
+        resolution: output side in pixels.
+        center_crop: resize the shorter side to ``resolution`` then centre-crop (keeps aspect ratio);
+            ``False`` resizes straight to a square.
+        what: name used in error messages.
+
+    Returns:
+        float32 tensor (N, 1, resolution, resolution) in [0, 1], white-hot ("fixed" normalisation: absolute
+        levels survive, so night stays darker than day).
+    """
+    if torch.is_tensor(images):
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"`{what}` tensor must be (N, 1, H, W), got {tuple(images.shape)}")
+        return torch.cat([_fit(im[None].float(), resolution, center_crop) for im in images]) if len(images) else (
+            images.float().new_zeros((0, 1, resolution, resolution))
+        )
+    from thermgen.io import read_thermal
+
+    out = []
+    for item in images:
+        path = Path(getattr(item, "image_path", item))
+        arr = read_thermal(path, norm="fixed")  # DataError names the file on bad input
+        out.append(_fit(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None], resolution, center_crop))
+    if not out:
+        return torch.zeros((0, 1, resolution, resolution))
+    return torch.cat(out)
+
+
+def _fit(x: torch.Tensor, resolution: int, center_crop: bool) -> torch.Tensor:
+    """(1, 1, H, W) -> (1, 1, R, R): antialiased bilinear resize (+ centre crop)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (resolution, resolution):
+        return x.clamp(0, 1)
+    if center_crop:
+        scale = resolution / min(h, w)
+        nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - resolution) // 2, (nw - resolution) // 2
+        x = x[..., top : top + resolution, left : left + resolution]
+    else:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_vae(cfg: dict[str, Any]) -> AutoencoderKL:
+    """A randomly initialised 1-channel ``AutoencoderKL`` from a validated config (see :data:`VAE_DEFAULTS`)."""
+    n = len(cfg["block_out_channels"])
+    return AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg["block_out_channels"]),
+        layers_per_block=cfg["layers_per_block"],
+        latent_channels=cfg["latent_channels"],
+        norm_num_groups=cfg["norm_num_groups"],
+        sample_size=cfg["resolution"],
+        mid_block_add_attention=cfg["mid_block_attention"],
+        scaling_factor=1.0,  # replaced by the measured latent scale after training
+    )
+
+
+def load_pretrained_vae(path: str | Path) -> AutoencoderKL:
+    """Load an ``AutoencoderKL`` from a local diffusers folder: a Stable Diffusion pipeline folder (its ``vae/``)
+    or a VAE folder (``config.json`` + weights). Raises ``DataError`` naming the path when neither is there."""
+    path = Path(path)
+    if (path / "vae" / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(path, subfolder="vae")
+    if (path / "config.json").is_file():
+        cls = json.loads((path / "config.json").read_text()).get("_class_name")
+        if cls not in (None, "AutoencoderKL"):
+            raise DataError(f"{path / 'config.json'}: _class_name is {cls!r}, expected 'AutoencoderKL'")
+        return AutoencoderKL.from_pretrained(path)
+    if path.is_file():
+        raise DataError(
+            f"{path}: single-file checkpoints are not supported; convert it to a diffusers folder first "
+            "(diffusers' AutoencoderKL.from_single_file(...).save_pretrained(dir))"
+        )
+    raise DataError(f"{path}: no VAE found (expected {path / 'vae' / 'config.json'} or {path / 'config.json'})")
+
+
+def vae_to_single_channel(vae: AutoencoderKL) -> AutoencoderKL:
+    """Convert a 3-channel ``AutoencoderKL`` into an equivalent 1-channel one.
+
+    The encoder's first convolution sees replicated thermal ``[x, x, x]``, so ``W @ [x, x, x] = (sum_c W_c) x``:
+    summing its kernels over the input channels gives the same output. The decoder's last convolution's 3
+    output rows are averaged (weights and bias), which equals averaging the decoded channels. The result encodes
+    and decodes exactly as "replicate on encode, average on decode" does with the original.
+    """
+    if vae.config.in_channels == 1 and vae.config.out_channels == 1:
+        return vae
+    config = dict(vae.config)
+    config.update(in_channels=1, out_channels=1)
+    single = AutoencoderKL.from_config(config)
+    state = vae.state_dict()
+    state["encoder.conv_in.weight"] = state["encoder.conv_in.weight"].sum(dim=1, keepdim=True)
+    state["decoder.conv_out.weight"] = state["decoder.conv_out.weight"].mean(dim=0, keepdim=True)
+    state["decoder.conv_out.bias"] = state["decoder.conv_out.bias"].mean(dim=0, keepdim=True)
+    single.load_state_dict(state)
+    return single.to(device=vae.device, dtype=vae.dtype)
+
+
+class VGGPerceptualLoss(torch.nn.Module):
+    """LPIPS-style distance between VGG-16 features (relu1_2, relu2_2, relu3_3, relu4_3), without LPIPS's learned
+    per-channel weights (they are not available offline): channel-normalised features, squared difference, mean.
+
+    ``weights``: a torchvision VGG-16 state dict file (``features.N.*`` keys, or the same without ``features.``);
+    only the layers up to the deepest tap present in the file are used, so a file holding just the first blocks
+    works too. Loaded with safetensors or ``torch.load(weights_only=True)``.
+    """
+
+    TAPS = (3, 8, 15, 22)  # indices of relu1_2, relu2_2, relu3_3, relu4_3 in torchvision's vgg16().features
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        state = _load_state_dict(Path(weights))
+        state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+        features = make_layers(cfgs["D"])
+        present = {int(k.split(".")[0]) for k in state}
+        taps = [t for t in self.TAPS if all(i in present for i in range(t) if isinstance(features[i], torch.nn.Conv2d))]
+        if not taps:
+            raise DataError(f"{weights}: no VGG-16 feature weights found (expected keys like 'features.0.weight')")
+        self.taps = taps
+        self.features = features[: taps[-1] + 1]
+        missing, _ = self.features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= taps[-1]},
+                                                   strict=False)
+        if missing:
+            raise DataError(f"{weights}: missing VGG-16 weights {missing[:4]}...")
+        self.features.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a, b: (B, 1, H, W) in [-1, 1]. Returns a scalar."""
+        x = torch.cat([a, b]).expand(-1, 3, -1, -1) * 0.5 + 0.5
+        x = (x - self.mean) / self.std
+        loss = x.new_zeros(())
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                fa, fb = x.chunk(2)
+                fa = fa / (fa.norm(dim=1, keepdim=True) + 1e-10)
+                fb = fb / (fb.norm(dim=1, keepdim=True) + 1e-10)
+                loss = loss + (fa - fb).pow(2).sum(dim=1).mean()
+        return loss / len(self.taps)
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state.get("state_dict", state)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Deterministic reconstructions (posterior mode) of thermal images.
+
+    images: float (N, 1, H, W) in [0, 1]. Returns float32 (N, 1, H, W) in [0, 1]. A 3-channel VAE gets the image
+    replicated and its output channels averaged (as the pipeline does).
+    """
+    from pipelines import decode_thermal, encode_thermal
+
+    was_training = vae.training
+    vae.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        z = encode_thermal(vae, images[i : i + batch_size], sample=False)
+        out.append(decode_thermal(vae, z).cpu())
+    vae.train(was_training)
+    return torch.cat(out) if out else images.new_zeros(images.shape)
+
+
+def reconstruction_metrics(originals: torch.Tensor, recons: torch.Tensor) -> dict[str, float]:
+    """Reconstruction error on [0, 1] images (N, 1, H, W): mean L1, MSE, PSNR (dB, peak 1, mean over images) and
+    the worst image's L1."""
+    diff = (recons.float() - originals.float()).flatten(1)
+    l1 = diff.abs().mean(dim=1)
+    mse = diff.pow(2).mean(dim=1)
+    psnr = 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+    return {
+        "l1": float(l1.mean()),
+        "mse": float(mse.mean()),
+        "psnr_db": float(psnr.mean()),
+        "l1_worst": float(l1.max()),
+    }
+
+
+@torch.no_grad()
+def latent_std(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 16, max_images: int = 256) -> float:
+    """Standard deviation of unscaled posterior samples over (up to ``max_images``) images; LDM scales latents
+    by its inverse so the diffusion model sees unit variance."""
+    was_training = vae.training
+    vae.eval()
+    gen = torch.Generator().manual_seed(0)
+    zs = []
+    for i in range(0, min(len(images), max_images), batch_size):
+        x = images[i : min(i + batch_size, max_images)].to(device=vae.device, dtype=vae.dtype) * 2 - 1
+        x = x.expand(-1, vae.config.in_channels, -1, -1)
+        dist = vae.encode(x).latent_dist
+        noise = torch.randn(dist.mean.shape, generator=gen).to(dist.mean)
+        zs.append((dist.mean + dist.std * noise).float().cpu())
+    vae.train(was_training)
+    return float(torch.cat(zs).std())
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_vae(
+    cfg: dict[str, Any] | None,
+    train_images: Sequence[str | Path | Any] | torch.Tensor,
+    val_images: Sequence[str | Path | Any] | torch.Tensor,
+    out_dir: str | Path,
+    *,
+    accelerator=None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or adapt) a thermal VAE, save it to ``out_dir`` and report reconstruction error on ``val_images``.
+
+    Args:
+        cfg: the ``vae`` section of a recipe (keys and defaults: :data:`VAE_DEFAULTS`; unknown or bad keys raise
+            ``ValueError`` naming ``vae.<key>``). ``{}`` or ``None`` = the CPU default (a 1-channel VAE from
+            scratch, 64 px, 300 steps).
+        train_images: training images: paths, objects with ``image_path`` (e.g. ``ThermalSample``), or a float
+            tensor (N, 1, H, W) in [0, 1]. Resized/cropped to ``cfg["resolution"]`` (see :func:`load_images`;
+            use the same function for the UNet's latents so both stages see the same pixels).
+        val_images: held-out images, same forms; used only for the report (at least one image).
+        out_dir: output folder; created. Receives the model (``config.json`` +
+            ``diffusion_pytorch_model.safetensors``, loadable with ``AutoencoderKL.from_pretrained(out_dir)``),
+            ``vae_report.json`` / ``vae_report.md``, ``vae_log.csv`` (step, loss terms, lr), ``vae_loss.png``
+            and ``vae_reconstructions.png`` (originals / reconstructions / absolute error).
+        accelerator: an ``accelerate.Accelerator`` to run under (e.g. shared with the recipe); default a new one
+            (CPU unless CUDA is present, ``cfg["mixed_precision"]``).
+        show_progress: tqdm progress bar.
+
+    Returns:
+        The report (also written to ``vae_report.json``)::
+
+            {"schema_version": 1, "source": "scratch" | <pretrained path>, "in_channels": 1 | 3,
+             "latent_channels": int, "downsample_factor": int, "resolution": int, "parameters": int,
+             "steps": int, "batch_size": int, "seconds": float, "train_images": int, "val_images": int,
+             "latent_std": float (unscaled, after training), "scaling_factor": float (saved in the config),
+             "val_before": {"l1", "mse", "psnr_db", "l1_worst"} (before training; [0, 1] pixel scale),
+             "val": {...same keys, after training...}, "val_mean_image_l1": float (error of predicting each
+             image's own mean: a trivial baseline to judge "l1" against), "final_loss": float | None,
+             "files": {"model", "log", "loss_plot", "reconstructions", "report_md"}}
+    """
+    cfg = validate_vae_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    train_x = load_images(train_images, cfg["resolution"], cfg["center_crop"], what="train_images")
+    val_x = load_images(val_images, cfg["resolution"], cfg["center_crop"], what="val_images")
+    if len(train_x) == 0 and cfg["steps"] > 0:
+        raise ValueError("`train_images` is empty but vae.steps > 0")
+    if len(val_x) == 0:
+        raise ValueError("`val_images` is empty: the VAE stage reports held-out reconstruction error")
+
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if accelerator is None:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"])
+    set_seed(cfg["seed"])
+
+    if cfg["pretrained"] is None:
+        vae = build_vae(cfg)
+        source = "scratch"
+    else:
+        vae = load_pretrained_vae(cfg["pretrained"])
+        source = str(cfg["pretrained"])
+        if cfg["channels"] == 1:
+            vae = vae_to_single_channel(vae)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if cfg["resolution"] % factor:
+        raise ValueError(f"vae.resolution must be divisible by the VAE's downsampling factor {factor}, got {cfg['resolution']}")
+    vae.to(accelerator.device)
+    val_before = reconstruction_metrics(val_x, reconstruct(vae, val_x, cfg["eval_batch_size"]))
+
+    perceptual = None
+    if cfg["perceptual_weight"] > 0:
+        perceptual = VGGPerceptualLoss(cfg["perceptual_weights"]).to(accelerator.device)
+
+    rows: list[dict[str, float]] = []
+    if cfg["steps"] > 0:
+        rows = _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress)
+
+    vae.eval()
+    recons = reconstruct(vae, val_x, cfg["eval_batch_size"])
+    val_after = reconstruction_metrics(val_x, recons)
+    std = latent_std(vae, train_x if len(train_x) else val_x, cfg["eval_batch_size"])
+    sf = cfg["scaling_factor"]
+    if sf == "auto" or (sf is None and cfg["pretrained"] is None):
+        sf = 1.0 / max(std, 1e-6)
+    elif sf is None:
+        sf = float(vae.config.scaling_factor)
+    vae.register_to_config(scaling_factor=float(sf))
+
+    report = {
+        "schema_version": 1,
+        "source": source,
+        "in_channels": int(vae.config.in_channels),
+        "latent_channels": int(vae.config.latent_channels),
+        "downsample_factor": factor,
+        "resolution": cfg["resolution"],
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "steps": cfg["steps"],
+        "batch_size": cfg["batch_size"],
+        "seconds": None,
+        "train_images": len(train_x),
+        "val_images": len(val_x),
+        "latent_std": std,
+        "scaling_factor": float(sf),
+        "val_before": val_before,
+        "val": val_after,
+        "val_mean_image_l1": float((val_x - val_x.mean(dim=(1, 2, 3), keepdim=True)).abs().mean()),
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "files": {
+            "model": str(out_dir),
+            "log": str(out_dir / "vae_log.csv"),
+            "loss_plot": str(out_dir / "vae_loss.png"),
+            "reconstructions": str(out_dir / "vae_reconstructions.png"),
+            "report_md": str(out_dir / "vae_report.md"),
+        },
+    }
+    if accelerator.is_main_process:
+        vae.save_pretrained(out_dir, safe_serialization=True)
+        _write_log(out_dir / "vae_log.csv", rows)
+        _plot_loss(out_dir / "vae_loss.png", rows)
+        _plot_reconstructions(out_dir / "vae_reconstructions.png", val_x[: cfg["num_preview"]], recons[: cfg["num_preview"]])
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / "vae_report.md").write_text(_report_markdown(report))
+    accelerator.wait_for_everyone()
+    report["seconds"] = report["seconds"] or round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress) -> list[dict[str, float]]:
+    from diffusers.optimization import get_scheduler
+
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    lr_scheduler = get_scheduler(
+        cfg["lr_scheduler"],
+        optimizer,
+        num_warmup_steps=cfg["lr_warmup_steps"] * accelerator.num_processes,
+        num_training_steps=cfg["steps"] * accelerator.num_processes,
+    )
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(train_x),
+        batch_size=cfg["batch_size"],
+        shuffle=True,
+        drop_last=len(train_x) >= cfg["batch_size"],
+        generator=torch.Generator().manual_seed(cfg["seed"]),
+    )
+    model = _EncodeDecode(vae)
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    flip_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+    sample_gen = torch.Generator(device=accelerator.device).manual_seed(cfg["seed"] + 2)
+    pixels = cfg["resolution"] ** 2
+    rows: list[dict[str, float]] = []
+    bar = tqdm(total=cfg["steps"], desc="vae", disable=not (show_progress and accelerator.is_local_main_process))
+    step = 0
+    while step < cfg["steps"]:
+        for (x,) in loader:
+            if cfg["random_flip"]:
+                flip = torch.rand(len(x), generator=flip_gen) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+            target = x * 2.0 - 1.0
+            with accelerator.autocast():
+                dec, kl = model(target, sample_gen)
+                rec = (F.l1_loss if cfg["recon_loss"] == "l1" else F.mse_loss)(dec.float(), target.float())
+                # LDM: kl summed over latent elements per image; dividing by the pixel count keeps its weight
+                # relative to a per-pixel reconstruction mean the same as LDM's summed losses.
+                kl = kl.mean() / pixels
+                loss = rec + cfg["kl_weight"] * kl
+                perc = None
+                if perceptual is not None:
+                    perc = perceptual(dec.float(), target.float())
+                    loss = loss + cfg["perceptual_weight"] * perc
+            accelerator.backward(loss)
+            if cfg["max_grad_norm"] > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            row = {
+                "step": step,
+                "loss": float(loss.detach()),
+                "recon": float(rec.detach()),
+                "kl": float(kl.detach()),
+                "perceptual": float(perc.detach()) if perc is not None else float("nan"),
+                "lr": float(lr_scheduler.get_last_lr()[0]),
+            }
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
+            if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
+                rows.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if step >= cfg["steps"]:
+                break
+    bar.close()
+    return rows
+
+
+class _EncodeDecode(torch.nn.Module):
+    """One forward pass for training: encode, sample the posterior, decode. A single ``forward`` so that DDP
+    (which hooks ``forward``) synchronises gradients; a 3-channel VAE gets thermal replicated and its output
+    channels averaged, as in the pipeline."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """x: (B, 1, H, W) in [-1, 1]. Returns (decoded (B, 1, H, W), per-image KL (B,))."""
+        if self.vae.config.in_channels != 1:
+            x = x.expand(-1, self.vae.config.in_channels, -1, -1)
+        posterior = self.vae.encode(x).latent_dist
+        dec = self.vae.decode(posterior.sample(generator=generator)).sample
+        if dec.shape[1] != 1:
+            dec = dec.mean(dim=1, keepdim=True)
+        return dec, posterior.kl()
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    fields = ["step", "loss", "recon", "kl", "perceptual", "lr"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plot_loss(path: Path, rows: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if rows:
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["recon"] for r in rows], label="reconstruction")
+        ax.plot(steps, [r["loss"] for r in rows], label="total", alpha=0.7)
+        ax.set_yscale("log")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no training steps (vae.steps = 0)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("VAE training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_reconstructions(path: Path, originals: torch.Tensor, recons: torch.Tensor) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(originals), 1)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n + 0.8, 5.2), squeeze=False)
+    for i in range(len(originals)):
+        o, r = originals[i, 0].numpy(), recons[i, 0].numpy()
+        for row, (img, kw) in enumerate(
+            ((o, dict(cmap="gray", vmin=0, vmax=1)), (r, dict(cmap="gray", vmin=0, vmax=1)),
+             (np.abs(o - r), dict(cmap="magma", vmin=0, vmax=0.25)))
+        ):
+            axes[row, i].imshow(img, **kw)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, label in enumerate(("original", "reconstruction", "|error| (0-0.25)")):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("VAE: held-out images (white-hot)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _report_markdown(r: dict[str, Any]) -> str:
+    v, b = r["val"], r["val_before"]
+    return (
+        "# VAE stage\n\n"
+        f"- source: {r['source']}; {r['in_channels']}-channel input, {r['latent_channels']} latent channels, "
+        f"downsampling x{r['downsample_factor']}, {r['parameters']:,} parameters\n"
+        f"- training: {r['steps']} steps at batch {r['batch_size']}, {r['resolution']} px, "
+        f"{r['train_images']} images, {r['seconds']} s\n"
+        f"- latent std {r['latent_std']:.4f} -> scaling_factor {r['scaling_factor']:.4f}\n\n"
+        f"Held-out reconstruction ({r['val_images']} images, pixel values in [0, 1]):\n\n"
+        "| | L1 | MSE | PSNR (dB) | worst L1 |\n| --- | --- | --- | --- | --- |\n"
+        f"| before training | {b['l1']:.4f} | {b['mse']:.5f} | {b['psnr_db']:.2f} | {b['l1_worst']:.4f} |\n"
+        f"| after training | {v['l1']:.4f} | {v['mse']:.5f} | {v['psnr_db']:.2f} | {v['l1_worst']:.4f} |\n\n"
+        f"Trivial baseline (each image's own mean): L1 {r['val_mean_image_l1']:.4f}.\n\n"
+        "![reconstructions](vae_reconstructions.png)\n\n![loss](vae_loss.png)\n"
+    )
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value (e.g. steps=200)")
+    key, value = text.split("=", 1)
+    key = key.strip().removeprefix("vae.")
+    if key not in VAE_DEFAULTS:
+        raise ValueError(f"unknown VAE config key 'vae.{key}' in override {text!r}; known: {sorted(VAE_DEFAULTS)}")
+    return key, yaml.safe_load(value)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m thermgen.train.vae",
+        description="Train a 1-channel thermal AutoencoderKL from scratch, or adapt a pretrained Stable Diffusion "
+        "VAE, and report held-out reconstruction error. Config keys (key=value): "
+        + ", ".join(f"{k} (default {v!r})" for k, v in VAE_DEFAULTS.items()),
+    )
+    parser.add_argument("--images", type=Path, required=True,
+                        help="folder of thermal images (searched recursively) used for training")
+    parser.add_argument("--val-images", type=Path, default=None,
+                        help="folder of held-out images (default: hold out --val-fraction of --images)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="fraction of --images held out when --val-images is not given (default 0.1)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML file holding the VAE keys (top level or under 'vae:') (default: none)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the model and reports")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=200 resolution=64")
+    args = parser.parse_args(argv)
+
+    cfg: dict[str, Any] = {}
+    if args.config is not None:
+        import yaml
+
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        cfg = dict(loaded.get("vae", loaded)) if isinstance(loaded, dict) else {}
+    try:
+        cfg.update(dict(_parse_override(o) for o in args.overrides))
+        files = _list_images(args.images)
+        if args.val_images is not None:
+            train, val = files, _list_images(args.val_images)
+        else:
+            if not 0 < args.val_fraction < 1:
+                raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+            rng = np.random.default_rng(0)
+            order = rng.permutation(len(files))
+            n_val = max(1, round(len(files) * args.val_fraction))
+            val = [files[i] for i in sorted(order[:n_val])]
+            train = [files[i] for i in sorted(order[n_val:])]
+        report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress)
+    except (ValueError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    v = report["val"]
+    print(f"VAE saved to {args.out}: held-out L1 {v['l1']:.4f}, PSNR {v['psnr_db']:.2f} dB "
+          f"({report['val_images']} images); report {args.out / REPORT_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
