@@ -1,0 +1,166 @@
+"""Manifest reading and thermal image loading for T-CLIP (standalone: no thermgen import).
+
+The manifest is thermgen's JSON Lines contract (one image per line); T-CLIP needs only
+`id`, `image`, `split`, `global_caption` and `fine_caption` of each line and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = [
+    "ManifestError",
+    "ManifestRecord",
+    "read_manifest",
+    "load_thermal_image",
+    "resize_square",
+    "load_images",
+    "CAPTION_FIELDS",
+]
+
+CAPTION_FIELDS = {"global": "global_caption", "fine": "fine_caption"}
+
+
+class ManifestError(ValueError):
+    """A manifest line or an image file that cannot be used; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One manifest line as T-CLIP sees it. `image` is resolved against the manifest's folder."""
+
+    id: str
+    image: Path
+    split: str
+    global_caption: str
+    fine_caption: str
+    line: int
+
+    def caption(self, kind: str) -> str:
+        """The caption of one kind: "global" or "fine"."""
+        if kind not in CAPTION_FIELDS:
+            raise ValueError(f"caption kind must be one of {sorted(CAPTION_FIELDS)}, got {kind!r}")
+        return getattr(self, CAPTION_FIELDS[kind])
+
+
+def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRecord]:
+    """Read the records of one split (None: all) from a JSONL manifest, validating what T-CLIP uses.
+
+    Raises `ManifestError` naming `file:line` and the field for a malformed line, and for duplicate ids.
+    Empty lines are allowed and skipped. Records keep the manifest's order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    records: list[ManifestRecord] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{where}: a line must be a JSON object, got {type(obj).__name__}")
+            for field in ("id", "image", "split", "global_caption", "fine_caption"):
+                value = obj.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    raise ManifestError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
+            if split is not None and obj["split"] != split:
+                continue
+            if obj["id"] in seen:
+                raise ManifestError(f"{where}: field 'id' {obj['id']!r} duplicates line {seen[obj['id']]}")
+            seen[obj["id"]] = lineno
+            image = Path(obj["image"])
+            if not image.is_absolute():
+                image = path.parent / image
+            records.append(
+                ManifestRecord(
+                    id=obj["id"],
+                    image=image,
+                    split=obj["split"],
+                    global_caption=obj["global_caption"],
+                    fine_caption=obj["fine_caption"],
+                    line=lineno,
+                )
+            )
+    return records
+
+
+def load_thermal_image(path: str | Path) -> np.ndarray:
+    """Read a thermal image as float32 (H, W) in [0, 1], white-hot, with the "fixed" rule.
+
+    "fixed": integer images are divided by their dtype's full range (255 for 8-bit, 65535 for
+    16-bit), so absolute levels survive (a night scene stays darker than a day scene). A 3-channel
+    image whose channels are equal is read as grey; a colour (e.g. colormapped) image is refused,
+    because its colours cannot be mapped back to temperature.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read image ({exc})") from None
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:
+            arr = arr[..., :3]
+        if arr.shape[2] == 3 and not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise ManifestError(f"{path}: colour image (mode {mode}); thermal images must be single-channel grey")
+        arr = arr[..., 0]
+    if arr.dtype == np.uint8 or mode in ("L", "P", "1"):
+        return (arr.astype(np.float32) / 255.0).clip(0.0, 1.0)
+    if arr.dtype in (np.uint16, np.int32, np.int64) or mode.startswith("I"):
+        # PIL reads 16-bit PNGs as mode "I" (int32) or "I;16": the sensor range is 16 bits either way.
+        if arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
+            raise ManifestError(f"{path}: integer values outside 0..65535 (mode {mode})")
+        return arr.astype(np.float32) / 65535.0
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
+            raise ManifestError(f"{path}: float image values must lie in [0, 1] (mode {mode})")
+        return arr.astype(np.float32)
+    raise ManifestError(f"{path}: unsupported image mode {mode} / dtype {arr.dtype}")
+
+
+def resize_square(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize float images (B, C, H, W) to `size` with antialiased bilinear interpolation.
+
+    The whole frame is kept (no crop; the aspect ratio is squashed), as the paper used whole images.
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def load_images(paths: list[Path], size: int | tuple[int, int], workers: int = 2, progress: bool = True) -> torch.Tensor:
+    """Load and resize thermal images into one float32 tensor (N, 1, size, size) in [0, 1]."""
+
+    def one(p: Path) -> torch.Tensor:
+        x = torch.from_numpy(load_thermal_image(p))[None, None]
+        return resize_square(x, size)[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        it = pool.map(one, paths)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=len(paths), desc="load images", leave=False)
+        out = list(it)
+    if not out:
+        return torch.empty(0, 1, *((size, size) if isinstance(size, int) else size))
+    return torch.stack(out).clamp_(0.0, 1.0)

@@ -1,0 +1,547 @@
+"""Train T-CLIP on a manifest: `python -m tclip.train --manifest M --out DIR`.
+
+Stages (each skipped when already complete in DIR, so `--resume` continues where a run stopped):
+
+1. base   only when the base has no pretrained weights (`--base ARCH`, the offline default): the
+          whole open_clip model is trained from scratch on the manifest's (image, caption) pairs,
+          each step drawing the global or the fine caption of every image at random.
+2. global the "global" LoRA adapter on the frozen base, with the global captions;
+3. fine   the "fine" LoRA adapter on the same frozen base, with the fine captions (trained alone, not
+          initialised from the global one: the paper found that collapses).
+
+Each stage: symmetric InfoNCE with a learnable temperature, AdamW (no weight decay on gains, biases
+and the temperature) with a cosine schedule and linear warm-up, gradient-norm clipping, fp16 mixed
+precision on CUDA, all under `accelerate` (the same code on a CPU, one GPU or many:
+`accelerate launch -m tclip.train ...` or `torchrun --nproc_per_node N -m tclip.train ...`).
+Checkpoints (`accelerator.save_state`) every `checkpoint_every` steps with rotation; a progress bar,
+`DIR/logs/loss.csv` and `DIR/logs/loss.png`. Deterministic for a seed on CPU.
+
+DIR becomes a T-CLIP folder (`tclip.load(DIR)`), plus `DIR/logs/` and `DIR/checkpoints/`.
+No augmentation by default (as in the paper): the captions name counts and positions (left/right,
+top/bottom), which flips and crops would falsify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import load_images, read_manifest
+from .loss import ContrastiveLoss
+from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
+
+__all__ = ["main", "train", "load_train_config", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
+
+logger = logging.getLogger("tclip.train")
+
+TRAIN_CONFIG_DIR = Path(__file__).parent / "train_configs"
+STATE_FILE = "train_state.json"
+
+_STAGE_DEFAULTS = {
+    "steps": 200,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "weight_decay": 1e-3,
+    "warmup": 100,
+    "grad_clip": 1.0,
+}
+DEFAULT_CONFIG: dict = {
+    "base": "tclip-cpu",
+    "lora": dict(DEFAULT_LORA),
+    "fusion_alpha": 0.8,
+    "init_temperature": 0.07,
+    # CPU-sized stage settings (as in train_configs/hituav-cpu.json, chosen on HIT-UAV val); the paper's
+    # GPU setting is train_configs/paper-vitb16.json (lr 2e-3, wd 1e-3, 100 warm-up, batch 128, 10k steps).
+    "base_stage": {**_STAGE_DEFAULTS, "steps": 1000, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup": 50},
+    "adapter_stage": {**_STAGE_DEFAULTS, "steps": 200, "batch_size": 64, "lr": 5e-3, "warmup": 20},
+    "mixed_precision": "auto",
+    "checkpoint_every": 100,
+    "keep_checkpoints": 2,
+    "log_every": 5,
+    "image_workers": 2,
+}
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _merge(base: dict, override: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ValueError(f"{where}: unknown key {key!r} (known: {sorted(base)})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: key {key!r} must be a mapping, got {type(value).__name__}")
+            out[key] = _merge(base[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def _check_stage(cfg: dict, where: str) -> None:
+    for key in ("steps", "batch_size", "warmup"):
+        if not isinstance(cfg[key], int) or cfg[key] < (1 if key == "batch_size" else 0):
+            raise ValueError(f"{where}.{key} must be a {'positive' if key == 'batch_size' else 'non-negative'} integer, got {cfg[key]!r}")
+    for key in ("lr", "weight_decay", "grad_clip"):
+        if not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
+            raise ValueError(f"{where}.{key} must be a non-negative number, got {cfg[key]!r}")
+
+
+def load_train_config(path_or_name: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The training config: defaults <- a JSON/YAML file (or a name in tclip/train_configs) <- overrides.
+
+    Unknown keys and bad values raise `ValueError` naming the key.
+    """
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if path_or_name is not None:
+        path = Path(path_or_name)
+        if not path.is_file():
+            named = TRAIN_CONFIG_DIR / f"{path_or_name}.json"
+            if not named.is_file():
+                known = sorted(p.stem for p in TRAIN_CONFIG_DIR.glob("*.json"))
+                raise FileNotFoundError(f"training config {path_or_name!r} not found (a file, or one of {known})")
+            path = named
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a mapping")
+        cfg = _merge(cfg, data, str(path))
+    if overrides:
+        cfg = _merge(cfg, overrides, "override")
+    for stage in ("base_stage", "adapter_stage"):
+        _check_stage(cfg[stage], stage)
+    if not 0.0 <= float(cfg["fusion_alpha"]) <= 1.0:
+        raise ValueError(f"fusion_alpha must be in [0, 1], got {cfg['fusion_alpha']!r}")
+    if cfg["mixed_precision"] not in ("auto", "no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be auto|no|fp16|bf16, got {cfg['mixed_precision']!r}")
+    for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- data
+class _PairData(torch.utils.data.Dataset):
+    """Preloaded (image (1, S, S), global tokens (L,), fine tokens (L,), index) tuples."""
+
+    def __init__(self, images: torch.Tensor, tok_global: torch.Tensor, tok_fine: torch.Tensor):
+        self.images, self.tok_global, self.tok_fine = images, tok_global, tok_fine
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.tok_global[i], self.tok_fine[i]
+
+
+class _TrainStep(nn.Module):
+    """What accelerate wraps: the model and the loss (whose temperature is trained with the model)."""
+
+    def __init__(self, model: nn.Module, loss: ContrastiveLoss, encode):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self._encode = encode
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        img, txt = self._encode(self.model, pixels, tokens)
+        return self.loss(img, txt)
+
+
+def _plain_encoder(base_info: dict):
+    """Encoder for the base stage: the plain open_clip model on raw thermal batches."""
+    mean = torch.tensor(base_info["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(base_info["std"]).view(1, 3, 1, 1)
+    size = tuple(base_info["image_size"])
+
+    def encode(model, images, tokens):
+        pixels = preprocess_thermal(images, size, mean.to(images.device), std.to(images.device))
+        return (
+            nn.functional.normalize(model.encode_image(pixels), dim=-1),
+            nn.functional.normalize(model.encode_text(tokens), dim=-1),
+        )
+
+    return encode
+
+
+def _adapter_encoder(name: str):
+    def encode(model, images, tokens):
+        return model(model.preprocess(images), tokens, name)
+
+    return encode
+
+
+def _param_groups(params: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """open_clip's rule: no weight decay on gains, biases, embeddings' 1-d params and the temperature."""
+    decay = [p for n, p in params if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "logit_scale" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------------------------------------- stage loop
+@dataclass
+class _Ctx:
+    accelerator: object
+    out: Path
+    cfg: dict
+    seed: int
+    progress: bool
+    log_rows: list
+
+
+def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairData, caption: str, stage_cfg: dict, resume: bool) -> float:
+    """Train one stage; returns the final temperature scale. `caption`: "global", "fine" or "random"."""
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from tqdm.auto import tqdm
+
+    acc = ctx.accelerator
+    set_seed(ctx.seed + {"base": 0, "global": 1, "fine": 2}[stage], device_specific=True)
+    loss_fn = ContrastiveLoss(
+        init_temperature=float(ctx.cfg["init_temperature"]), rank=acc.process_index, world_size=acc.num_processes
+    )
+    step_module = _TrainStep(model, loss_fn, encode)
+    params = [(n, p) for n, p in step_module.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for _, p in params)
+    optimizer = torch.optim.AdamW(_param_groups(params, stage_cfg["weight_decay"]), lr=stage_cfg["lr"], betas=(0.9, 0.98), eps=1e-6)
+    steps = stage_cfg["steps"]
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(stage_cfg["warmup"], steps), max(steps, 1))
+    per_rank = max(1, stage_cfg["batch_size"] // acc.num_processes)
+    if len(dataset) < per_rank * acc.num_processes:
+        raise ValueError(
+            f"stage {stage}: {len(dataset)} training pairs are fewer than one batch "
+            f"({per_rank} x {acc.num_processes} processes); lower batch_size"
+        )
+    gen = torch.Generator().manual_seed(ctx.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen)
+    step_module, optimizer, loader, scheduler = acc.prepare(step_module, optimizer, loader, scheduler)
+
+    ckpt_root = ctx.out / "checkpoints" / stage
+    start = 0
+    if resume and ckpt_root.is_dir():
+        found = sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        if found:
+            acc.load_state(str(found[-1]))
+            start = int(found[-1].name.split("-")[1])
+            logger.info("stage %s: resumed from %s", stage, found[-1])
+    if acc.is_main_process:
+        logger.info("stage %s: %d steps, %d trainable parameters, batch %d x %d processes", stage, steps, n_trainable, per_rank, acc.num_processes)
+
+    caption_gen = torch.Generator().manual_seed(ctx.seed * 7919 + acc.process_index)
+    epoch_len = len(loader)
+    epoch, skip = divmod(start, epoch_len)
+    for _ in range(start):  # keep the caption draws identical to an uninterrupted run
+        torch.rand(per_rank, generator=caption_gen)
+    bar = tqdm(total=steps, initial=start, desc=f"tclip {stage}", disable=not (ctx.progress and acc.is_local_main_process))
+    step, t0 = start, time.time()
+    step_module.train()
+    while step < steps:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        batches = acc.skip_first_batches(loader, skip) if skip else loader
+        skip = 0
+        for pixels, tok_g, tok_f in batches:
+            draw = torch.rand(tok_g.shape[0], generator=caption_gen)
+            if caption == "global":
+                tokens = tok_g
+            elif caption == "fine":
+                tokens = tok_f
+            else:
+                tokens = torch.where((draw < 0.5)[:, None].to(tok_g.device), tok_g, tok_f)
+            with acc.autocast():
+                loss = step_module(pixels, tokens)
+            acc.backward(loss)
+            if acc.sync_gradients and stage_cfg["grad_clip"] > 0:
+                acc.clip_grad_norm_([p for _, p in params], stage_cfg["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = acc.reduce(loss.detach(), reduction="mean").item()
+            if acc.is_main_process and (step % ctx.cfg["log_every"] == 0 or step == steps):
+                scale = acc.unwrap_model(step_module).loss.scale.item()
+                ctx.log_rows.append(
+                    {"stage": stage, "step": step, "loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0], "scale": round(scale, 4), "seconds": round(time.time() - t0, 2)}
+                )
+                _append_csv(ctx.out / "logs" / "loss.csv", ctx.log_rows[-1])
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.update(1)
+            if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
+                _save_checkpoint(acc, ckpt_root, step, ctx.cfg["keep_checkpoints"])
+            if step >= steps:
+                break
+        epoch += 1
+    bar.close()
+    final_scale = acc.unwrap_model(step_module).loss.scale.item()
+    acc.wait_for_everyone()
+    acc.free_memory()
+    return final_scale
+
+
+def _save_checkpoint(acc, root: Path, step: int, keep: int) -> None:
+    path = root / f"step-{step}"
+    acc.save_state(str(path))
+    if acc.is_main_process:
+        found = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in found[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_loss(csv_path: Path, png_path: Path) -> None:
+    """Loss curve PNG (one line per stage) from the loss CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        pts = [(int(r["step"]), float(r["loss"])) for r in rows if r["stage"] == stage]
+        ax.plot(*zip(*pts), label=stage)
+    ax.set_xlabel("step (per stage)")
+    ax.set_ylabel("InfoNCE loss")
+    ax.set_title("T-CLIP training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _read_state(out: Path) -> dict:
+    path = out / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"completed": []}
+
+
+def _write_state(out: Path, state: dict) -> None:
+    (out / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def train(
+    manifest: str | Path,
+    out: str | Path,
+    split: str = "train",
+    base: str | None = None,
+    adapter: str = "both",
+    config: dict | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    cpu: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run the stages (module docstring) and write the T-CLIP folder `out`. Returns `out`."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg = copy.deepcopy(config) if config is not None else load_train_config()
+    if base is not None:
+        cfg["base"] = base
+    if adapter not in ("global", "fine", "both"):
+        raise ValueError(f"adapter must be global, fine or both, got {adapter!r}")
+    adapters = list(ADAPTERS) if adapter == "both" else [adapter]
+    out = Path(out)
+    mp = cfg["mixed_precision"]
+    if mp == "auto":
+        mp = "fp16" if torch.cuda.is_available() and not cpu else "no"
+    from accelerate import DataLoaderConfiguration
+
+    # A seedable sampler makes each epoch's order a function of (seed, epoch), so --resume replays it exactly.
+    acc = Accelerator(
+        cpu=cpu,
+        mixed_precision=mp,
+        project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+    )
+    set_seed(seed)
+
+    state = _read_state(out)
+    if state["completed"] and not resume:
+        raise FileExistsError(f"{out} already holds a (partial) training run; pass --resume to continue it or choose another --out")
+    run_config = {**cfg, "seed": seed, "adapters": adapters}
+    if resume and state.get("config") not in (None, run_config):
+        logger.warning("--resume: the stored run config differs from this one; the completed stages are kept")
+    state["config"] = run_config
+
+    records = read_manifest(manifest, split=split)
+    if not records:
+        raise ValueError(f"{manifest}: no records with split {split!r}")
+    handler = None
+    if acc.is_main_process:
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "logs" / "loss.csv").exists():
+            (out / "logs" / "loss.csv").unlink()
+        _write_state(out, state)
+        handler = logging.FileHandler(out / "logs" / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.info("manifest %s split %s: %d images; base %s; adapters %s; seed %d", manifest, split, len(records), cfg["base"], adapters, seed)
+    acc.wait_for_everyone()
+
+    spec = parse_base_spec(cfg["base"])
+    model = None
+    if "base" in state["completed"]:
+        from .model import load
+
+        model = load(out)
+        base_info = model.base_info
+    else:
+        torch.manual_seed(seed)
+        base_model, base_info = build_base(spec)
+    images = load_images(
+        [r.image for r in records],
+        tuple(base_info["image_size"]),
+        workers=int(cfg["image_workers"]),
+        progress=progress and acc.is_local_main_process,
+    )
+    tokenizer = build_tokenizer(base_info)
+    dataset = _PairData(images, tokenizer([r.global_caption for r in records]), tokenizer([r.fine_caption for r in records]))
+    ctx = _Ctx(acc, out, cfg, seed, progress, [])
+
+    if model is None:
+        if spec.from_scratch and cfg["base_stage"]["steps"] > 0:
+            for n, p in base_model.named_parameters():
+                # The loss owns the trained temperature (copied back below); open_clip's own stays unused.
+                p.requires_grad_(n not in ("logit_scale", "logit_bias"))
+            scale = _run_stage(ctx, "base", base_model, _plain_encoder(base_info), dataset, "random", cfg["base_stage"], resume)
+            with torch.no_grad():
+                base_model.logit_scale.fill_(math.log(scale))
+        torch.manual_seed(seed)  # adapter init does not depend on the base stage's length
+        model = TCLIP(base_model, base_info, lora=cfg["lora"], fusion_alpha=float(cfg["fusion_alpha"]), adapters=adapters)
+        state["completed"] = ["base"]
+        if acc.is_main_process:
+            model.save(out)
+            _write_state(out, state)
+        acc.wait_for_everyone()
+
+    for name in adapters:
+        if name in state["completed"]:
+            continue
+        if cfg["adapter_stage"]["steps"] > 0:  # 0 steps: keep the fresh (identity) adapter, e.g. a base-only run
+            model.train_adapter(name)
+            _run_stage(ctx, name, model, _adapter_encoder(name), dataset, name, cfg["adapter_stage"], resume)
+            model.freeze_adapters()
+        state["completed"].append(name)
+        if acc.is_main_process:
+            model.save(out)
+            _write_state(out, state)
+        acc.wait_for_everyone()
+
+    if acc.is_main_process:
+        state["finished"] = True
+        _write_state(out, state)
+        csv_path = out / "logs" / "loss.csv"
+        if csv_path.exists():
+            plot_loss(csv_path, out / "logs" / "loss.png")
+        logger.info("wrote T-CLIP folder %s", out)
+        logger.removeHandler(handler)
+        handler.close()
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tclip.train",
+        description=(
+            "Train T-CLIP (two LoRA adapters, 'global' and 'fine', on a frozen open_clip base) on a thermgen manifest. "
+            "With no pretrained weights in --base (the offline default), the same command FIRST TRAINS THE WHOLE BASE "
+            "CLIP from scratch on the manifest (stage 'base'), THEN the adapters on top of it. With pretrained weights "
+            "(e.g. --base ViT-B-16:openai, or ARCH:/path/ckpt.safetensors) the base stays frozen and only adapters train. "
+            "Runs under accelerate: `accelerate launch -m tclip.train ...` or `torchrun --nproc_per_node N -m tclip.train ...` "
+            "for several processes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--manifest", required=True, help="JSONL manifest (thermgen contract 1); needs id, image, split, global_caption, fine_caption")
+    p.add_argument("--out", required=True, help="output folder: becomes the T-CLIP folder (tclip.load(OUT)), with logs/ and checkpoints/")
+    p.add_argument("--split", default="train", help="manifest split to train on")
+    p.add_argument(
+        "--base",
+        default=None,
+        help="base model SPEC = ARCH[:WEIGHTS]. ARCH: a tclip config (tclip-tiny, tclip-cpu), an open_clip model name or a "
+        "JSON config path; WEIGHTS: omitted = random init (base trained here first), a local checkpoint path, or an open_clip "
+        "pretrained tag (ViT-B-16:openai; needs network once). Default: the config's 'base' (tclip-cpu)",
+    )
+    p.add_argument("--adapter", choices=["global", "fine", "both"], default="both", help="which adapter(s) to train")
+    p.add_argument(
+        "--config",
+        default=None,
+        help=f"training config (JSON/YAML file, or a name in tclip/train_configs: {', '.join(sorted(x.stem for x in TRAIN_CONFIG_DIR.glob('*.json')))}); "
+        "default: the built-in CPU defaults",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, init, caption draws)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out from its last completed stage / checkpoint")
+    p.add_argument("--base-steps", type=int, default=None, help="override base_stage.steps (0 skips the base stage)")
+    p.add_argument("--adapter-steps", type=int, default=None, help="override adapter_stage.steps (0 keeps the adapters untrained: a base-only run)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the global batch size of both stages")
+    p.add_argument("--lora-r", type=int, default=None, help="override lora.r (rank)")
+    p.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides: dict = {}
+    if args.base_steps is not None:
+        overrides.setdefault("base_stage", {})["steps"] = args.base_steps
+    if args.adapter_steps is not None:
+        overrides.setdefault("adapter_stage", {})["steps"] = args.adapter_steps
+    if args.batch_size is not None:
+        overrides.setdefault("base_stage", {})["batch_size"] = args.batch_size
+        overrides.setdefault("adapter_stage", {})["batch_size"] = args.batch_size
+    if args.lora_r is not None:
+        overrides["lora"] = {"r": args.lora_r}
+    try:
+        cfg = load_train_config(args.config, overrides)
+        train(
+            args.manifest,
+            args.out,
+            split=args.split,
+            base=args.base,
+            adapter=args.adapter,
+            config=cfg,
+            seed=args.seed,
+            resume=args.resume,
+            cpu=args.cpu,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"tclip.train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""tclip.train and tclip.eval end to end on a tiny synthetic manifest (seconds each on 2 CPU cores)."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import tclip
+from tclip import eval as tclip_eval
+from tclip import train as tclip_train
+from tclip.metrics import recall_at_k
+
+FAST = ["--config", "tiny", "--base-steps", "4", "--adapter-steps", "4", "--batch-size", "8", "--no-progress"]
+
+
+def write_manifest(root: Path, n_train: int = 16, n_test: int = 8) -> Path:
+    """Tiny thermal images (hot square or not, warm or cold background) with matching captions."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n_train + n_test):
+        warm, hot = i % 2, (i // 2) % 2
+        arr = (rng.random((40, 48)) * 40 + (150 if warm else 30)).astype(np.uint8)
+        if hot:
+            arr[8 + i % 5 : 18 + i % 5, 10:20] = 250
+        Image.fromarray(arr).save(root / "img" / f"{i}.png")
+        split = "train" if i < n_train else "test"
+        lines.append(
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "id": f"synthetic/{split}/{i}",
+                    "image": f"img/{i}.png",
+                    "split": split,
+                    "global_caption": f"An infrared thermal image of a {'warm' if warm else 'cold'} scene, frame {i}.",
+                    "fine_caption": f"Thermal infrared image: {'a hot square' if hot else 'no hot object'} at row {8 + i % 5}.",
+                }
+            )
+        )
+    path = root / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_manifest(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tclip"
+    assert tclip_train.main(["--manifest", str(manifest), "--out", str(out), "--seed", "0", *FAST]) == 0
+    return out
+
+
+def _adapter_weights(folder: Path, name: str) -> dict:
+    return load_file(folder / "adapters" / name / "adapter_model.safetensors")
+
+
+def test_training_writes_a_loadable_tclip_folder_with_logs(trained):
+    for rel in ("tclip_config.json", "base.safetensors", "adapters/global/adapter_model.safetensors",
+                "adapters/fine/adapter_config.json", "logs/loss.csv", "logs/loss.png", "logs/train.log"):
+        assert (trained / rel).is_file(), rel
+    rows = list(csv.DictReader((trained / "logs" / "loss.csv").open()))
+    assert {r["stage"] for r in rows} == {"base", "global", "fine"}
+    assert json.loads((trained / "train_state.json").read_text())["completed"] == ["base", "global", "fine"]
+    model = tclip.load(trained)
+    assert model.adapters == ["global", "fine"]
+    # The adapters were trained: they move the embeddings away from the base.
+    x = torch.rand(2, 1, 40, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model.encode_image(x, "global") - model.encode_image(x, "base")).abs().max() > 1e-4
+
+
+def test_training_is_deterministic_for_a_seed(manifest, trained, tmp_path):
+    again = tmp_path / "again"
+    assert tclip_train.main(["--manifest", str(manifest), "--out", str(again), "--seed", "0", *FAST]) == 0
+    assert torch.equal(load_file(again / "base.safetensors")["visual.conv1.weight"], load_file(trained / "base.safetensors")["visual.conv1.weight"])
+    for name in ("global", "fine"):
+        a, b = _adapter_weights(again, name), _adapter_weights(trained, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path):
+    out = tmp_path / "resumed"
+    args = ["--manifest", str(manifest), "--out", str(out), "--seed", "0", *FAST]
+    cfg = tmp_path / "ckpt.json"
+    cfg.write_text(json.dumps({"base": "tclip-tiny", "checkpoint_every": 2}))
+    args[args.index("tiny")] = str(cfg)
+    assert tclip_train.main(args) == 0
+    assert (out / "checkpoints" / "fine" / "step-2").is_dir()
+    # Simulate a run killed during the fine stage after its step-2 checkpoint.
+    state = json.loads((out / "train_state.json").read_text())
+    state["completed"] = ["base", "global"]
+    (out / "train_state.json").write_text(json.dumps(state))
+    finished = _adapter_weights(out, "fine")
+    assert tclip_train.main(args) != 0  # refuses to overwrite a partial run without --resume
+    assert tclip_train.main([*args, "--resume"]) == 0
+    resumed = _adapter_weights(out, "fine")
+    assert all(torch.allclose(resumed[k], finished[k], atol=1e-6) for k in finished)
+
+
+def test_pretrained_checkpoint_base_trains_only_the_adapters(manifest, trained, tmp_path):
+    ckpt = trained / "base.safetensors"
+    out = tmp_path / "from_ckpt"
+    assert tclip_train.main(["--manifest", str(manifest), "--out", str(out), "--base", f"tclip-tiny:{ckpt}", "--adapter", "global", *FAST]) == 0
+    rows = list(csv.DictReader((out / "logs" / "loss.csv").open()))
+    assert {r["stage"] for r in rows} == {"global"}
+    a, b = load_file(out / "base.safetensors"), load_file(ckpt)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert tclip.load(out).adapters == ["global"]
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"adapter_stage": {"stepz": 3}}))
+    with pytest.raises(ValueError, match=r"adapter_stage.*'stepz'"):
+        tclip_train.load_train_config(bad)
+
+
+def test_help_says_the_base_is_trained_first_without_pretrained_weights(capsys):
+    with pytest.raises(SystemExit):
+        tclip_train.main(["--help"])
+    assert "FIRST TRAINS THE WHOLE BASE" in capsys.readouterr().out
+
+
+def test_two_process_cpu_training_completes(manifest, tmp_path):
+    """torchrun with 2 processes: accelerate runs gloo DDP on the CPU (library-notes.md)."""
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "tclip.train", "--manifest", str(manifest), "--out", str(out), "--cpu",
+           "--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batch 4 x 2 processes" in (out / "logs" / "train.log").read_text()
+    assert tclip.load(out).adapters == ["global", "fine"]
+
+
+def test_eval_writes_report_table_curves_and_embeddings(manifest, trained, tmp_path):
+    out = tmp_path / "rep" / "report.json"
+    emb = tmp_path / "rep" / "emb.npz"
+    code = tclip_eval.main(["--model", str(trained), str(trained), "--manifest", str(manifest), "--split", "test",
+                            "--out", str(out), "--save-embeddings", str(emb), "--alpha-sweep", "--no-progress"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["variants"]) == {"base", "global", "fine", "tclip-global", "tclip-fine", "dual"}
+    assert report["n_images"] == 8 and report["ks"] == [1, 5, 10, 25, 50, 100]
+    dual = report["variants"]["dual"]
+    assert len(dual["runs"]) == 2 and dual["std"]["i2t"]["1"] == 0.0  # the same folder twice
+    assert set(report["alpha_sweep"]["mean_R@1"]) == {str(a) for a in tclip_eval.SWEEP_ALPHAS}
+    assert out.with_suffix(".md").read_text().count("| dual |") == 1
+    assert out.with_suffix(".png").stat().st_size > 0
+    # Anyone can recompute the metrics from the saved embeddings.
+    z = np.load(emb)
+    again = recall_at_k(z["run0__dual__image"], z["run0__dual__text"], list(z["image_ids"]), list(z["text_ids"]))
+    assert again["i2t"][1] == pytest.approx(dual["mean"]["i2t"]["1"]) and again["t2i"][5] == pytest.approx(dual["mean"]["t2i"]["5"])
+
+
+def test_eval_skips_variants_that_need_a_missing_adapter(manifest, tmp_path):
+    m = tclip.TCLIP.from_base("tclip-tiny", adapters=["global"])
+    m.save(tmp_path / "g")
+    report = tclip_eval.evaluate([tmp_path / "g"], manifest, split="test", progress=False)
+    assert set(report["variants"]) == {"base", "global"}
+    assert "dual" in report["skipped"]
+
+
+def test_eval_of_an_unknown_split_is_an_error(manifest, trained, tmp_path, capsys):
+    assert tclip_eval.main(["--model", str(trained), "--manifest", str(manifest), "--split", "nope", "--out", str(tmp_path / "r.json")]) == 2
+    assert "no records with split 'nope'" in capsys.readouterr().err
