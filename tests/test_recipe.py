@@ -1,0 +1,153 @@
+"""The recipe runner (python -m thermgen.train): outputs, stage skipping, reruns, resume, bad overrides."""
+
+import json
+import shutil
+
+import pytest
+
+from thermgen.train.config import load_config
+from thermgen.train.recipe import STAGE_NAMES, main, run_recipe
+
+# The whole recipe at toy sizes: 40 synthetic scenes at 32 px, a few steps per stage.
+TINY_RECIPE = [
+    "run.device=cpu",
+    "data.synthetic_n=40",
+    "data.synthetic_size=32",
+    'tclip.args=["--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8"]',
+    "vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], num_preview: 2}",
+    "unet.block_out_channels=[32, 64]",
+    "unet.cross_attention_dim=32",
+    "unet.norm_num_groups=8",
+    "train.resolution=32",
+    "train.train_batch_size=8",
+    "train.max_train_steps=4",
+    "train.checkpointing_steps=2",
+    "train.validation_steps=100",
+    "train.validation_images_per_prompt=1",
+    "train.validation_inference_steps=2",
+    "eval.num_inference_steps=2",
+    "eval.max_test_prompts=4",
+    "eval.contrast_images_per_prompt=2",
+    "eval.grid_prompts=2",
+    "eval.feature=tclip",
+]
+
+
+def statuses(summary):
+    return {k: v["status"] for k, v in summary["stages"].items()}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("recipe") / "run"
+    summary = run_recipe(load_config(None, TINY_RECIPE), run, progress=False)
+    return run, summary
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_run[0], run)
+    return run
+
+
+def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
+    import tclip.text_encoder  # noqa: F401  (the text component's module, for diffusers' loader)
+    from diffusers import DiffusionPipeline
+
+    run, summary = base_run
+    assert statuses(summary) == {name: "ran" for name in STAGE_NAMES}
+    pipe = DiffusionPipeline.from_pretrained(run / "pipeline")
+    assert type(pipe).__name__ == "ThermalDiffusionPipeline"
+    assert pipe.text_encoder.config.mode == "fused"
+    for name in ("samples.png", "contrast.png", "contrast.json", "contrast.md", "generation.json", "generation.md",
+                 "recipe.json", "recipe.md", "data.json"):
+        assert (run / "reports" / name).stat().st_size > 0, name
+    unet = run / "unet"  # the training loop's own outputs: log, curve, validation grid, checkpoints
+    assert (unet / "logs" / "train_log.csv").is_file() and (unet / "loss_curve.png").is_file()
+    assert (unet / "validation" / "step-000004.png").is_file()
+    assert sorted(d.name for d in (unet / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    gen = json.loads((run / "reports" / "generation.json").read_text())
+    assert set(gen["rows"]) == {"tclip", "base_text_tower"}  # the ablation row beside the T-CLIP row
+    for row in gen["rows"].values():
+        assert {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "feature"} <= set(row)
+        assert row["n_fake"] == 4
+    contrast = json.loads((run / "reports" / "contrast.json").read_text())
+    assert set(contrast["generated"]) == {"day", "night", "many_cars", "few_people"}
+    assert summary["peak_rss_mb"] > 0
+
+
+def test_rerun_with_the_same_config_skips_every_stage(run_copy):
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
+    assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}
+
+
+def test_changed_unet_key_reruns_the_unet_but_not_the_stages_before_it(run_copy):
+    before = (run_copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    cfg = load_config(None, TINY_RECIPE + ["train.max_train_steps=2"])
+    summary = run_recipe(cfg, run_copy, stop_after="unet", progress=False)
+    st = statuses(summary)
+    assert [st[s] for s in ("data", "captions", "tclip", "vae")] == ["skipped (complete)"] * 4
+    assert st["unet"] == "ran"
+    assert (run_copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != before
+    # Downstream stages now depend on a new UNet: a full run would redo them.
+    summary = run_recipe(cfg, run_copy, progress=False, stop_after="contrast")
+    assert statuses(summary)["contrast"] == "ran"
+
+
+def test_missing_output_makes_its_stage_and_the_dependants_run_again(run_copy):
+    (run_copy / "vae" / "config.json").unlink()
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, stop_after="unet", progress=False)
+    st = statuses(summary)
+    assert st["tclip"] == "skipped (complete)"
+    assert st["vae"] == "ran" and st["unet"] == "ran"
+
+
+def test_rerun_flag_forces_a_complete_stage(run_copy):
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("captions",), stop_after="captions",
+                         progress=False)
+    assert statuses(summary) == {"data": "skipped (complete)", "captions": "ran"}
+
+
+def test_resume_continues_an_interrupted_unet_from_its_checkpoint(run_copy):
+    (run_copy / ".stages" / "unet.json").unlink()  # as if killed after the last checkpoint
+    run_recipe(load_config(None, TINY_RECIPE), run_copy, resume=True, stop_after="unet", progress=False)
+    report = json.loads((run_copy / "unet" / "unet_report.json").read_text())
+    assert report["resumed_from"].endswith("checkpoint-4")
+
+
+def test_without_resume_an_incomplete_unet_starts_over(run_copy):
+    (run_copy / ".stages" / "unet.json").unlink()
+    run_recipe(load_config(None, TINY_RECIPE), run_copy, stop_after="unet", progress=False)
+    report = json.loads((run_copy / "unet" / "unet_report.json").read_text())
+    assert report["resumed_from"] is None
+
+
+def test_bad_override_exits_with_an_error_naming_the_key(capsys, tmp_path):
+    assert main(["--out", str(tmp_path / "r"), "train.lerning_rate=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lerning_rate" in err and "learning_rate" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_real_data_source_without_root_exits_naming_data_root(capsys, tmp_path):
+    assert main(["--out", str(tmp_path / "r"), "--data-source", "hit-uav"]) == 2
+    assert "data.root" in capsys.readouterr().err
+
+
+def test_unknown_config_name_lists_the_shipped_ones(capsys):
+    assert main(["--config", "no-such-recipe", "--print-config"]) == 2
+    assert "cpu-default" in capsys.readouterr().err
+
+
+def test_list_keys_documents_every_key(capsys):
+    assert main(["--list-keys"]) == 0
+    out = capsys.readouterr().out
+    assert "train.max_train_steps = 600" in out and "unet.conditioning" in out
+
+
+def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
+    args = 'tclip.args=["--config", "tiny", "--base-steps", "3", "--adapter-steps", "2", "--batch-size", "8"]'
+    summary = run_recipe(load_config(None, TINY_RECIPE + [args]), run_copy, stop_after="tclip", progress=False)
+    assert statuses(summary)["tclip"] == "ran"
+    assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()

@@ -1,0 +1,101 @@
+"""Recipe configs (thermgen.train.config): loading, validation, overrides, shipped files."""
+
+from pathlib import Path
+
+import pytest
+
+from thermgen.train.config import ConfigError, config_hash, defaults, load_config, parse_override
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_override_sets_a_typed_value():
+    cfg = load_config(None, ["train.max_train_steps=50", "train.snr_gamma=null", "unet.block_out_channels=[32, 64]"])
+    assert cfg["train"]["max_train_steps"] == 50
+    assert cfg["train"]["snr_gamma"] is None
+    assert cfg["unet"]["block_out_channels"] == [32, 64]
+
+
+def test_unknown_override_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"train\.lerning_rate.*did you mean 'learning_rate'"):
+        load_config(None, ["train.lerning_rate=0.1"])
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match="unknown config section 'trian'"):
+        load_config(None, ["trian.max_train_steps=3"])
+
+
+def test_wrong_type_names_the_key_and_value():
+    with pytest.raises(ConfigError, match=r"'train\.max_train_steps': expected int, got str 'many'"):
+        load_config(None, ["train.max_train_steps=many"])
+
+
+def test_bool_is_not_accepted_as_a_number():
+    with pytest.raises(ConfigError, match=r"'train\.learning_rate'"):
+        load_config(None, ["train.learning_rate=true"])
+
+
+def test_value_outside_choices_names_the_key():
+    with pytest.raises(ConfigError, match=r"'unet\.conditioning': 'mixed' is not one of"):
+        load_config(None, ["unet.conditioning=mixed"])
+
+
+def test_value_below_minimum_names_the_key():
+    with pytest.raises(ConfigError, match=r"'train\.train_batch_size': 0 is below the minimum"):
+        load_config(None, ["train.train_batch_size=0"])
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("train.max_train_steps")
+
+
+def test_inconsistent_unet_blocks_name_the_key():
+    with pytest.raises(ConfigError, match=r"'unet\.down_block_types': 2 blocks but unet\.block_out_channels has 3"):
+        load_config(None, ["unet.block_out_channels=[32, 64, 128]"])
+
+
+def test_real_data_source_requires_a_root():
+    with pytest.raises(ConfigError, match=r"'data\.root' is required"):
+        load_config(None, ["data.source=hit-uav"])
+
+
+def test_overrides_apply_together_in_any_order():
+    cfg = load_config(None, ["data.source=hit-uav", "data.root=/data/hit-uav"])
+    assert (cfg["data"]["source"], cfg["data"]["root"]) == ("hit-uav", "/data/hit-uav")
+
+
+def test_yaml_error_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_train_steps: 10\n  warmup: 3\n")
+    with pytest.raises(ConfigError, match=rf"{bad}.*'train\.warmup'"):
+        load_config(bad)
+
+
+def test_yaml_base_chain_applies_parent_then_child(tmp_path):
+    (tmp_path / "parent.yaml").write_text("train:\n  max_train_steps: 10\n  learning_rate: 0.5\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\ntrain:\n  max_train_steps: 20\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg["train"]["max_train_steps"] == 20 and cfg["train"]["learning_rate"] == 0.5
+
+
+def test_string_key_keeps_a_numeric_looking_value_as_text():
+    assert load_config(None, ["data.train_split=2020"])["data"]["train_split"] == "2020"
+
+
+def test_shipped_cpu_default_restates_the_built_in_defaults():
+    assert load_config(CONFIGS / "cpu-default.yaml") == defaults()
+
+
+@pytest.mark.parametrize("name", ["cpu-default", "paper-vitb16-sd15", "sdxl-gpu"])
+def test_every_shipped_config_validates(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg["unet"]["conditioning"] in ("concat", "fused", "global")
+
+
+def test_config_hash_changes_with_any_value():
+    a = defaults()
+    b = defaults()
+    b["train"]["learning_rate"] = 0.5
+    assert config_hash(a) == config_hash(defaults()) != config_hash(b)

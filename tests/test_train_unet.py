@@ -1,0 +1,188 @@
+"""The UNet training loop (thermgen.train.unet): resume, multi-process, checkpoints, LoRA, width bridge."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from thermgen.train.config import load_config
+from thermgen.train.unet import build_unet, list_checkpoints, micro_batch, read_log, train_unet
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "unet.block_out_channels=[32, 64]",
+    "unet.cross_attention_dim=32",
+    "unet.norm_num_groups=8",
+    "unet.attention_head_dim=8",
+    "train.train_batch_size=4",
+    "train.lr_warmup_steps=1",
+    "train.checkpointing_steps=2",
+    "run.device=cpu",
+]
+
+
+def tiny_cfg(*extra):
+    return load_config(None, TINY + list(extra))
+
+
+def make_cache(n=16, width=24, tokens=6, seed=0):
+    """A training cache as the recipe writes it: latents (C=4, 8x8) whose mean depends on the text states."""
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(n, tokens, width, generator=g)
+    proj = torch.randn(width, 4, generator=g) / width**0.5
+    mean = (text.mean(1) @ proj)[:, :, None, None].expand(n, 4, 8, 8).contiguous()
+    return {"latent_mean": mean + 0.3 * torch.randn(n, 4, 8, 8, generator=g),
+            "latent_std": torch.full((n, 4, 8, 8), 0.05), "text_states": text,
+            "uncond_states": torch.zeros(1, tokens, width)}
+
+
+def weights(unet_dir: Path) -> dict:
+    return load_file(str(unet_dir / "diffusion_pytorch_model.safetensors"))
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    cfg = tiny_cfg("train.max_train_steps=6", "train.gradient_accumulation_steps=2", "train.use_ema=true")
+    cache = make_cache()
+    full = train_unet(cfg, cache, tmp_path / "full", progress=False)
+
+    def crash_after_step_5(step, loss):
+        if step == 5:  # checkpoint-4 exists, step 5's progress is lost
+            raise Interrupt("simulated kill")
+
+    with pytest.raises(Interrupt):
+        train_unet(cfg, cache, tmp_path / "cut", progress=False, step_callback=crash_after_step_5)
+    assert [d.name for d in list_checkpoints(tmp_path / "cut" / "checkpoints")][-1] == "checkpoint-4"
+    resumed = train_unet(cfg, cache, tmp_path / "cut", resume=True, progress=False)
+
+    assert resumed["resumed_from"].endswith("checkpoint-4")
+    a, b = weights(tmp_path / "full" / "unet"), weights(tmp_path / "cut" / "unet")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log_full = read_log(tmp_path / "full" / "logs" / "train_log.csv")
+    log_cut = read_log(tmp_path / "cut" / "logs" / "train_log.csv")
+    assert [r["step"] for r in log_cut] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in log_cut] == [r["loss"] for r in log_full]
+    assert full["final_loss"] == resumed["final_loss"]
+
+
+def test_two_processes_give_the_same_loss_curve_as_one(tmp_path):
+    cache_path = tmp_path / "cache.safetensors"
+    save_file(make_cache(), str(cache_path))
+    steps = 8
+    one = tiny_cfg(f"train.max_train_steps={steps}", "train.train_batch_size=4")
+    train_unet(one, cache_path, tmp_path / "one", progress=False)
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "thermgen.train.unet", "--cache", str(cache_path), "--out", str(tmp_path / "two"), "--no-progress",
+           *TINY, f"train.max_train_steps={steps}", "train.train_batch_size=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    import json
+
+    report = json.loads((tmp_path / "two" / "train_report.json").read_text())
+    assert report["num_processes"] == 2 and report["global_batch"] == 4
+    l1 = np.array([r["loss"] for r in read_log(tmp_path / "one" / "logs" / "train_log.csv")])
+    l2 = np.array([r["loss"] for r in read_log(tmp_path / "two" / "logs" / "train_log.csv")])
+    assert len(l1) == len(l2) == steps
+    # Same samples, noise and timesteps; DDP averages the two half-batch gradients: the curves agree up to
+    # floating-point summation order.
+    np.testing.assert_allclose(l2, l1, rtol=1e-3, atol=1e-5)
+    assert np.ptp(l1) > 1e-3  # the curve has a shape to compare
+
+
+def test_checkpoints_are_rotated_to_the_configured_limit(tmp_path):
+    cfg = tiny_cfg("train.max_train_steps=8", "train.checkpointing_steps=2", "train.checkpoints_total_limit=2",
+                   "train.use_ema=false")
+    train_unet(cfg, make_cache(), tmp_path, progress=False)
+    assert [d.name for d in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-6", "checkpoint-8"]
+
+
+def test_lora_trains_only_the_adapter_and_ships_a_plain_fused_unet(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    cfg = tiny_cfg("train.max_train_steps=3", "train.lora_rank=4", "train.learning_rate=0.05", "train.use_ema=false")
+    cache = make_cache()
+    report = train_unet(cfg, cache, tmp_path, progress=False)
+    base = build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=24, seed=cfg["run"]["seed"])
+    assert report["trainable_parameters"] < sum(p.numel() for p in base.parameters()) / 5
+    assert (tmp_path / "unet_lora" / "pytorch_lora_weights.safetensors").is_file()
+
+    tuned = UNet2DConditionModel.from_pretrained(tmp_path / "unet")
+    assert not any("lora" in k for k in tuned.state_dict())  # fused: loads as an ordinary UNet
+    base_sd, tuned_sd = base.state_dict(), tuned.state_dict()
+    changed = {k for k in base_sd if not torch.equal(base_sd[k], tuned_sd[k])}
+    assert any("attn" in k and ("to_q" in k or "to_k" in k or "to_v" in k) for k in changed)
+    assert not any("resnets" in k or "conv_in" in k for k in changed)  # only adapted (and bridge) weights move
+
+
+def test_v_prediction_with_min_snr_weighting_reduces_the_loss(tmp_path):
+    cfg = tiny_cfg("train.max_train_steps=20", "train.prediction_type=v_prediction", "train.snr_gamma=5.0",
+                   "train.learning_rate=0.003", "train.use_ema=false", "train.checkpointing_steps=100")
+    train_unet(cfg, make_cache(n=8), tmp_path, progress=False)
+    loss = [r["loss"] for r in read_log(tmp_path / "logs" / "train_log.csv")]
+    assert np.mean(loss[-5:]) < 0.8 * np.mean(loss[:5])
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+
+
+def test_text_width_is_bridged_to_cross_attention_width():
+    cfg = tiny_cfg()
+    unet = build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=24)
+    assert unet.config.encoder_hid_dim_type == "text_proj" and unet.config.encoder_hid_dim == 24
+    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([1, 500]), torch.randn(2, 6, 24)).sample
+    assert out.shape == (2, 4, 8, 8)
+    same = build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=32)
+    assert same.config.encoder_hid_dim_type is None
+
+
+def test_pooled_text_joins_the_timestep_embedding_so_prompts_change_every_level():
+    cfg = tiny_cfg()
+    unet = build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=24).eval()
+    assert unet.config.addition_embed_type == "text"
+    with torch.no_grad():
+        emb_a = unet.get_aug_embed(None, torch.randn(1, 6, 24), {})
+        emb_b = unet.get_aug_embed(None, torch.randn(1, 6, 24), {})
+    assert emb_a.shape == (1, unet.config.block_out_channels[0] * 4) and not torch.allclose(emb_a, emb_b)
+    plain = build_unet({**cfg["unet"], "addition_embed_type": None}, latent_channels=4, latent_size=8, text_width=24)
+    assert getattr(plain, "add_embedding", None) is None
+
+
+def test_pretrained_unet_gets_a_text_projection_when_widths_differ(tmp_path):
+    cfg = tiny_cfg()
+    build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=32).save_pretrained(tmp_path / "sd" / "unet")
+    cfg["unet"]["pretrained"] = str(tmp_path / "sd")
+    unet = build_unet(cfg["unet"], latent_channels=4, latent_size=8, text_width=48)
+    assert unet.config.encoder_hid_dim == 48
+    assert unet(torch.randn(1, 4, 8, 8), torch.tensor([3]), torch.randn(1, 5, 48)).sample.shape == (1, 4, 8, 8)
+
+
+def test_micro_batches_split_one_global_batch_across_processes():
+    kw = dict(n_samples=16, seed=3, latent_shape=(4, 8, 8), num_train_timesteps=1000, caption_dropout=0.1,
+              noise_offset=0.0, random_flip=False)
+    a, b = micro_batch(5, global_batch=4, **kw), micro_batch(5, global_batch=4, **kw)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # a function of (seed, step) only
+    epoch0 = torch.cat([micro_batch(k, global_batch=4, **kw)["index"] for k in range(4)])
+    assert sorted(epoch0.tolist()) == list(range(16))  # each epoch visits every sample once
+
+
+def test_resume_from_a_missing_checkpoint_folder_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint-99"):
+        train_unet(tiny_cfg("train.max_train_steps=2"), make_cache(), tmp_path, resume=str(tmp_path / "checkpoint-99"),
+                   progress=False)
+
+
+def test_batch_larger_than_the_data_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match="train.train_batch_size"):
+        train_unet(tiny_cfg("train.train_batch_size=32"), make_cache(n=8), tmp_path, progress=False)

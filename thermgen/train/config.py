@@ -1,0 +1,333 @@
+"""Recipe configuration: a nested dict of typed keys, loaded from YAML and validated.
+
+A recipe config is data (``configs/*.yaml``). Every key has a type and a default, declared once in
+:data:`SCHEMA`; a YAML file only states what it changes. Loading checks every key and value and raises
+:class:`ConfigError` naming the key (``train.learning_rate``) and, for a file, the file. Command-line
+overrides are ``dotted.key=value`` with the value parsed as YAML (``train.max_train_steps=50``,
+``train.snr_gamma=null``, ``train.validation_prompts=["a", "b"]``).
+
+Sections (see ``python -m thermgen.train --list-keys`` for every key, its default and meaning):
+
+``data``       where the images come from (a registered source + root, or synthetic scenes generated into the run)
+``captions``   IR-Cap captioning of every split into ``RUN/manifest.jsonl``
+``tclip``      T-CLIP training (``python -m tclip.train``) into ``RUN/tclip/``
+``vae``        the 1-channel AutoencoderKL trained from scratch, or a pretrained SD VAE
+``unet``       the UNet architecture (from scratch) or a pretrained SD-format UNet, and how T-CLIP conditions it
+``train``      the UNet training loop (optimiser, schedule, EMA, LoRA, checkpoints, validation)
+``scheduler``  the noise schedule (a diffusers scheduler class and its config)
+``eval``       generation for the test captions, metrics, the base-text-tower ablation, the contrast report
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad recipe config or override. The message names the key (and the file when there is one)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its type(s), default, allowed values and a one-line meaning."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple | None = None
+    nullable: bool = False
+    min: float | None = None
+    item_type: type | tuple[type, ...] | None = None  # element type for list-valued keys
+
+
+_NUM = (int, float)
+_LIST = (list,)
+
+# The CPU default lives here so that `python -m thermgen.train` with no flags is the whole recipe on 2 cores;
+# configs/cpu-default.yaml restates it as a readable file.
+SCHEMA: dict[str, dict[str, Field]] = {
+    "run": {
+        "seed": Field(int, 0, "global seed: data generation, captions, T-CLIP, VAE, UNet, sampling"),
+        "device": Field(str, "auto", "'auto' (CUDA when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda")),
+        "threads": Field(int, None, "torch CPU threads (None: torch's default, one per core); 1 is much faster "
+                         "when other jobs share the cores", nullable=True, min=1),
+    },
+    "data": {
+        "source": Field(str, "synthetic", "dataset adapter (thermgen.data.load_samples) or 'synthetic'",
+                        choices=("synthetic", "hit-uav", "coco", "voc", "kaist", "folder")),
+        "root": Field(str, None, "dataset root; for 'synthetic' the scenes are generated into RUN/data", nullable=True),
+        "synthetic_n": Field(int, 800, "synthetic scenes to generate (all splits together)", min=10),
+        "synthetic_size": Field(int, 64, "synthetic scene size in pixels", min=16),
+        "skip_invalid": Field(bool, False, "skip (and count) bad records instead of failing"),
+        "train_split": Field(str, "train", "split the models train on"),
+        "val_split": Field(str, "val", "split used for validation / choosing settings"),
+        "test_split": Field(str, "test", "split the generation metrics are computed on"),
+        "max_train_images": Field(int, None, "cap on training images (None: all)", nullable=True, min=1),
+    },
+    "captions": {
+        "backend": Field(str, "rules", "IR-Cap backend", choices=("rules", "transformers", "openai")),
+        "seed": Field(int, 0, "caption phrasing seed"),
+    },
+    "tclip": {
+        "dir": Field(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True),
+        "args": Field(list, ["--config", "tiny", "--base-steps", "400", "--adapter-steps", "150"],
+                      "extra command-line arguments for `python -m tclip.train` (see its --help)", item_type=str),
+    },
+    "vae": {
+        "pretrained": Field(str, None, "pretrained SD VAE folder (a pipeline folder or its vae/); None: train a "
+                            "1-channel AutoencoderKL from scratch", nullable=True),
+        "train": Field(dict, {}, "settings passed to thermgen.train.vae.train_vae (see its docstring)"),
+    },
+    "unet": {
+        "pretrained": Field(str, None, "SD-format pipeline folder (uses its unet/) or a UNet folder; None: build from "
+                            "the sizes below", nullable=True),
+        "conditioning": Field(str, "fused", "TCLIPTextEncoder mode that conditions the UNet (measured choice: "
+                              "thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
+                              choices=("concat", "fused", "global", "fine", "base")),
+        "block_out_channels": Field(list, [64, 128], "channels per UNet level", item_type=int),
+        "down_block_types": Field(list, ["DownBlock2D", "CrossAttnDownBlock2D"], "diffusers down block classes", item_type=str),
+        "up_block_types": Field(list, ["CrossAttnUpBlock2D", "UpBlock2D"], "diffusers up block classes", item_type=str),
+        "layers_per_block": Field(int, 1, "resnet layers per level", min=1),
+        "attention_head_dim": Field((int, list), 8, "channels per attention head (or one per level)"),
+        "transformer_layers_per_block": Field((int, list), 1, "transformer layers per cross-attention block "
+                                              "(or one per level; SDXL: [1, 2, 10])"),
+        "cross_attention_dim": Field(int, 128, "cross-attention width; the T-CLIP width is projected to it "
+                                     "(encoder_hid_dim_type='text_proj') when they differ", min=1),
+        "norm_num_groups": Field(int, 32, "GroupNorm groups", min=1),
+        "addition_embed_type": Field(str, "text", "'text': the attention-pooled T-CLIP token states are also added "
+                                     "to the timestep embedding of every resnet block (diffusers "
+                                     "addition_embed_type='text'), so scene-wide attributes (day/night, weather) "
+                                     "reach the whole UNet; null: cross-attention only", nullable=True,
+                                     choices=("text",)),
+    },
+    "train": {
+        "resolution": Field(int, 64, "training/generation size in pixels (whole frame resized, square)", min=8),
+        "train_batch_size": Field(int, 8, "micro-batch per process", min=1),
+        "max_train_steps": Field(int, 600, "optimizer steps", min=1),
+        "gradient_accumulation_steps": Field(int, 1, "micro-batches per optimizer step", min=1),
+        "learning_rate": Field(_NUM, 1e-3, "AdamW learning rate", min=0),
+        "scale_lr": Field(bool, False, "multiply the lr by accumulation x batch x processes"),
+        "lr_scheduler": Field(str, "cosine", "diffusers.optimization.get_scheduler name",
+                              choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                       "constant_with_warmup")),
+        "lr_warmup_steps": Field(int, 20, "warm-up optimizer steps", min=0),
+        "adam_beta1": Field(_NUM, 0.9, "AdamW beta1"),
+        "adam_beta2": Field(_NUM, 0.999, "AdamW beta2"),
+        "adam_weight_decay": Field(_NUM, 1e-2, "AdamW weight decay", min=0),
+        "adam_epsilon": Field(_NUM, 1e-8, "AdamW epsilon", min=0),
+        "max_grad_norm": Field(_NUM, 1.0, "gradient-norm clip", min=0),
+        "prediction_type": Field(str, "epsilon", "what the UNet predicts", choices=("epsilon", "v_prediction")),
+        "snr_gamma": Field(_NUM, 5.0, "min-SNR loss weighting gamma (None: plain MSE)", nullable=True, min=0),
+        "noise_offset": Field(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0),
+        "caption_dropout": Field(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
+                                 "(trains the unconditional branch for classifier-free guidance)", min=0),
+        "random_flip": Field(bool, False, "horizontal flips (off by default: captions name left/right positions)"),
+        "use_ema": Field(bool, True, "keep an EMA of the UNet weights and ship it"),
+        "ema_decay": Field(_NUM, 0.999, "EMA decay (with warm-up)", min=0),
+        "lora_rank": Field(int, 0, "0: full fine-tuning; >0: LoRA of this rank on the UNet attention", min=0),
+        "lora_alpha": Field(int, None, "LoRA alpha (None: = rank)", nullable=True, min=1),
+        "lora_target_modules": Field(list, ["to_k", "to_q", "to_v", "to_out.0"], "LoRA target modules", item_type=str),
+        "mixed_precision": Field(str, "no", "accelerate mixed precision", choices=("no", "fp16", "bf16")),
+        "gradient_checkpointing": Field(bool, False, "trade compute for memory"),
+        "checkpointing_steps": Field(int, 200, "save_state every N optimizer steps", min=1),
+        "checkpoints_total_limit": Field(int, 2, "keep at most this many checkpoints (None: all)", nullable=True, min=1),
+        "validation_steps": Field(int, 300, "validation grid every N optimizer steps (and at the end)", min=1),
+        "validation_prompts": Field(list, [
+            "An infrared thermal image of a parking lot with many cars at night.",
+            "An infrared thermal image of a road with a few people during the day.",
+        ], "prompts rendered into the validation grids", item_type=str),
+        "validation_images_per_prompt": Field(int, 4, "images per validation prompt", min=1),
+        "validation_inference_steps": Field(int, 25, "sampler steps for validation grids", min=1),
+        "guidance_scale": Field(_NUM, 3.0, "classifier-free guidance for validation and evaluation", min=0),
+        "report_to": Field(str, "csv", "'csv' (always written) or 'tensorboard' (also, when installed)",
+                           choices=("csv", "tensorboard")),
+    },
+    "scheduler": {
+        "class_name": Field(str, "DDPMScheduler", "diffusers training noise scheduler"),
+        "num_train_timesteps": Field(int, 1000, "diffusion steps", min=1),
+        "beta_schedule": Field(str, "squaredcos_cap_v2", "beta schedule",
+                               choices=("linear", "scaled_linear", "squaredcos_cap_v2")),
+        "inference_scheduler": Field(str, "DPMSolverMultistepScheduler", "scheduler saved into the pipeline"),
+    },
+    "eval": {
+        "enabled": Field(bool, True, "run the evaluation stage"),
+        "max_test_prompts": Field(int, 64, "generate for at most this many test captions (None: all)", nullable=True, min=1),
+        "num_inference_steps": Field(int, 20, "sampler steps", min=1),
+        "feature": Field(str, "inception", "FID feature: 'inception' or 'tclip'", choices=("inception", "tclip")),
+        "ablation": Field(bool, True, "also train the same UNet conditioned on the base (un-adapted) text tower"),
+        "contrast_images_per_prompt": Field(int, 8, "samples per contrast prompt", min=2),
+        "grid_prompts": Field(int, 4, "test captions shown in the sample grid", min=1),
+    },
+}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """The default config (the CPU recipe) as a fresh nested dict."""
+    return {sec: {k: copy.deepcopy(f.default) for k, f in fields.items()} for sec, fields in SCHEMA.items()}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_value(key: str, f: Field, value: Any, where: str) -> Any:
+    if value is None:
+        if f.nullable:
+            return None
+        raise ConfigError(f"{where}config key '{key}': null is not allowed (expected {_tname(f.type)})")
+    types = f.type if isinstance(f.type, tuple) else (f.type,)
+    # bool is an int subclass in Python; a YAML `true` must not pass as a number (and 1 not as a bool).
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise ConfigError(f"{where}config key '{key}': expected {_tname(f.type)}, got {type(value).__name__} {value!r}")
+    if f.choices is not None and value not in f.choices:
+        raise ConfigError(f"{where}config key '{key}': {value!r} is not one of {list(f.choices)}")
+    if f.min is not None and not isinstance(value, (list, dict, str)) and value < f.min:
+        raise ConfigError(f"{where}config key '{key}': {value!r} is below the minimum {f.min}")
+    if f.item_type is not None:
+        for i, item in enumerate(value):
+            if not isinstance(item, f.item_type) or isinstance(item, bool) and f.item_type is not bool:
+                raise ConfigError(f"{where}config key '{key}[{i}]': expected {_tname(f.item_type)}, got {item!r}")
+    return copy.deepcopy(value)
+
+
+def _tname(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return t.__name__
+
+
+def merge(base: dict, update: dict, where: str = "") -> dict:
+    """Validate ``update`` (nested dict) against :data:`SCHEMA` and merge it into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    if not isinstance(update, dict):
+        raise ConfigError(f"{where}the config must be a mapping of sections, got {type(update).__name__}")
+    for sec, vals in update.items():
+        if sec not in SCHEMA:
+            raise ConfigError(f"{where}unknown config section '{sec}'{_suggest(str(sec), SCHEMA)}; "
+                              f"sections: {sorted(SCHEMA)}")
+        if vals is None:
+            continue
+        if not isinstance(vals, dict):
+            raise ConfigError(f"{where}config section '{sec}' must be a mapping, got {type(vals).__name__}")
+        for k, v in vals.items():
+            if k not in SCHEMA[sec]:
+                raise ConfigError(f"{where}unknown config key '{sec}.{k}'{_suggest(str(k), SCHEMA[sec])}")
+            out[sec][k] = _check_value(f"{sec}.{k}", SCHEMA[sec][k], v, where)
+    _check_consistency(out, where)
+    return out
+
+
+def _check_consistency(cfg: dict, where: str) -> None:
+    u = cfg["unet"]
+    if len(u["down_block_types"]) != len(u["block_out_channels"]):
+        raise ConfigError(f"{where}config key 'unet.down_block_types': {len(u['down_block_types'])} blocks but "
+                          f"unet.block_out_channels has {len(u['block_out_channels'])}")
+    if len(u["up_block_types"]) != len(u["block_out_channels"]):
+        raise ConfigError(f"{where}config key 'unet.up_block_types': {len(u['up_block_types'])} blocks but "
+                          f"unet.block_out_channels has {len(u['block_out_channels'])}")
+    for key in ("attention_head_dim", "transformer_layers_per_block"):
+        v = u[key]
+        vals = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and len(v) != len(u["block_out_channels"]):
+            raise ConfigError(f"{where}config key 'unet.{key}': {len(v)} entries but unet.block_out_channels has "
+                              f"{len(u['block_out_channels'])}")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in vals):
+            raise ConfigError(f"{where}config key 'unet.{key}': expected positive integers, got {v!r}")
+    for c in u["block_out_channels"]:
+        if c % u["norm_num_groups"]:
+            raise ConfigError(f"{where}config key 'unet.block_out_channels': {c} is not divisible by "
+                              f"unet.norm_num_groups={u['norm_num_groups']}")
+    if cfg["data"]["source"] != "synthetic" and not cfg["data"]["root"]:
+        raise ConfigError(f"{where}config key 'data.root' is required for data.source={cfg['data']['source']!r}")
+    if cfg["train"]["caption_dropout"] > 1:
+        raise ConfigError(f"{where}config key 'train.caption_dropout': {cfg['train']['caption_dropout']} is above 1")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"train.max_train_steps=50"`` -> ``("train", "max_train_steps", 50)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.max_train_steps=50")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"override {text!r}: key '{key}' must be section.key, e.g. train.learning_rate")
+    sec, name = key.split(".")
+    if sec not in SCHEMA:
+        raise ConfigError(f"override {text!r}: unknown config section '{sec}'{_suggest(sec, SCHEMA)}")
+    if name not in SCHEMA[sec]:
+        raise ConfigError(f"override {text!r}: unknown config key '{key}'{_suggest(name, SCHEMA[sec])}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: config key '{key}': value is not valid YAML ({e})") from None
+    # A float key given as an integer literal (lr=1) is a float; a string key given a number stays a string.
+    if SCHEMA[sec][name].type is str and value is not None and not isinstance(value, str):
+        value = raw.strip()
+    return sec, name, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The validated config: defaults, then the YAML file (if any), then ``key=value`` overrides.
+
+    A YAML file may name a parent with a top-level ``base: other.yaml`` (relative to the file).
+    Raises ConfigError naming the file and the key for any unknown key, wrong type or bad value.
+    """
+    cfg = defaults()
+    if path is not None:
+        cfg = _load_file(Path(path), cfg, seen=())
+    update: dict[str, dict[str, Any]] = {}
+    for text in overrides or []:
+        sec, name, value = parse_override(text)
+        _check_value(f"{sec}.{name}", SCHEMA[sec][name], value, f"override {text!r}: ")
+        update.setdefault(sec, {})[name] = value
+    # Applied together, so that e.g. data.source and data.root may be given in either order.
+    return merge(cfg, update, where="overrides: ") if update else cfg
+
+
+def _load_file(path: Path, cfg: dict, seen: tuple) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to this file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections")
+    data = dict(data)
+    base = data.pop("base", None)
+    if base is not None:
+        cfg = _load_file((path.parent / base), cfg, seen + (path.resolve(),))
+    return merge(cfg, data, where=f"{path}: ")
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of JSON-serialisable parts (a stage's config plus its inputs' hashes)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def describe_keys() -> str:
+    """Every key with its default and meaning, for ``--list-keys``."""
+    lines = []
+    for sec, fields in SCHEMA.items():
+        lines.append(f"[{sec}]")
+        for k, f in fields.items():
+            extra = f" (one of {list(f.choices)})" if f.choices else ""
+            lines.append(f"  {sec}.{k} = {json.dumps(f.default)}{extra}\n      {f.help}")
+    return "\n".join(lines)
+
+
+def dump_yaml(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,838 @@
+"""The recipe runner behind ``python -m thermgen.train``: data -> captions -> T-CLIP -> VAE -> UNet -> evaluation.
+
+Each stage reads the previous stages' outputs from the run folder and writes its own::
+
+    RUN/config.yaml                  the resolved config of the last invocation
+    RUN/data/                        synthetic scenes (data.source = synthetic only)
+    RUN/manifest.jsonl               IR-Cap captions of every split (+ manifest.report.json/.md)
+    RUN/tclip/                       T-CLIP folder (tclip.load)
+    RUN/vae/                         AutoencoderKL (1-channel, trained here unless vae.pretrained)
+    RUN/unet/                        UNet training: cache, checkpoints/, logs/, loss_curve.png, validation/
+    RUN/pipeline/                    the ThermalDiffusionPipeline folder (from_pretrained-loadable)
+    RUN/ablation/                    the same UNet training conditioned on the base (un-adapted) text tower
+    RUN/eval/                        generated test images of both pipelines
+    RUN/reports/                     recipe.json/.md (stage times, peak memory), data.json, samples.png,
+                                     generation.json/.md (with the ablation row), contrast.json/.md/.png
+    RUN/.stages/<stage>.json         completion markers
+
+**Skipping.** A stage is complete when its marker exists, names the same *stage hash* and its outputs
+exist. The stage hash covers the config the stage reads plus the markers of the stages it depends on,
+so a changed key reruns exactly the stages that read it and everything downstream. ``--rerun STAGE``
+forces a stage (and so its dependants).
+
+**Resume.** ``--resume`` continues an interrupted UNet training (main or ablation) from its newest
+``save_state`` checkpoint when the checkpoint was written under the same stage hash; without it an
+incomplete stage starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from thermgen.train.config import config_hash, dump_yaml
+
+logger = logging.getLogger("thermgen.train")
+
+MARKER_DIR = ".stages"
+
+# Contrast prompts in IR-Cap's phrasing (the captions the models are trained on). Each pair is compared with
+# the real images that match it (time of day from metadata; object counts from the annotations).
+CONTRAST_PROMPTS = {
+    "day": ("An infrared thermal image of a road scene during the day in clear weather, seen from 60 m.",
+            "Thermal infrared image of a daytime scene: broad warm patches cover the ground."),
+    "night": ("An infrared thermal image of a road scene at night in clear weather, seen from 60 m.",
+              "Thermal infrared image at night: the ground is cool and warm objects stand out against it."),
+    "many_cars": ("An infrared thermal image of a parking lot seen from 60 m, showing twelve cars in rows across "
+                  "the frame.",
+                  "Thermal infrared image: twelve cars in rows across the frame are warmer than their surroundings."),
+    "few_people": ("An infrared thermal image of a road seen from 60 m, showing two people near the centre.",
+                   "Thermal infrared image: two people near the centre are warmer than their surroundings, body heat."),
+}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB (Linux ru_maxrss is KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024.0, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    cfg: dict
+    run: Path
+    resume: bool = False
+    progress: bool = True
+    tokens: dict[str, str] = field(default_factory=dict)  # stage -> token of its completed marker
+    reports: dict[str, Any] = field(default_factory=dict)
+    current_hash: str = ""  # hash of the stage now running (UNet stages stamp their checkpoints with it)
+
+    @property
+    def manifest(self) -> Path:
+        return self.run / "manifest.jsonl"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.run / "reports"
+
+    @property
+    def data_root(self) -> Path:
+        d = self.cfg["data"]
+        return self.run / "data" if d["source"] == "synthetic" else Path(d["root"]).expanduser()
+
+    @property
+    def tclip_dir(self) -> Path:
+        return Path(self.cfg["tclip"]["dir"]).expanduser() if self.cfg["tclip"]["dir"] else self.run / "tclip"
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.run / "vae"
+
+    @property
+    def device(self) -> str:
+        d = self.cfg["run"]["device"]
+        return ("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One recipe stage: what config it reads, what it depends on, what it writes, how it runs."""
+
+    name: str
+    deps: tuple[str, ...]
+    config: Callable[[dict], Any]
+    outputs: Callable[[Context], list[Path]]
+    run: Callable[[Context], dict]
+    enabled: Callable[[dict], bool] = lambda cfg: True
+
+
+def _records(ctx: Context, split: str) -> list[dict]:
+    from thermgen.ircap.manifest import read_manifest
+
+    recs = [r for r in read_manifest(ctx.manifest) if r["split"] == split]
+    return sorted(recs, key=lambda r: r["id"])
+
+
+def _image_paths(ctx: Context, recs: list[dict]) -> list[Path]:
+    from thermgen.ircap.manifest import resolve_image
+
+    return [resolve_image(r, ctx.manifest) for r in recs]
+
+
+def _load(ctx: Context, recs: list[dict]) -> torch.Tensor:
+    """Images of manifest records, float (N, 1, R, R) in [0, 1]: the pixels both the VAE and the UNet see."""
+    from thermgen.train.vae import load_images
+
+    return load_images(_image_paths(ctx, recs), ctx.cfg["train"]["resolution"], center_crop=False)
+
+
+def _train_records(ctx: Context) -> list[dict]:
+    recs = _records(ctx, ctx.cfg["data"]["train_split"])
+    cap = ctx.cfg["data"]["max_train_images"]
+    if not recs:
+        raise ValueError(f"config key 'data.train_split': no {ctx.cfg['data']['train_split']!r} records in {ctx.manifest}")
+    return recs[:cap] if cap else recs
+
+
+def _subset(recs: list[dict], k: int | None) -> list[dict]:
+    """At most ``k`` records spread evenly over the (id-sorted) list; deterministic."""
+    if k is None or len(recs) <= k:
+        return recs
+    idx = np.linspace(0, len(recs) - 1, k).round().astype(int)
+    return [recs[i] for i in idx]
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def run_data(ctx: Context) -> dict:
+    from thermgen.data import load_samples
+
+    d = ctx.cfg["data"]
+    if d["source"] == "synthetic":
+        from thermgen.data.synthetic import generate
+
+        generate(out=ctx.data_root, n=d["synthetic_n"], size=d["synthetic_size"], seed=ctx.cfg["run"]["seed"],
+                 progress=ctx.progress)
+    samples, skipped = load_samples(d["source"], ctx.data_root, split=None, skip_invalid=d["skip_invalid"])
+    if not samples:
+        raise ValueError(f"config key 'data.root': no samples of source {d['source']!r} under {ctx.data_root}")
+    by_split: dict[str, int] = {}
+    tod: dict[str, dict[str, int]] = {}
+    for s in samples:
+        by_split[s.split] = by_split.get(s.split, 0) + 1
+        t = tod.setdefault(s.split, {})
+        k = s.meta.get("time_of_day", "unknown")
+        t[k] = t.get(k, 0) + 1
+    for key in ("train_split", "val_split", "test_split"):
+        if d[key] not in by_split:
+            raise ValueError(f"config key 'data.{key}': split {d[key]!r} not found; the data has {sorted(by_split)}")
+    rep = {"source": d["source"], "root": str(ctx.data_root), "images": len(samples), "by_split": by_split,
+           "time_of_day": tod, "skipped": skipped.to_dict()}
+    _write_json(ctx.reports_dir / "data.json", rep)
+    if skipped.total:
+        logger.warning("data: %s", skipped.summary())
+    return rep
+
+
+# ---- captions ------------------------------------------------------------------------------------
+def run_captions(ctx: Context) -> dict:
+    from thermgen.caption import caption_samples
+    from thermgen.data import load_samples
+
+    d, c = ctx.cfg["data"], ctx.cfg["captions"]
+    samples, skipped = load_samples(d["source"], ctx.data_root, split=None, skip_invalid=d["skip_invalid"])
+    rep = caption_samples(samples, ctx.manifest, backend=c["backend"], seed=c["seed"], progress=ctx.progress,
+                          skip_report=skipped.to_dict())
+    return {"records": len(samples), "report": str(ctx.manifest.with_name(ctx.manifest.stem + ".report.json")),
+            "seconds": rep.get("elapsed_s")}
+
+
+# ---- T-CLIP --------------------------------------------------------------------------------------
+def tclip_argv(ctx: Context) -> list[str]:
+    d = ctx.cfg["data"]
+    argv = ["--manifest", str(ctx.manifest), "--out", str(ctx.run / "tclip"), "--split", d["train_split"],
+            "--seed", str(ctx.cfg["run"]["seed"]), *ctx.cfg["tclip"]["args"]]
+    if ctx.cfg["run"]["device"] == "cpu":
+        argv.append("--cpu")
+    if not ctx.progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def run_tclip(ctx: Context) -> dict:
+    if ctx.cfg["tclip"]["dir"]:
+        import tclip
+
+        tclip.load(ctx.tclip_dir)  # fails early, naming the folder, if it is not a T-CLIP folder
+        return {"dir": str(ctx.tclip_dir), "trained": False}
+    from tclip.train import main as tclip_main
+
+    argv = tclip_argv(ctx)
+    if ctx.resume and (ctx.run / "tclip").exists():
+        argv.append("--resume")
+    elif (ctx.run / "tclip").exists():
+        shutil.rmtree(ctx.run / "tclip")  # a stale T-CLIP from another config: this stage starts over
+    logger.info("tclip: python -m tclip.train %s", " ".join(argv))
+    rc = tclip_main(argv)
+    if rc:
+        raise RuntimeError(f"python -m tclip.train {' '.join(argv)} exited with status {rc}")
+    return {"dir": str(ctx.tclip_dir), "trained": True, "argv": argv}
+
+
+# ---- VAE -----------------------------------------------------------------------------------------
+def vae_config(cfg: dict) -> dict:
+    """The ``vae.train`` settings with the recipe's shared keys (resolution, seed, pretrained) filled in."""
+    v = dict(cfg["vae"]["train"])
+    v.setdefault("resolution", cfg["train"]["resolution"])
+    v.setdefault("seed", cfg["run"]["seed"])
+    v.setdefault("center_crop", False)
+    v.setdefault("mixed_precision", cfg["train"]["mixed_precision"])
+    if cfg["vae"]["pretrained"]:
+        v["pretrained"] = cfg["vae"]["pretrained"]
+    if v["resolution"] != cfg["train"]["resolution"]:
+        from thermgen.train.config import ConfigError
+
+        raise ConfigError(f"config key 'vae.train.resolution' ({v['resolution']}) must equal train.resolution "
+                          f"({cfg['train']['resolution']})")
+    return v
+
+
+def run_vae(ctx: Context) -> dict:
+    from thermgen.train.vae import train_vae
+
+    d = ctx.cfg["data"]
+    train = _load(ctx, _train_records(ctx))
+    val = _load(ctx, _records(ctx, d["val_split"]))
+    if ctx.vae_dir.exists():
+        shutil.rmtree(ctx.vae_dir)
+    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress)
+
+
+# ---- UNet (main and ablation) --------------------------------------------------------------------
+def _prompts_for_mode(mode: str, recs: list[dict]) -> tuple[list[str], list[str] | None]:
+    """(prompts, fine prompts) as the text encoder's mode consumes them."""
+    g = [r["global_caption"] for r in recs]
+    f = [r["fine_caption"] for r in recs]
+    if mode in ("fused", "concat"):
+        return g, f
+    if mode == "fine":
+        return f, None
+    return g, None
+
+
+def load_text_encoder(ctx: Context, mode: str):
+    from tclip.text_encoder import TCLIPTextEncoder
+
+    return TCLIPTextEncoder.from_tclip(ctx.tclip_dir, mode=mode)
+
+
+def load_vae(ctx: Context):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(ctx.vae_dir)
+
+
+def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Path, stage_hash: str) -> dict:
+    """Encode the training set with the ``mode`` text encoder, train the UNet, save a pipeline folder."""
+    from thermgen.train.unet import build_pipeline, encode_training_set, load_cache, save_cache, train_unet
+
+    cfg = ctx.cfg
+    stamp = work / "stage_hash.txt"
+    resumable = ctx.resume and stamp.is_file() and stamp.read_text().strip() == stage_hash
+    if ctx.resume and not resumable and work.exists():
+        logger.warning("--resume: %s was written under another config; starting this stage over", work)
+    if not resumable and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(stage_hash)
+
+    text_encoder = load_text_encoder(ctx, mode)
+    vae = load_vae(ctx)
+    cache_path = work / "cache.safetensors"
+    if cache_path.is_file():
+        cache = load_cache(cache_path)
+    else:
+        recs = _train_records(ctx)
+        images = _load(ctx, recs)
+        prompts, fine = _prompts_for_mode(mode, recs)
+        cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
+                                    progress=ctx.progress)
+        save_cache(cache, cache_path)
+    latent_std = float(cache["latent_mean"].std())
+    if not 0.3 < latent_std < 3.0:
+        logger.warning("unet: scaled training latents have std %.3f (expected ~1): check the VAE scaling_factor",
+                       latent_std)
+    report = train_unet(cfg, cache, work, resume=ctx.resume and resumable, vae=vae, text_encoder=text_encoder,
+                        progress=ctx.progress)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(work / "unet")
+    pipe = build_pipeline(vae, unet, text_encoder, cfg["scheduler"], cfg["train"]["prediction_type"])
+    if pipeline_dir.exists():
+        shutil.rmtree(pipeline_dir)
+    pipe.save_pretrained(pipeline_dir)
+    report.update({"conditioning": mode, "text_width": int(cache["text_states"].shape[-1]),
+                   "text_tokens": int(cache["text_states"].shape[1]), "latent_std": round(latent_std, 4),
+                   "pipeline": str(pipeline_dir)})
+    _write_json(work / "unet_report.json", report)
+    # The cache is derived data (large for big runs); the trained UNet and the pipeline are the results.
+    cache_path.unlink(missing_ok=True)
+    return report
+
+
+def _load_pipeline(path: Path, device: str):
+    import tclip.text_encoder  # noqa: F401  (diffusers resolves the text component's class by module name)
+    from pipelines import ThermalDiffusionPipeline
+
+    pipe = ThermalDiffusionPipeline.from_pretrained(path).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_unet(ctx: Context) -> dict:
+    rep = train_conditioned_unet(ctx, ctx.cfg["unet"]["conditioning"], ctx.run / "unet", ctx.run / "pipeline",
+                                 ctx.current_hash)
+    rep["samples_png"] = str(write_sample_grid(ctx, ctx.run / "pipeline", ctx.cfg["unet"]["conditioning"]))
+    _write_json(ctx.reports_dir / "unet.json", rep)
+    return rep
+
+
+def run_ablation(ctx: Context) -> dict:
+    rep = train_conditioned_unet(ctx, "base", ctx.run / "ablation" / "unet", ctx.run / "ablation" / "pipeline",
+                                 ctx.current_hash)
+    _write_json(ctx.reports_dir / "ablation_unet.json", rep)
+    return rep
+
+
+def write_sample_grid(ctx: Context, pipeline_dir: Path, mode: str) -> Path:
+    """reports/samples.png: for a few test captions, the real image then generated samples."""
+    from thermgen.train.unet import sample_images, save_thermal_grid
+
+    cfg = ctx.cfg
+    recs = _subset(_records(ctx, cfg["data"]["test_split"]), cfg["eval"]["grid_prompts"])
+    real = _load(ctx, recs)[:, 0].numpy()
+    pipe = _load_pipeline(pipeline_dir, ctx.device)
+    prompts, fine = _prompts_for_mode(mode, recs)
+    gen = sample_images(pipe, prompts, prompts_fine=fine, n_per_prompt=4, steps=cfg["eval"]["num_inference_steps"],
+                        guidance=cfg["train"]["guidance_scale"], seed=cfg["run"]["seed"],
+                        resolution=cfg["train"]["resolution"])
+    grid = np.concatenate([real[:, None], gen], axis=1)
+    path = ctx.reports_dir / "samples.png"
+    save_thermal_grid(grid, path, row_labels=[r["global_caption"] for r in recs],
+                      title="test captions: real image (left), generated samples (right)")
+    return path
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list[dict], out: Path) -> Path:
+    """One 16-bit PNG per record (``<index:05d>.png``), generated from its captions with seed ``run.seed + index``."""
+    from thermgen.io import write_png16
+
+    cfg = ctx.cfg
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pipe = _load_pipeline(pipeline_dir, ctx.device)
+    prompts, fine = _prompts_for_mode(mode, recs)
+    from tqdm.auto import tqdm
+
+    batch = 16
+    res = cfg["train"]["resolution"]
+    for s in tqdm(range(0, len(recs), batch), desc=f"generate ({mode})", disable=not ctx.progress):
+        idx = list(range(s, min(len(recs), s + batch)))
+        gens = [torch.Generator().manual_seed(cfg["run"]["seed"] + i) for i in idx]
+        kw = {"prompt_fine": [fine[i] for i in idx]} if fine is not None else {}
+        imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
+                    guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
+                    output_type="uint16", **kw).images
+        for i, im in zip(idx, imgs):
+            write_png16(out / f"{i:05d}.png", np.asarray(im)[..., 0])
+    return out
+
+
+def run_evaluate(ctx: Context) -> dict:
+    from thermgen.metrics import evaluate_generation
+
+    cfg = ctx.cfg
+    split = cfg["data"]["test_split"]
+    recs = _subset(_records(ctx, split), cfg["eval"]["max_test_prompts"])
+    g = [r["global_caption"] for r in recs]
+    f = [r["fine_caption"] for r in recs]
+    runs = [("tclip", cfg["unet"]["conditioning"], ctx.run / "pipeline")]
+    if cfg["eval"]["ablation"]:
+        runs.append(("base_text_tower", "base", ctx.run / "ablation" / "pipeline"))
+    rows = {}
+    for name, mode, pdir in runs:
+        fake = generate_for_records(ctx, pdir, mode, recs, ctx.run / "eval" / name / "images")
+        feature = "inception" if cfg["eval"]["feature"] == "inception" else f"tclip:{ctx.tclip_dir}"
+        rows[name] = evaluate_generation(ctx.manifest, fake, g, ctx.run / "eval" / name, feature=feature,
+                                         tclip_dir=ctx.tclip_dir, split=split, prompts_fine=f,
+                                         name=f"generation_{name}", device=ctx.device, progress=ctx.progress,
+                                         cache_dir=ctx.run / "eval" / "cache")
+        rows[name]["conditioning"] = mode
+    report = {"schema_version": 1, "split": split, "n_prompts": len(recs), "rows": rows,
+              "conditioner": {"tclip": f"T-CLIP text encoder, mode {cfg['unet']['conditioning']!r}",
+                              "base_text_tower": "T-CLIP's base text tower without adapters (mode 'base'), "
+                                                 "same UNet training"}}
+    _write_json(ctx.reports_dir / "generation.json", report)
+    (ctx.reports_dir / "generation.md").write_text(generation_markdown(report))
+    return {k: {"fid": v.get("fid"), "kid_mean": v.get("kid_mean")} for k, v in rows.items()}
+
+
+def _get(d: Any, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return default
+        d = d[k]
+    return d
+
+
+def generation_markdown(report: dict) -> str:
+    def fmt(v, nd=4):
+        return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+    rows = report["rows"]
+    lines = [
+        "# Generation metrics",
+        "",
+        f"Test split `{report['split']}`: one image per test caption ({report['n_prompts']} captions), "
+        "compared with the real test images resized to the generator's resolution.",
+        "",
+        "| conditioner | FID | KID (mean ± std) | T-CLIP FD | T-CLIP cosine | T-CLIP R@1 (chance) | n real / fake |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in rows.items():
+        ta = _get(r, "tclip", "text_alignment") or {}
+        lines.append(
+            f"| {name} ({r['conditioning']}) | {fmt(r.get('fid'), 2)} | {fmt(r.get('kid_mean'))} ± {fmt(r.get('kid_std'))} | "
+            f"{fmt(_get(r, 'tclip', 'fd'))} | {fmt(ta.get('cosine_mean'))} | {fmt(ta.get('r1'))} "
+            f"({fmt(ta.get('r1_chance'))}) | {r.get('n_real')} / {r.get('n_fake')} |")
+    lines += ["", "Conditioners: " + "; ".join(f"**{k}**: {v}" for k, v in report["conditioner"].items()) + ".",
+              "", "FID/KID use the standard Inception features (RGB-trained; small sets inflate FID, so compare rows, "
+              "not absolute values). T-CLIP metrics use the run's own T-CLIP, which also conditions the first row: "
+              "it favours that row; the ablation isolates the text encoder, since the UNet training is identical.",
+              "", "Per-row details: `RUN/eval/<conditioner>/generation_<conditioner>.md`."]
+    warnings = list(dict.fromkeys(w for r in rows.values() for w in (r.get("warnings") or [])))
+    lines += [f"- warning: {w}" for w in warnings]
+    return "\n".join(lines) + "\n"
+
+
+# ---- contrast ------------------------------------------------------------------------------------
+STATS_DOC = ('mean: mean level ("fixed" units, [0, 1]); spread: 95th minus 5th percentile within the image; '
+             "hot_fraction: share of pixels above the hot threshold, the 95th percentile of all real pixels "
+             "pooled over the real groups (one absolute threshold for real and generated images)")
+
+
+def image_stats(img: np.ndarray, hot_threshold: float) -> dict[str, float]:
+    """Brightness statistics of one thermal image (H, W) in [0, 1] ("fixed" units, white-hot); see STATS_DOC."""
+    return {"mean": float(img.mean()), "spread": float(np.percentile(img, 95) - np.percentile(img, 5)),
+            "hot_fraction": float((img > hot_threshold).mean())}
+
+
+def _summ(stats: list[dict[str, float]]) -> dict[str, Any]:
+    keys = ("mean", "spread", "hot_fraction")
+    return {"n": len(stats), **{k: float(np.mean([s[k] for s in stats])) if stats else None for k in keys},
+            **{f"{k}_std": float(np.std([s[k] for s in stats])) if stats else None for k in keys}}
+
+
+def _real_groups(ctx: Context) -> dict[str, list[dict]]:
+    """Real test (and val, if test is small) records per contrast group, from metadata and annotations."""
+    d = ctx.cfg["data"]
+    recs = _records(ctx, d["test_split"]) + _records(ctx, d["val_split"])
+    groups: dict[str, list[dict]] = {"day": [], "night": [], "many_cars": [], "few_people": []}
+    for r in recs:
+        tod = r["meta"].get("time_of_day")
+        if tod in ("day", "night"):
+            groups[tod].append(r)
+        labels = [o["label"] for o in r["objects"]]
+        cars, people = labels.count("Car"), labels.count("Person")
+        if cars >= 5:
+            groups["many_cars"].append(r)
+        if 1 <= people <= 4 and cars == 0:
+            groups["few_people"].append(r)
+    return groups
+
+
+def run_contrast(ctx: Context) -> dict:
+    """Samples for contrasting prompts vs the real images of each kind: are the differences the real ones?"""
+    from thermgen.train.unet import sample_images, save_thermal_grid
+
+    cfg = ctx.cfg
+    mode = cfg["unet"]["conditioning"]
+    pipe = _load_pipeline(ctx.run / "pipeline", ctx.device)
+    n = cfg["eval"]["contrast_images_per_prompt"]
+    names = list(CONTRAST_PROMPTS)
+    gen_imgs = {}
+    for name in names:
+        g, f = CONTRAST_PROMPTS[name]
+        prompts, fine = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": f}])
+        gen_imgs[name] = sample_images(pipe, prompts, prompts_fine=fine, n_per_prompt=n,
+                                       steps=cfg["eval"]["num_inference_steps"], guidance=cfg["train"]["guidance_scale"],
+                                       seed=cfg["run"]["seed"] + 1000, resolution=cfg["train"]["resolution"])[0]
+    groups = _real_groups(ctx)
+    real_imgs = {k: _load(ctx, _subset(v, 64))[:, 0].numpy() if v else np.zeros((0, 1, 1)) for k, v in groups.items()}
+    pooled = [v.reshape(-1) for v in real_imgs.values() if len(v)]
+    hot = float(np.percentile(np.concatenate(pooled), 95)) if pooled else 0.5
+    gen = {k: _summ([image_stats(im, hot) for im in v]) for k, v in gen_imgs.items()}
+    real = {k: _summ([image_stats(im, hot) for im in v]) for k, v in real_imgs.items()}
+
+    comparisons = []
+    for a, b, metric in (("night", "day", "mean"), ("night", "day", "spread"), ("night", "day", "hot_fraction"),
+                         ("many_cars", "few_people", "hot_fraction"), ("many_cars", "few_people", "mean"),
+                         ("many_cars", "few_people", "spread")):
+        ga, gb, ra, rb = gen[a][metric], gen[b][metric], real[a][metric], real[b][metric]
+        row = {"a": a, "b": b, "metric": metric, "generated_a": ga, "generated_b": gb, "real_a": ra, "real_b": rb}
+        if None not in (ra, rb):
+            row["same_direction"] = bool(np.sign(ga - gb) == np.sign(ra - rb))
+            row["a_closer_to_real_a_than_real_b"] = bool(abs(ga - ra) < abs(ga - rb))
+            row["b_closer_to_real_b_than_real_a"] = bool(abs(gb - rb) < abs(gb - ra))
+        comparisons.append(row)
+    report = {"schema_version": 1, "conditioning": mode, "prompts": {k: {"global": v[0], "fine": v[1]}
+                                                                     for k, v in CONTRAST_PROMPTS.items()},
+              "images_per_prompt": n, "statistics": STATS_DOC, "hot_threshold": hot,
+              "generated": gen, "real": real,
+              "real_selection": {"day": "time_of_day = day", "night": "time_of_day = night",
+                                 "many_cars": ">= 5 annotated cars", "few_people": "1-4 people, no cars",
+                                 "splits": [cfg["data"]["test_split"], cfg["data"]["val_split"]],
+                                 "max_per_group": 64},
+              "comparisons": comparisons}
+    # Grid: each prompt's samples beside real examples of the same kind.
+    k = min(6, n)
+    rows, labels = [], []
+    for name in names:
+        rows.append(gen_imgs[name][:k])
+        labels.append(f"generated: {name}")
+        r = real_imgs[name]
+        if len(r):
+            pad = np.zeros((k, *r.shape[1:]), dtype=np.float32)
+            pad[:min(k, len(r))] = r[:k]
+            rows.append(pad)
+            labels.append(f"real: {name}")
+    save_thermal_grid(np.stack(rows), ctx.reports_dir / "contrast.png", row_labels=labels,
+                      title="contrasting prompts: generated vs real")
+    report["png"] = str(ctx.reports_dir / "contrast.png")
+    _write_json(ctx.reports_dir / "contrast.json", report)
+    (ctx.reports_dir / "contrast.md").write_text(contrast_markdown(report))
+    return {"comparisons": comparisons}
+
+
+def contrast_markdown(report: dict) -> str:
+    def f(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    lines = ["# Contrast report", "", f"Conditioning: `{report['conditioning']}`; {report['images_per_prompt']} "
+             "samples per prompt.", "", f"Statistics (per image, then averaged): {report['statistics']}; hot threshold "
+             f"{report['hot_threshold']:.4f}.", "",
+             "| group | prompt | generated mean / spread / hot | real mean / spread / hot (n) |", "| --- | --- | --- | --- |"]
+    for k, p in report["prompts"].items():
+        g, r = report["generated"][k], report["real"][k]
+        lines.append(f"| {k} | {p['global']} | {f(g['mean'])} / {f(g['spread'])} / {f(g['hot_fraction'])} | "
+                     f"{f(r['mean'])} / {f(r['spread'])} / {f(r['hot_fraction'])} ({r['n']}) |")
+    lines += ["", "| contrast | metric | generated a vs b | real a vs b | same direction | a closer to real a | "
+              "b closer to real b |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in report["comparisons"]:
+        lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {f(c['generated_a'])} vs {f(c['generated_b'])} | "
+                     f"{f(c['real_a'])} vs {f(c['real_b'])} | {c.get('same_direction', '-')} | "
+                     f"{c.get('a_closer_to_real_a_than_real_b', '-')} | {c.get('b_closer_to_real_b_than_real_a', '-')} |")
+    lines += ["", f"Grid: `{Path(report['png']).name}` (generated rows above real rows of the same kind)."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage table and the runner
+# --------------------------------------------------------------------------------------------------
+def _unet_config(cfg: dict, with_conditioning: bool = True) -> Any:
+    unet = {k: v for k, v in cfg["unet"].items() if with_conditioning or k != "conditioning"}
+    return [cfg["run"]["seed"], unet, cfg["train"], cfg["scheduler"], cfg["data"]["max_train_images"]]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", (), lambda c: [c["run"]["seed"], c["data"]],
+          lambda ctx: [ctx.reports_dir / "data.json"], run_data),
+    Stage("captions", ("data",), lambda c: c["captions"], lambda ctx: [ctx.manifest], run_captions),
+    Stage("tclip", ("captions",), lambda c: [c["run"]["seed"], c["tclip"]],
+          lambda ctx: [ctx.tclip_dir / "tclip_config.json"], run_tclip),
+    Stage("vae", ("captions",), lambda c: [vae_config(c), c["data"]["max_train_images"]],
+          lambda ctx: [ctx.vae_dir / "config.json"], run_vae),
+    Stage("unet", ("tclip", "vae"), _unet_config,
+          lambda ctx: [ctx.run / "pipeline" / "model_index.json", ctx.reports_dir / "samples.png"], run_unet),
+    Stage("ablation", ("tclip", "vae"), lambda c: _unet_config(c, with_conditioning=False) + ["base"],
+          lambda ctx: [ctx.run / "ablation" / "pipeline" / "model_index.json"], run_ablation,
+          enabled=lambda c: c["eval"]["enabled"] and c["eval"]["ablation"]),
+    Stage("contrast", ("unet",), lambda c: [c["eval"]["contrast_images_per_prompt"], c["eval"]["num_inference_steps"],
+                                            CONTRAST_PROMPTS],
+          lambda ctx: [ctx.reports_dir / "contrast.json", ctx.reports_dir / "contrast.md"], run_contrast,
+          enabled=lambda c: c["eval"]["enabled"]),
+    Stage("evaluate", ("unet", "ablation"), lambda c: {k: v for k, v in c["eval"].items() if k != "contrast_images_per_prompt"},
+          lambda ctx: [ctx.reports_dir / "generation.json", ctx.reports_dir / "generation.md"], run_evaluate,
+          enabled=lambda c: c["eval"]["enabled"]),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def stage_hash(stage: Stage, ctx: Context) -> str:
+    return config_hash(stage.name, stage.config(ctx.cfg), [ctx.tokens.get(d, "") for d in stage.deps])
+
+
+def read_marker(ctx: Context, name: str) -> dict | None:
+    p = ctx.run / MARKER_DIR / f"{name}.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def stage_status(stage: Stage, ctx: Context) -> tuple[bool, str]:
+    """(complete?, why): complete when the marker names this stage hash and every output exists."""
+    h = stage_hash(stage, ctx)
+    m = read_marker(ctx, stage.name)
+    if m is None:
+        return False, "not run yet"
+    if m.get("hash") != h:
+        return False, "config or an upstream stage changed"
+    missing = [str(p) for p in stage.outputs(ctx) if not p.exists()]
+    if missing:
+        return False, f"outputs missing: {missing[0]}"
+    return True, "complete"
+
+
+def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[str, ...] = (),
+               stop_after: str | None = None, progress: bool = True) -> dict:
+    """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written)."""
+    ctx = Context(cfg=cfg, run=Path(run_dir), resume=resume, progress=progress)
+    if cfg["run"]["threads"]:
+        torch.set_num_threads(cfg["run"]["threads"])
+    ctx.run.mkdir(parents=True, exist_ok=True)
+    (ctx.run / MARKER_DIR).mkdir(exist_ok=True)
+    ctx.reports_dir.mkdir(exist_ok=True)
+    (ctx.run / "config.yaml").write_text(dump_yaml(cfg))
+    handler = logging.FileHandler(ctx.run / "recipe.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    t_all = time.time()
+    summary: dict[str, Any] = {"run": str(ctx.run), "stages": {}}
+    prev = _read_previous(ctx)
+    try:
+        for stage in STAGES:
+            if not stage.enabled(cfg):
+                summary["stages"][stage.name] = {"status": "disabled"}
+                ctx.tokens[stage.name] = "disabled"
+                continue
+            h = stage_hash(stage, ctx)
+            done, why = stage_status(stage, ctx)
+            if done and stage.name not in rerun:
+                m = read_marker(ctx, stage.name)
+                ctx.tokens[stage.name] = m["token"]
+                summary["stages"][stage.name] = {"status": "skipped (complete)",
+                                                 "seconds": prev.get(stage.name, {}).get("seconds")}
+                logger.info("stage %-9s skipped: complete (hash %s)", stage.name, h)
+                print(f"[thermgen.train] {stage.name}: skipped (complete)", flush=True)
+                if stage.name == stop_after:
+                    break
+                continue
+            reason = "--rerun" if stage.name in rerun else why
+            print(f"[thermgen.train] {stage.name}: running ({reason})", flush=True)
+            logger.info("stage %-9s running (%s), hash %s", stage.name, reason, h)
+            (ctx.run / MARKER_DIR / f"{stage.name}.json").unlink(missing_ok=True)
+            ctx.current_hash = h
+            t0 = time.time()
+            rep = stage.run(ctx)
+            secs = round(time.time() - t0, 2)
+            missing = [str(p) for p in stage.outputs(ctx) if not p.exists()]
+            if missing:
+                raise RuntimeError(f"stage {stage.name} finished without writing {missing}")
+            token = config_hash(h, time.time())
+            _write_json(ctx.run / MARKER_DIR / f"{stage.name}.json",
+                        {"stage": stage.name, "hash": h, "token": token, "seconds": secs,
+                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": [str(p) for p in stage.outputs(ctx)]})
+            ctx.tokens[stage.name] = token
+            ctx.reports[stage.name] = rep
+            summary["stages"][stage.name] = {"status": "ran", "seconds": secs, "peak_rss_mb": peak_rss_mb()}
+            logger.info("stage %-9s done in %.1f s (peak RSS %.0f MiB)", stage.name, secs, peak_rss_mb())
+            print(f"[thermgen.train] {stage.name}: done in {secs:.1f} s", flush=True)
+            if stage.name == stop_after:
+                break
+    finally:
+        summary["seconds"] = round(time.time() - t_all, 2)
+        summary["peak_rss_mb"] = peak_rss_mb()
+        summary["torch_threads"] = torch.get_num_threads()
+        summary["cpu_count"] = os.cpu_count()
+        _write_json(ctx.reports_dir / "recipe.json", summary)
+        (ctx.reports_dir / "recipe.md").write_text(recipe_markdown(summary))
+        root.removeHandler(handler)
+        handler.close()
+    return summary
+
+
+def _read_previous(ctx: Context) -> dict:
+    out = {}
+    for name in STAGE_NAMES:
+        m = read_marker(ctx, name)
+        if m:
+            out[name] = m
+    return out
+
+
+def recipe_markdown(summary: dict) -> str:
+    lines = ["# Recipe run", "", f"Run folder: `{summary['run']}`", "",
+             f"This invocation: {summary['seconds']:.1f} s wall, peak RSS {summary['peak_rss_mb']:.0f} MiB "
+             f"({summary['cpu_count']} CPUs, {summary['torch_threads']} torch threads).", "",
+             "| stage | status | seconds |", "| --- | --- | --- |"]
+    for name, s in summary["stages"].items():
+        lines.append(f"| {name} | {s['status']} | {s.get('seconds') if s.get('seconds') is not None else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command
+# --------------------------------------------------------------------------------------------------
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def resolve_config(name: str | None) -> Path | None:
+    """A config path, or a name of ``configs/NAME.yaml``; None = the built-in CPU default."""
+    if name is None:
+        return None
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    cand = CONFIG_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if cand.is_file():
+        return cand
+    from thermgen.train.config import ConfigError
+
+    known = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    raise ConfigError(f"--config {name!r}: no such file, and no configs/{name}.yaml (known: {known})")
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m thermgen.train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the thermal diffusion recipe: data -> IR-Cap captions -> T-CLIP -> VAE -> UNet -> "
+                    "contrast report and generation metrics (with the base-text-tower ablation). Stages whose "
+                    "outputs are complete for the same config are skipped; a changed key reruns the stages that "
+                    "read it and everything after them.",
+        epilog="Config overrides are section.key=value (value parsed as YAML), e.g.\n"
+               "  python -m thermgen.train train.max_train_steps=50 eval.ablation=false\n"
+               "List every key with its default: python -m thermgen.train --list-keys\n"
+               "Outputs: RUN/pipeline (diffusers folder), RUN/tclip, RUN/reports (samples.png, contrast.*, "
+               "generation.*, recipe.*).")
+    p.add_argument("--config", default=None,
+                   help="recipe YAML: a path or a name in configs/ (cpu-default, paper-vitb16-sd15, sdxl-gpu); "
+                        "default: the built-in CPU recipe (same as configs/cpu-default.yaml)")
+    p.add_argument("--data-source", default=None,
+                   help="dataset adapter (hit-uav, coco, voc, kaist, folder, synthetic); overrides data.source "
+                        "(default: the config's, synthetic)")
+    p.add_argument("--data-root", default=None, help="dataset root; overrides data.root (default: the config's)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/<config name>-<data source>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted UNet training from its newest checkpoint (same config only); "
+                        "default: an incomplete stage starts over")
+    p.add_argument("--rerun", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
+                   help="force this stage (and so everything after it) to run again; repeatable; stages: "
+                        f"{', '.join(STAGE_NAMES)} (default: none)")
+    p.add_argument("--stop-after", default=None, choices=STAGE_NAMES, metavar="STAGE",
+                   help="stop after this stage (default: run all)")
+    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to RUN/recipe.log)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides (see above)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from thermgen.train.config import ConfigError, describe_keys, load_config
+
+    args = build_parser().parse_args(argv)
+    if args.list_keys:
+        print(describe_keys())
+        return 0
+    overrides = list(args.overrides)
+    if args.data_source is not None:
+        overrides.append(f"data.source={args.data_source}")
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    try:
+        cfg_path = resolve_config(args.config)
+        cfg = load_config(cfg_path, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    out = args.out or Path("runs") / f"{cfg_path.stem if cfg_path else 'cpu-default'}-{cfg['data']['source']}"
+    summary = run_recipe(cfg, out, resume=args.resume, rerun=tuple(args.rerun), stop_after=args.stop_after,
+                         progress=not args.no_progress)
+    print(f"[thermgen.train] finished in {summary['seconds']:.1f} s, peak RSS {summary['peak_rss_mb']:.0f} MiB; "
+          f"run folder {out}", flush=True)
+    return 0

@@ -1,0 +1,677 @@
+"""Train the UNet of a thermal latent diffusion model, conditioned on frozen T-CLIP token states.
+
+The loop follows diffusers' ``examples/text_to_image/train_text_to_image_lora.py`` under ``accelerate``
+(one code path for a CPU, a GPU, or many processes): full or LoRA fine-tuning (peft ``add_adapter``),
+epsilon or v-prediction, optional min-SNR loss weighting, EMA (``diffusers.training_utils.EMAModel``),
+gradient accumulation, mixed precision, ``save_state`` checkpoints with rotation and resume, validation
+grids with a thermal colour map, CSV (and TensorBoard when installed) logs, a loss-curve PNG, tqdm.
+
+Two things differ from the example, both for small machines and exact reproducibility:
+
+* **Frozen encoders run once.** The VAE and the T-CLIP text tower are frozen, so
+  :func:`encode_training_set` encodes every training image (the latent distribution's mean and std) and
+  caption (token states) once into a safetensors cache; each step samples a latent from the cached
+  distribution. On a CPU this removes most of the step time.
+* **Randomness is a function of the step.** The sample order (a permutation per epoch), noise,
+  timesteps, latent sampling and caption dropout of micro-step ``k`` come from generators seeded with
+  ``(seed, k)`` for the *global* micro-batch of ``train_batch_size x num_processes`` samples; each
+  process takes its slice. So a run resumed from a checkpoint reproduces the uninterrupted run
+  exactly, and 2 processes with batch b see the same samples and noise as 1 process with batch 2b
+  (DDP averages the gradients, so the loss curves agree).
+
+Command (the UNet stage alone, e.g. under ``torchrun --nproc_per_node 2``)::
+
+    python -m thermgen.train.unet --cache RUN/unet/cache.safetensors --out RUN/unet [--config C.yaml] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+CACHE_KEYS = ("latent_mean", "latent_std", "text_states", "uncond_states")
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the UNet
+# --------------------------------------------------------------------------------------------------
+def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_width: int, seed: int = 0):
+    """A ``UNet2DConditionModel`` for ``latent_channels`` x ``latent_size``^2 latents and ``text_width``-wide tokens.
+
+    ``unet_cfg`` is the recipe's ``unet`` section. With ``pretrained`` set, loads an SD-format UNet (a
+    pipeline folder's ``unet/`` or a UNet folder); otherwise builds one from the sizes (seeded). When the
+    text width differs from ``cross_attention_dim``, token states are projected by the UNet's own
+    ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``), so the pipeline needs no extra module.
+    """
+    from diffusers import UNet2DConditionModel
+
+    if unet_cfg.get("pretrained"):
+        path = Path(unet_cfg["pretrained"])
+        sub = "unet" if (path / "unet" / "config.json").is_file() else None
+        if not (path / (sub or ".") / "config.json").is_file():
+            raise FileNotFoundError(f"unet.pretrained: no UNet config.json in {path} or {path / 'unet'}")
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder=sub)
+        if unet.config.in_channels != latent_channels:
+            raise ValueError(f"unet.pretrained: the UNet takes {unet.config.in_channels} latent channels but the "
+                             f"VAE gives {latent_channels}")
+        from thermgen.train.sd_import import adapt_unet_to_text_width
+
+        torch.manual_seed(seed)  # a new text projection starts from seeded random weights
+        unet, changes = adapt_unet_to_text_width(unet, text_width)
+        if changes:
+            logger.info("unet.pretrained %s adapted to %d-wide T-CLIP tokens: %s", path, text_width, changes)
+        return unet
+    cad = unet_cfg["cross_attention_dim"]
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=tuple(unet_cfg["block_out_channels"]),
+        down_block_types=tuple(unet_cfg["down_block_types"]),
+        up_block_types=tuple(unet_cfg["up_block_types"]),
+        layers_per_block=unet_cfg["layers_per_block"],
+        attention_head_dim=_tuple(unet_cfg["attention_head_dim"]),
+        transformer_layers_per_block=_tuple(unet_cfg["transformer_layers_per_block"]),
+        cross_attention_dim=cad,
+        norm_num_groups=unet_cfg["norm_num_groups"],
+        encoder_hid_dim=text_width if text_width != cad else None,
+        encoder_hid_dim_type="text_proj" if text_width != cad else None,
+        addition_embed_type=unet_cfg.get("addition_embed_type"),
+        # attention pooling of the token states: 64-wide heads when the width allows (diffusers' default)
+        addition_embed_type_num_heads=text_width // 64 if text_width % 64 == 0 else 1,
+    )
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def make_noise_scheduler(sched_cfg: dict, prediction_type: str):
+    """The training noise scheduler named by the recipe's ``scheduler`` section."""
+    import diffusers
+
+    cls = getattr(diffusers, sched_cfg["class_name"], None)
+    if cls is None:
+        raise ValueError(f"config key 'scheduler.class_name': diffusers has no scheduler {sched_cfg['class_name']!r}")
+    return cls(num_train_timesteps=sched_cfg["num_train_timesteps"], beta_schedule=sched_cfg["beta_schedule"],
+               prediction_type=prediction_type)
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoding the training set once
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
+                        *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
+                        ) -> dict[str, torch.Tensor]:
+    """Encode images through the frozen VAE and captions through the frozen text encoder, once.
+
+    images: float (N, 1, H, W) in [0, 1] (replicated to 3 channels for a 3-channel VAE).
+    Returns ``latent_mean``/``latent_std`` (N, C, h, w), already multiplied by the VAE's scaling factor (and
+    shifted by its shift factor), ``text_states`` (N, L, D) and ``uncond_states`` (1, L, D) (the empty
+    prompt, the pipeline's unconditional input for classifier-free guidance).
+    """
+    from tqdm.auto import tqdm
+
+    if len(prompts) != len(images) or (prompts_fine is not None and len(prompts_fine) != len(images)):
+        raise ValueError(f"encode_training_set: {len(images)} images but {len(prompts)} prompts"
+                         + (f" and {len(prompts_fine)} fine prompts" if prompts_fine is not None else ""))
+    vae = vae.to(device).eval()
+    text_encoder = text_encoder.to(device).eval()
+    sf = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+    means, stds, texts = [], [], []
+    for s in tqdm(range(0, len(images), batch_size), desc="encode training set", disable=not progress):
+        x = images[s:s + batch_size].to(device) * 2 - 1
+        if vae.config.in_channels == 3 and x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        dist = vae.encode(x).latent_dist
+        means.append(((dist.mean - shift) * sf).float().cpu())
+        stds.append((dist.std * sf).float().cpu())
+        pf = prompts_fine[s:s + batch_size] if prompts_fine is not None else None
+        texts.append(text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device).float().cpu())
+    uncond = text_encoder.encode_prompt([""], [""] if prompts_fine is not None else None, device=device).float().cpu()
+    return {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
+            "text_states": torch.cat(texts).contiguous(), "uncond_states": uncond.contiguous()}
+
+
+def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: cache[k] for k in CACHE_KEYS}, str(tmp))
+    tmp.replace(path)
+
+
+def load_cache(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"training cache not found: {path}")
+    cache = load_file(str(path))
+    missing = [k for k in CACHE_KEYS if k not in cache]
+    if missing:
+        raise ValueError(f"{path}: training cache lacks {missing}")
+    n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states")}
+    if len(set(n.values())) != 1:
+        raise ValueError(f"{path}: training cache rows disagree: {n}")
+    return cache
+
+
+# --------------------------------------------------------------------------------------------------
+# Step-indexed randomness (exact resume; N processes == 1 process with N x the batch)
+# --------------------------------------------------------------------------------------------------
+def micro_batch(k: int, *, n_samples: int, global_batch: int, seed: int, latent_shape: tuple[int, ...],
+                num_train_timesteps: int, caption_dropout: float, noise_offset: float, random_flip: bool
+                ) -> dict[str, torch.Tensor]:
+    """Sample indices and every random draw of global micro-step ``k`` (deterministic in (seed, k)).
+
+    Returns tensors for the whole global micro-batch of ``global_batch`` samples: ``index`` (G,),
+    ``eps_latent`` / ``noise`` (G, *latent_shape), ``timesteps`` (G,), ``drop`` (G,) bool, ``flip`` (G,) bool.
+    """
+    per_epoch = n_samples // global_batch
+    epoch, pos = divmod(k, per_epoch)
+    perm = torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    g = torch.Generator().manual_seed((seed + 1) * 2_000_029 + k)
+    G = global_batch
+    out = {
+        "index": perm[pos * G:(pos + 1) * G],
+        "eps_latent": torch.randn((G, *latent_shape), generator=g),
+        "noise": torch.randn((G, *latent_shape), generator=g),
+        "timesteps": torch.randint(0, num_train_timesteps, (G,), generator=g),
+        "drop": torch.rand(G, generator=g) < caption_dropout,
+        "flip": (torch.rand(G, generator=g) < 0.5) & random_flip,
+    }
+    if noise_offset:
+        out["noise"] = out["noise"] + noise_offset * torch.randn((G, latent_shape[0], 1, 1), generator=g)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """``checkpoint-<step>`` folders in ``ckpt_dir``, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [d for d in ckpt_dir.iterdir() if d.is_dir() and d.name.startswith("checkpoint-")
+             and d.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda d: int(d.name.split("-", 1)[1]))
+
+
+def rotate_checkpoints(ckpt_dir: Path, limit: int | None) -> list[Path]:
+    """Delete the oldest checkpoints so that one more save keeps at most ``limit``; returns what was removed."""
+    if limit is None:
+        return []
+    ckpts = list_checkpoints(ckpt_dir)
+    removed = ckpts[:max(0, len(ckpts) - limit + 1)]
+    for d in removed:
+        shutil.rmtree(d)
+    return removed
+
+
+def save_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
+    """Save the lr schedule (JSON) and the EMA (JSON + safetensors) beside accelerate's state.
+
+    Not through ``register_for_checkpointing``: accelerate reloads such objects with
+    ``torch.load(weights_only=False)`` (arbitrary unpickling); these formats load without it.
+    """
+    from safetensors.torch import save_file
+
+    sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+    (ckpt / "lr_scheduler.json").write_text(json.dumps(sched))
+    if ema is not None:
+        sd = ema.state_dict()
+        save_file({f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(sd["shadow_params"])},
+                  str(ckpt / "ema.safetensors"))
+        (ckpt / "ema.json").write_text(json.dumps({k: v for k, v in sd.items() if k != "shadow_params"}))
+
+
+def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
+    """Restore what :func:`save_extra_state` wrote; a missing file is an error naming it."""
+    from safetensors.torch import load_file
+
+    f = ckpt / "lr_scheduler.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by thermgen.train.unet?)")
+    state = json.loads(f.read_text())
+    state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
+    lr_scheduler.load_state_dict(state)
+    if ema is not None:
+        if not (ckpt / "ema.safetensors").is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt} has no ema.safetensors but train.use_ema is true")
+        tensors = load_file(str(ckpt / "ema.safetensors"))
+        sd = json.loads((ckpt / "ema.json").read_text())
+        dev = ema.shadow_params[0].device if ema.shadow_params else "cpu"
+        sd["shadow_params"] = [tensors[f"shadow.{i}"].to(dev) for i in range(len(tensors))]
+        ema.load_state_dict(sd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Logs and pictures
+# --------------------------------------------------------------------------------------------------
+def read_log(path: Path) -> list[dict[str, float]]:
+    """Rows of a training CSV log (step, loss, lr, seconds) as floats."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_loss_curve(rows: list[dict[str, float]], path: Path, title: str = "UNet training loss") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, lw=0.8, alpha=0.4, label="per step")
+    if len(loss) >= 5:
+        w = max(2, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_thermal_grid(images: np.ndarray, path: Path, *, row_labels: list[str] | None = None,
+                      colormap: str = "inferno", title: str | None = None, shared_range: bool = True) -> None:
+    """Save images (R, C, H, W) float in [0, 1] (white-hot) as a colour-mapped grid PNG with row labels.
+
+    shared_range: map the grid's 1st-99th percentile (one range for every tile, so tiles stay comparable)
+    to the colour map; False maps the full [0, 1] "fixed" range (low-contrast scenes then look flat).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"save_thermal_grid: expected (rows, cols, H, W), got shape {images.shape}")
+    R, C = images.shape[:2]
+    lo, hi = (np.percentile(images, [1, 99]) if shared_range else (0.0, 1.0))
+    if hi - lo < 1e-6:
+        lo, hi = 0.0, 1.0
+    fig, axes = plt.subplots(R, C, figsize=(1.6 * C + (2.6 if row_labels else 0), 1.6 * R + 0.4), squeeze=False)
+    for r in range(R):
+        for c in range(C):
+            ax = axes[r][c]
+            ax.imshow(np.clip(images[r, c], 0, 1), cmap=colormap, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if row_labels:
+            import textwrap
+
+            axes[r][0].set_ylabel("\n".join(textwrap.wrap(row_labels[r], 32)[:5]), fontsize=6, rotation=0,
+                                  ha="right", va="center", labelpad=4)
+    if title:
+        rng = f" [colour range {lo:.3f}-{hi:.3f}]" if shared_range else ""
+        fig.suptitle(title + rng, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_pipeline(vae, unet, text_encoder, sched_cfg: dict, prediction_type: str):
+    """A ThermalDiffusionPipeline around the given components with the recipe's inference scheduler."""
+    import diffusers
+
+    from pipelines import ThermalDiffusionPipeline
+
+    cls = getattr(diffusers, sched_cfg["inference_scheduler"], None)
+    if cls is None:
+        raise ValueError(f"config key 'scheduler.inference_scheduler': diffusers has no scheduler "
+                         f"{sched_cfg['inference_scheduler']!r}")
+    train_sched = make_noise_scheduler(sched_cfg, prediction_type)
+    scheduler = cls.from_config(train_sched.config)
+    return ThermalDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder)
+
+
+@torch.no_grad()
+def sample_images(pipe, prompts: list[str], *, n_per_prompt: int, steps: int, guidance: float, seed: int,
+                  resolution: int, prompts_fine: list[str] | None = None, batch: int = 16) -> np.ndarray:
+    """Generate ``n_per_prompt`` images per prompt: float32 (len(prompts), n_per_prompt, H, W) in [0, 1].
+
+    Image ``j`` of prompt ``i`` is seeded with ``seed + j`` regardless of batching, so that rows are comparable.
+    """
+    out = np.zeros((len(prompts), n_per_prompt, resolution, resolution), dtype=np.float32)
+    for i, p in enumerate(prompts):
+        for s in range(0, n_per_prompt, batch):
+            js = list(range(s, min(n_per_prompt, s + batch)))
+            gens = [torch.Generator().manual_seed(seed + j) for j in js]
+            kw = {"prompt_fine": [prompts_fine[i]] * len(js)} if prompts_fine is not None else {}
+            res = pipe(prompt=[p] * len(js), num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                       height=resolution, width=resolution, output_type="np", **kw)
+            imgs = np.asarray(res.images, dtype=np.float32)
+            out[i, js[0]:js[-1] + 1] = imgs.reshape(len(js), resolution, resolution)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------------
+def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, *, resume: bool | str = False,
+               vae=None, text_encoder=None, progress: bool = True,
+               step_callback: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train the UNet on a cached training set; write ``out_dir/unet/`` and reports. Returns the report dict.
+
+    cfg: the recipe config (sections ``run``, ``unet``, ``train``, ``scheduler``; see thermgen.train.config).
+    cache: :func:`encode_training_set`'s tensors, or the path of their safetensors file.
+    out_dir: receives ``unet/`` (the trained UNet: EMA weights when enabled, LoRA fused), ``unet_lora/``
+        (LoRA weights alone, diffusers format, when LoRA), ``checkpoints/checkpoint-<step>/`` (accelerate
+        states, rotated), ``logs/train_log.csv`` (step, loss, lr, seconds), ``loss_curve.png``,
+        ``validation/step-<N>.png`` (when vae and text_encoder are given), ``train_report.json``.
+    resume: False; True/"latest" (the newest checkpoint in out_dir, if any); or a checkpoint path.
+    step_callback: called on every process after each optimizer step (and its checkpoint) with
+        (step, loss averaged over processes).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    tc, rc = cfg["train"], cfg["run"]
+    out_dir = Path(out_dir)
+    if not isinstance(cache, dict):
+        cache = load_cache(Path(cache))
+    n = cache["latent_mean"].shape[0]
+    latent_shape = tuple(cache["latent_mean"].shape[1:])
+    text_width = cache["text_states"].shape[-1]
+
+    use_cpu = rc["device"] == "cpu" or (rc["device"] == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(
+        cpu=use_cpu,
+        gradient_accumulation_steps=tc["gradient_accumulation_steps"],
+        mixed_precision=tc["mixed_precision"],
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+    )
+    world, rank = accelerator.num_processes, accelerator.process_index
+    bs = tc["train_batch_size"]
+    G = bs * world
+    if n < G:
+        raise ValueError(f"config key 'train.train_batch_size': {bs} x {world} processes = {G} exceeds the "
+                         f"{n} training images")
+
+    seed = rc["seed"]
+    unet = build_unet(cfg["unet"], latent_channels=latent_shape[0], latent_size=latent_shape[-1],
+                      text_width=text_width, seed=seed)
+    noise_scheduler = make_noise_scheduler(cfg["scheduler"], tc["prediction_type"])
+
+    lora = tc["lora_rank"] > 0
+    if lora:
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=tc["lora_rank"], lora_alpha=tc["lora_alpha"] or tc["lora_rank"],
+                                    init_lora_weights="gaussian", target_modules=list(tc["lora_target_modules"])))
+        # The width bridge (text_proj) is new or task-specific: it learns alongside the adapter.
+        if unet.encoder_hid_proj is not None:
+            unet.encoder_hid_proj.requires_grad_(True)
+    if tc["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
+
+    lr = tc["learning_rate"]
+    if tc["scale_lr"]:
+        lr = lr * tc["gradient_accumulation_steps"] * G
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(tc["adam_beta1"], tc["adam_beta2"]),
+                                  weight_decay=tc["adam_weight_decay"], eps=tc["adam_epsilon"])
+    # Stepped once per optimizer step by hand (not prepared), so the schedule does not depend on the number
+    # of processes.
+    lr_scheduler = get_scheduler(tc["lr_scheduler"], optimizer=optimizer, num_warmup_steps=tc["lr_warmup_steps"],
+                                 num_training_steps=tc["max_train_steps"])
+    ema = None
+    if tc["use_ema"]:
+        ema = EMAModel(params, decay=tc["ema_decay"], use_ema_warmup=True, power=3 / 4)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if ema is not None:
+        ema.to(accelerator.device)
+
+    ckpt_dir = out_dir / "checkpoints"
+    log_path = out_dir / "logs" / "train_log.csv"
+    global_step = 0
+    resumed_from = None
+    if resume:
+        path = None
+        if resume in (True, "latest"):
+            ckpts = list_checkpoints(ckpt_dir)
+            path = ckpts[-1] if ckpts else None
+        else:
+            path = Path(resume)
+            if not path.is_dir():
+                raise FileNotFoundError(f"--resume: checkpoint folder {path} does not exist")
+        if path is None:
+            accelerator.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        else:
+            accelerator.load_state(str(path))
+            load_extra_state(path, lr_scheduler, ema)
+            global_step = int(path.name.split("-", 1)[1])
+            resumed_from = str(path)
+            accelerator.print(f"resumed from {path} (step {global_step})")
+
+    tb = None
+    if accelerator.is_main_process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Rows past the checkpoint belong to the interrupted tail; the resumed run writes them again.
+        rows = [r for r in read_log(log_path) if r["step"] <= global_step] if resumed_from else []
+        with open(log_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "loss", "lr", "seconds"])
+            for r in rows:
+                w.writerow([int(r["step"]), r["loss"], r["lr"], r["seconds"]])
+        if tc["report_to"] == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tb = SummaryWriter(str(out_dir / "logs" / "tensorboard"))
+            except ImportError:
+                logger.warning("train.report_to=tensorboard but tensorboard is not installed; CSV only")
+
+    lat_mean = cache["latent_mean"]
+    lat_std = cache["latent_std"]
+    text = cache["text_states"]
+    uncond = cache["uncond_states"][0]
+    accum = tc["gradient_accumulation_steps"]
+    val_every = tc["validation_steps"]
+    do_val = vae is not None and text_encoder is not None and accelerator.is_main_process
+
+    bar = tqdm(total=tc["max_train_steps"], initial=global_step, desc="unet", disable=not (progress and
+               accelerator.is_local_main_process))
+    unet.train()
+    loss_val = float("nan")
+    while global_step < tc["max_train_steps"]:
+        step_loss = 0.0
+        for m in range(accum):
+            k = global_step * accum + m
+            mb = micro_batch(k, n_samples=n, global_batch=G, seed=seed, latent_shape=latent_shape,
+                             num_train_timesteps=noise_scheduler.config.num_train_timesteps,
+                             caption_dropout=tc["caption_dropout"], noise_offset=tc["noise_offset"],
+                             random_flip=tc["random_flip"])
+            sl = slice(rank * bs, (rank + 1) * bs)
+            idx = mb["index"][sl]
+            latents = lat_mean[idx] + lat_std[idx] * mb["eps_latent"][sl]
+            flip = mb["flip"][sl]
+            if flip.any():
+                latents[flip] = latents[flip].flip(-1)
+            states = text[idx].clone()
+            drop = mb["drop"][sl]
+            if drop.any():
+                states[drop] = uncond.to(states.dtype)
+            noise = mb["noise"][sl]
+            timesteps = mb["timesteps"][sl]
+            dev = accelerator.device
+            latents, noise, timesteps, states = latents.to(dev), noise.to(dev), timesteps.to(dev), states.to(dev)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            target = noise if tc["prediction_type"] == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+            with accelerator.accumulate(unet):
+                pred = unet(noisy, timesteps, states, return_dict=False)[0]
+                per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                if tc["snr_gamma"] is not None:
+                    snr = compute_snr(noise_scheduler, timesteps)
+                    w = torch.minimum(snr, torch.full_like(snr, tc["snr_gamma"]))
+                    w = w / snr if tc["prediction_type"] == "epsilon" else w / (snr + 1)
+                    per = per * w
+                loss = per.mean()
+                step_loss += accelerator.gather(loss.detach()[None]).mean().item() / accum
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc["max_grad_norm"] > 0:
+                    accelerator.clip_grad_norm_(params, tc["max_grad_norm"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(params)
+        global_step += 1
+        loss_val = step_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        if accelerator.is_main_process:
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([global_step, loss_val, lr_scheduler.get_last_lr()[0], round(time.time() - t0, 3)])
+            if tb is not None:
+                tb.add_scalar("train/loss", loss_val, global_step)
+                tb.add_scalar("train/lr", lr_scheduler.get_last_lr()[0], global_step)
+        if global_step % tc["checkpointing_steps"] == 0 or global_step == tc["max_train_steps"]:
+            if accelerator.is_main_process:
+                rotate_checkpoints(ckpt_dir, tc["checkpoints_total_limit"])
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(ckpt_dir / f"checkpoint-{global_step}"))
+            if accelerator.is_main_process:
+                save_extra_state(ckpt_dir / f"checkpoint-{global_step}", lr_scheduler, ema)
+        if do_val and (global_step % val_every == 0 or global_step == tc["max_train_steps"]):
+            _validate(accelerator.unwrap_model(unet), ema, params, vae, text_encoder, cfg, out_dir, global_step)
+        if step_callback is not None:
+            step_callback(global_step, loss_val)
+    bar.close()
+    accelerator.wait_for_everyone()
+
+    report: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(unet)
+        if ema is not None:
+            ema.copy_to(params)
+        if lora:
+            from peft.utils import get_peft_model_state_dict
+
+            from diffusers import StableDiffusionPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+
+            lora_sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+            StableDiffusionPipeline.save_lora_weights(out_dir / "unet_lora", unet_lora_layers=lora_sd,
+                                                      safe_serialization=True)
+            model.fuse_lora()
+            model.unload_lora()
+        model.save_pretrained(out_dir / "unet")
+        rows = read_log(log_path)
+        plot_loss_curve(rows, out_dir / "loss_curve.png")
+        report = {
+            "steps": global_step, "final_loss": loss_val,
+            "loss_first_10": float(np.mean([r["loss"] for r in rows[:10]])) if rows else None,
+            "loss_last_10": float(np.mean([r["loss"] for r in rows[-10:]])) if rows else None,
+            "num_processes": world, "global_batch": G * accum, "train_images": n,
+            "trainable_parameters": n_trainable, "lora_rank": tc["lora_rank"], "ema": ema is not None,
+            "prediction_type": tc["prediction_type"], "snr_gamma": tc["snr_gamma"],
+            "resumed_from": resumed_from, "seconds": round(time.time() - t0, 2),
+            "unet": str(out_dir / "unet"), "log": str(log_path), "loss_curve": str(out_dir / "loss_curve.png"),
+        }
+        (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
+        if tb is not None:
+            tb.close()
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return report
+
+
+def _validate(unet, ema, params, vae, text_encoder, cfg, out_dir: Path, step: int) -> None:
+    """Render the validation prompts with the current (EMA, when enabled) weights into a grid PNG."""
+    tc = cfg["train"]
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    was_training = unet.training
+    unet.eval()
+    try:
+        pipe = build_pipeline(vae, unet, text_encoder, cfg["scheduler"], tc["prediction_type"])
+        pipe.set_progress_bar_config(disable=True)
+        imgs = sample_images(pipe, list(tc["validation_prompts"]), n_per_prompt=tc["validation_images_per_prompt"],
+                             steps=tc["validation_inference_steps"], guidance=tc["guidance_scale"],
+                             seed=cfg["run"]["seed"], resolution=tc["resolution"])
+        save_thermal_grid(imgs, out_dir / "validation" / f"step-{step:06d}.png",
+                          row_labels=list(tc["validation_prompts"]), title=f"validation, step {step}")
+    finally:
+        if ema is not None:
+            ema.restore(params)
+        unet.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command
+# --------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from thermgen.train.config import ConfigError, load_config
+
+    p = argparse.ArgumentParser(
+        prog="python -m thermgen.train.unet",
+        description="Train the UNet stage alone on a cached training set (written by the recipe, "
+                    "`python -m thermgen.train`, as RUN/unet/cache.safetensors). Runs under torchrun / "
+                    "accelerate launch for several processes.")
+    p.add_argument("--cache", required=True, type=Path, help="safetensors training cache (latents + token states)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (unet/, checkpoints/, logs/, reports)")
+    p.add_argument("--config", type=Path, default=None, help="recipe YAML (default: the built-in CPU recipe)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="resume from the newest checkpoint in OUT/checkpoints (or from the given folder)")
+    p.add_argument("--pipeline", type=Path, default=None,
+                   help="pipeline folder whose vae/ and text_encoder/ render validation grids (default: none)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="config overrides section.key=value, e.g. train.max_train_steps=50")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if cfg["run"]["threads"]:
+        torch.set_num_threads(cfg["run"]["threads"])
+    vae = te = None
+    if args.pipeline is not None:
+        import tclip.text_encoder  # noqa: F401  (diffusers resolves the text component's class by module name)
+        from pipelines import ThermalDiffusionPipeline
+
+        pipe = ThermalDiffusionPipeline.from_pretrained(args.pipeline)
+        vae, te = pipe.vae, pipe.text_encoder
+    train_unet(cfg, args.cache, args.out, resume=args.resume or False, vae=vae, text_encoder=te,
+               progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
