@@ -4,6 +4,9 @@
 ``diffusers.DiffusionPipeline.from_pretrained(folder)`` load a saved thermal pipeline folder.
 """
 
+# diffusers resolves a saved component by its module name: make the T-CLIP text encoder importable by it.
+import tclip.text_encoder  # noqa: F401
+
 from .colormaps import THERMAL_COLORMAPS, apply_colormap, colormap_lut
 from .pipeline_thermal_diffusion import (
     ThermalDiffusionPipeline,
