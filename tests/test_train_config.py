@@ -61,6 +61,13 @@ def test_real_data_source_requires_a_root():
         load_config(None, ["data.source=hit-uav"])
 
 
+def test_epsilon_prediction_under_the_cosine_schedule_is_rejected_naming_both_keys():
+    with pytest.raises(ConfigError, match=r"'train\.prediction_type'.*scheduler\.beta_schedule='squaredcos_cap_v2'"):
+        load_config(None, ["train.prediction_type=epsilon", "scheduler.beta_schedule=squaredcos_cap_v2"])
+    cfg = load_config(None, ["train.prediction_type=epsilon", "scheduler.beta_schedule=scaled_linear"])
+    assert cfg["train"]["prediction_type"] == "epsilon"
+
+
 def test_overrides_apply_together_in_any_order():
     cfg = load_config(None, ["data.source=hit-uav", "data.root=/data/hit-uav"])
     assert (cfg["data"]["source"], cfg["data"]["root"]) == ("hit-uav", "/data/hit-uav")

@@ -124,7 +124,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "adam_weight_decay": Field(_NUM, 1e-2, "AdamW weight decay", min=0),
         "adam_epsilon": Field(_NUM, 1e-8, "AdamW epsilon", min=0),
         "max_grad_norm": Field(_NUM, 1.0, "gradient-norm clip", min=0),
-        "prediction_type": Field(str, "epsilon", "what the UNet predicts", choices=("epsilon", "v_prediction")),
+        "prediction_type": Field(str, "v_prediction", "what the UNet predicts; 'epsilon' only with a schedule whose "
+                                 "last step keeps some signal (scaled_linear, linear), not squaredcos_cap_v2",
+                                 choices=("epsilon", "v_prediction")),
         "snr_gamma": Field(_NUM, 5.0, "min-SNR loss weighting gamma (None: plain MSE)", nullable=True, min=0),
         "noise_offset": Field(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0),
         "caption_dropout": Field(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
@@ -249,6 +251,14 @@ def _check_consistency(cfg: dict, where: str) -> None:
                               f"unet.norm_num_groups={u['norm_num_groups']}")
     if cfg["data"]["source"] != "synthetic" and not cfg["data"]["root"]:
         raise ConfigError(f"{where}config key 'data.root' is required for data.source={cfg['data']['source']!r}")
+    if cfg["train"]["prediction_type"] == "epsilon" and cfg["scheduler"]["beta_schedule"] == "squaredcos_cap_v2":
+        # The cosine schedule's last step keeps sqrt(alpha_bar) = 5e-5 of the signal, so a sampler's clean-latent
+        # estimate (x_t - sigma * eps) / sqrt(alpha_bar) multiplies the UNet's epsilon error by ~2e4 at the first
+        # step: samples saturate into blobs however long the UNet trains (pixel-space DDPM hides this by clipping
+        # to [-1, 1], which latents do not allow). v-prediction estimates the clean latent without that division.
+        raise ConfigError(f"{where}config key 'train.prediction_type': 'epsilon' with scheduler.beta_schedule="
+                          "'squaredcos_cap_v2' makes the sampler divide the UNet's error by sqrt(alpha_bar) = 5e-5 at "
+                          "the first step; use train.prediction_type=v_prediction (or beta_schedule=scaled_linear)")
     if cfg["train"]["caption_dropout"] > 1:
         raise ConfigError(f"{where}config key 'train.caption_dropout': {cfg['train']['caption_dropout']} is above 1")
 

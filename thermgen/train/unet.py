@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import logging
 import shutil
@@ -107,8 +108,14 @@ def make_noise_scheduler(sched_cfg: dict, prediction_type: str):
     cls = getattr(diffusers, sched_cfg["class_name"], None)
     if cls is None:
         raise ValueError(f"config key 'scheduler.class_name': diffusers has no scheduler {sched_cfg['class_name']!r}")
+    kwargs = {}
+    if "clip_sample" in inspect.signature(cls.__init__).parameters:
+        # Latents are not confined to [-1, 1]. Said explicitly (not left to the default) so that the config
+        # carries it into the saved pipeline: a sampler swapped in later (DDIM, DDPM default to True) then
+        # does not clip the clean-latent estimate.
+        kwargs["clip_sample"] = False
     return cls(num_train_timesteps=sched_cfg["num_train_timesteps"], beta_schedule=sched_cfg["beta_schedule"],
-               prediction_type=prediction_type)
+               prediction_type=prediction_type, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,18 +345,22 @@ def save_thermal_grid(images: np.ndarray, path: Path, *, row_labels: list[str] |
     plt.close(fig)
 
 
-def build_pipeline(vae, unet, text_encoder, sched_cfg: dict, prediction_type: str):
-    """A ThermalDiffusionPipeline around the given components with the recipe's inference scheduler."""
+def make_inference_scheduler(sched_cfg: dict, prediction_type: str):
+    """The sampler the pipeline ships: ``scheduler.inference_scheduler`` on the training noise schedule."""
     import diffusers
-
-    from pipelines import ThermalDiffusionPipeline
 
     cls = getattr(diffusers, sched_cfg["inference_scheduler"], None)
     if cls is None:
         raise ValueError(f"config key 'scheduler.inference_scheduler': diffusers has no scheduler "
                          f"{sched_cfg['inference_scheduler']!r}")
-    train_sched = make_noise_scheduler(sched_cfg, prediction_type)
-    scheduler = cls.from_config(train_sched.config)
+    return cls.from_config(make_noise_scheduler(sched_cfg, prediction_type).config)
+
+
+def build_pipeline(vae, unet, text_encoder, sched_cfg: dict, prediction_type: str):
+    """A ThermalDiffusionPipeline around the given components with the recipe's inference scheduler."""
+    from pipelines import ThermalDiffusionPipeline
+
+    scheduler = make_inference_scheduler(sched_cfg, prediction_type)
     return ThermalDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder)
 
 
