@@ -64,8 +64,8 @@ DEFAULT_CONFIG: dict = {
     "init_temperature": 0.07,
     # CPU-sized stage settings (as in train_configs/hituav-cpu.json, chosen on HIT-UAV val); the paper's
     # GPU setting is train_configs/paper-vitb16.json (lr 2e-3, wd 1e-3, 100 warm-up, batch 128, 10k steps).
-    "base_stage": {**_STAGE_DEFAULTS, "steps": 1000, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup": 50},
-    "adapter_stage": {**_STAGE_DEFAULTS, "steps": 200, "batch_size": 64, "lr": 5e-3, "warmup": 20},
+    "base_stage": {**_STAGE_DEFAULTS, "steps": 1500, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup": 75},
+    "adapter_stage": {**_STAGE_DEFAULTS, "steps": 100, "batch_size": 64, "lr": 5e-3, "warmup": 10},
     "mixed_precision": "auto",
     "checkpoint_every": 100,
     "keep_checkpoints": 2,
