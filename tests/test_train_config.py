@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from thermgen.train.config import ConfigError, config_hash, defaults, load_config, parse_override
+from thermgen.train.config import ConfigError, config_hash, defaults, describe_keys, load_config, parse_override
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -106,3 +106,20 @@ def test_config_hash_changes_with_any_value():
     b = defaults()
     b["train"]["learning_rate"] = 0.5
     assert config_hash(a) == config_hash(defaults()) != config_hash(b)
+
+
+@pytest.mark.parametrize("betas", [["train.beta_start=0.02", "train.beta_end=0.01"], ["train.beta_end=1.5"]])
+def test_betas_out_of_order_or_range_name_the_keys(betas):
+    with pytest.raises(ConfigError, match=r"'train\.beta_start'/'train\.beta_end'"):
+        load_config(None, betas)
+
+
+def test_list_keys_documents_the_betas():
+    keys = describe_keys()
+    assert "train.beta_start = 0.0001" in keys and "train.beta_end = 0.02" in keys
+
+
+def test_epsilon_with_the_configs_cosine_schedule_is_left_to_a_pretrained_sd_folders_schedule():
+    # The folder's schedule replaces scheduler.beta_schedule; thermgen.train.unet.resolve_noise_schedule checks it.
+    cfg = load_config(None, ["train.prediction_type=epsilon", "unet.pretrained=/models/sd"])
+    assert cfg["train"]["prediction_type"] == "epsilon"

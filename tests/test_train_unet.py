@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from thermgen.train.config import load_config
-from thermgen.train.unet import (build_unet, list_checkpoints, make_inference_scheduler, make_noise_scheduler,
-                                 micro_batch, read_log, train_unet)
+from thermgen.train.config import ConfigError, load_config
+from thermgen.train.unet import (build_pipeline, build_unet, list_checkpoints, make_inference_scheduler,
+                                 make_noise_scheduler, micro_batch, read_log, resolve_noise_schedule, train_unet)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -196,9 +196,9 @@ def test_sampler_of_each_shipped_config_keeps_latents_at_unit_scale_for_a_nearly
     # ideal + 1% error stands for a well-trained UNet. Under epsilon prediction with the cosine schedule the
     # sampler divides that error by sqrt(alpha_bar_T) = 5e-5 and the latents end with std ~15 (saturated blobs).
     cfg = load_config(CONFIGS / config)
-    pred = cfg["train"]["prediction_type"]
-    sched = make_inference_scheduler(cfg["scheduler"], pred)
-    alphas_cumprod = make_noise_scheduler(cfg["scheduler"], pred).alphas_cumprod.double().numpy()
+    pred = resolve_noise_schedule(cfg)["prediction_type"]
+    sched = make_inference_scheduler(cfg)
+    alphas_cumprod = make_noise_scheduler(cfg).alphas_cumprod.double().numpy()
     train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
     g = torch.Generator().manual_seed(0)
     sched.set_timesteps(20)
@@ -217,6 +217,76 @@ def test_a_sampler_swapped_into_the_shipped_pipeline_does_not_clip_latents():
     from diffusers import DDIMScheduler, DDPMScheduler
 
     cfg = load_config(None)
-    shipped = make_inference_scheduler(cfg["scheduler"], cfg["train"]["prediction_type"])
+    shipped = make_inference_scheduler(cfg)
     assert DDIMScheduler.from_config(shipped.config).config.clip_sample is False
     assert DDPMScheduler.from_config(shipped.config).config.clip_sample is False
+
+
+# A distinctive SD-style schedule: none of these values is a diffusers or recipe default.
+SD_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.0013, beta_end=0.017, num_train_timesteps=500,
+                   steps_offset=1, timestep_spacing="trailing", prediction_type="v_prediction")
+
+
+def save_sd_folder(path: Path, **schedule) -> Path:
+    """A tiny SD pipeline folder as the recipe reads it: unet/ and scheduler/scheduler_config.json."""
+    from diffusers import PNDMScheduler
+
+    build_unet(tiny_cfg()["unet"], latent_channels=4, latent_size=8, text_width=32).save_pretrained(path / "unet")
+    PNDMScheduler(skip_prk_steps=True, **{**SD_SCHEDULE, **schedule}).save_pretrained(path / "scheduler")
+    return path
+
+
+def test_pretrained_sd_folder_sets_the_training_and_shipped_noise_schedule(tmp_path, caplog):
+    from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
+
+    from pipelines.testing import tiny_components
+
+    sd = save_sd_folder(tmp_path / "sd")
+    cfg = tiny_cfg("train.max_train_steps=1", "train.use_ema=false", f"unet.pretrained={sd}")
+    with caplog.at_level("INFO", logger="thermgen.train.unet"):
+        report = train_unet(cfg, make_cache(), tmp_path / "out", progress=False)
+    assert "noise schedule of unet.pretrained taken from" in caplog.text and "0.0013" in caplog.text
+    assert report["noise_schedule"]["source"] == str(sd / "scheduler" / "scheduler_config.json")
+    assert report["prediction_type"] == "v_prediction"  # the folder's: the config leaves it null
+
+    folder = PNDMScheduler.from_pretrained(sd, subfolder="scheduler")
+    training = make_noise_scheduler(cfg)
+    np.testing.assert_array_equal(training.alphas_cumprod.numpy(), folder.alphas_cumprod.numpy())
+
+    parts = tiny_components(mode="fused")
+    build_pipeline(parts["vae"], parts["unet"], parts["text_encoder"], cfg).save_pretrained(tmp_path / "pipe")
+    shipped = DPMSolverMultistepScheduler.from_pretrained(tmp_path / "pipe", subfolder="scheduler")
+    for k, v in SD_SCHEDULE.items():
+        assert shipped.config[k] == v, k
+    np.testing.assert_array_equal(shipped.alphas_cumprod.numpy(), folder.alphas_cumprod.numpy())
+
+
+def test_unet_subfolder_of_an_sd_folder_also_takes_its_schedule(tmp_path):
+    sd = save_sd_folder(tmp_path / "sd")
+    schedule = resolve_noise_schedule(tiny_cfg(f"unet.pretrained={sd / 'unet'}"))
+    assert (schedule["beta_start"], schedule["beta_end"]) == (0.0013, 0.017)
+
+
+def test_explicit_prediction_type_wins_over_the_sd_folders(tmp_path):
+    sd = save_sd_folder(tmp_path / "sd")
+    schedule = resolve_noise_schedule(tiny_cfg(f"unet.pretrained={sd}", "train.prediction_type=epsilon"))
+    assert schedule["prediction_type"] == "epsilon" and schedule["beta_end"] == 0.017
+
+
+def test_epsilon_under_an_sd_folders_cosine_schedule_is_refused(tmp_path):
+    sd = save_sd_folder(tmp_path / "sd", beta_schedule="squaredcos_cap_v2")
+    with pytest.raises(ConfigError, match=r"'train\.prediction_type'.*squaredcos_cap_v2"):
+        resolve_noise_schedule(tiny_cfg(f"unet.pretrained={sd}", "train.prediction_type=epsilon"))
+
+
+def test_bare_pretrained_unet_keeps_the_configs_schedule(tmp_path):
+    build_unet(tiny_cfg()["unet"], latent_channels=4, latent_size=8, text_width=32).save_pretrained(tmp_path / "u")
+    schedule = resolve_noise_schedule(tiny_cfg(f"unet.pretrained={tmp_path / 'u'}"))
+    assert schedule["source"] == "config" and schedule["beta_schedule"] == "squaredcos_cap_v2"
+
+
+def test_from_scratch_schedule_takes_the_train_betas():
+    cfg = tiny_cfg("scheduler.beta_schedule=scaled_linear", "train.beta_start=0.002", "train.beta_end=0.015")
+    for sched in (make_noise_scheduler(cfg), make_inference_scheduler(cfg)):
+        assert (sched.config.beta_start, sched.config.beta_end) == (0.002, 0.015)
+        assert sched.config.prediction_type == "v_prediction"  # null from scratch

@@ -16,6 +16,14 @@ Sections (see ``python -m thermgen.train --list-keys`` for every key, its defaul
 ``train``      the UNet training loop (optimiser, schedule, EMA, LoRA, checkpoints, validation)
 ``scheduler``  the noise schedule (a diffusers scheduler class and its config)
 ``eval``       generation for the test captions, metrics, the base-text-tower ablation, the contrast report
+
+**Noise schedule.** From scratch it is ``scheduler.beta_schedule`` over ``scheduler.num_train_timesteps`` with
+``train.beta_start`` / ``train.beta_end`` (linear and scaled_linear only) and ``train.prediction_type`` (null:
+v_prediction; epsilon is refused under squaredcos_cap_v2, whose last step leaves the sampler dividing by 5e-5).
+When ``unet.pretrained`` names a Stable Diffusion pipeline folder with ``scheduler/scheduler_config.json``, the
+schedule its UNet was trained under is taken from that file instead (betas, schedule, steps, timestep
+spacing/offset; the prediction type too unless ``train.prediction_type`` is set) and logged:
+``thermgen.train.unet.resolve_noise_schedule``.
 """
 
 from __future__ import annotations
@@ -89,8 +97,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "unet": {
         "pretrained": Field(str, None, "SD-format pipeline folder (uses its unet/) or a UNet folder; None: build from "
                             "the sizes below", nullable=True),
-        "conditioning": Field(str, "fused", "TCLIPTextEncoder mode that conditions the UNet (measured choice: "
-                              "thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
+        "conditioning": Field(str, "fused", "TCLIPTextEncoder mode that conditions the UNet (measured on HIT-UAV val with "
+                              "v-prediction: fused ties concat with half the tokens and ranks own prompts better "
+                              "than global; thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
                               choices=("concat", "fused", "global", "fine", "base")),
         "block_out_channels": Field(list, [64, 128], "channels per UNet level", item_type=int),
         "down_block_types": Field(list, ["DownBlock2D", "CrossAttnDownBlock2D"], "diffusers down block classes", item_type=str),
@@ -124,9 +133,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "adam_weight_decay": Field(_NUM, 1e-2, "AdamW weight decay", min=0),
         "adam_epsilon": Field(_NUM, 1e-8, "AdamW epsilon", min=0),
         "max_grad_norm": Field(_NUM, 1.0, "gradient-norm clip", min=0),
-        "prediction_type": Field(str, "v_prediction", "what the UNet predicts; 'epsilon' only with a schedule whose "
-                                 "last step keeps some signal (scaled_linear, linear), not squaredcos_cap_v2",
-                                 choices=("epsilon", "v_prediction")),
+        "prediction_type": Field(str, None, "what the UNet predicts; null: the pretrained SD folder's (unet.pretrained, "
+                                 "its scheduler/scheduler_config.json), else v_prediction. 'epsilon' only with a "
+                                 "schedule whose last step keeps some signal (scaled_linear, linear), not "
+                                 "squaredcos_cap_v2", choices=("epsilon", "v_prediction"), nullable=True),
+        "beta_start": Field(_NUM, 1e-4, "noise schedule's first beta for 'linear'/'scaled_linear' (unused by "
+                            "squaredcos_cap_v2; SD: 0.00085). Ignored when unet.pretrained names an SD folder: "
+                            "its scheduler/scheduler_config.json's schedule is used", min=0),
+        "beta_end": Field(_NUM, 0.02, "noise schedule's last beta for 'linear'/'scaled_linear' (SD: 0.012); as "
+                          "train.beta_start", min=0),
         "snr_gamma": Field(_NUM, 5.0, "min-SNR loss weighting gamma (None: plain MSE)", nullable=True, min=0),
         "noise_offset": Field(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0),
         "caption_dropout": Field(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
@@ -154,8 +169,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "scheduler": {
         "class_name": Field(str, "DDPMScheduler", "diffusers training noise scheduler"),
-        "num_train_timesteps": Field(int, 1000, "diffusion steps", min=1),
-        "beta_schedule": Field(str, "squaredcos_cap_v2", "beta schedule",
+        "num_train_timesteps": Field(int, 1000, "diffusion steps (a pretrained SD folder's own when unet.pretrained "
+                                     "names one)", min=1),
+        "beta_schedule": Field(str, "squaredcos_cap_v2", "beta schedule, with train.beta_start/beta_end (a "
+                               "pretrained SD folder's own when unet.pretrained names one)",
                                choices=("linear", "scaled_linear", "squaredcos_cap_v2")),
         "inference_scheduler": Field(str, "DPMSolverMultistepScheduler", "scheduler saved into the pipeline"),
     },
@@ -251,7 +268,14 @@ def _check_consistency(cfg: dict, where: str) -> None:
                               f"unet.norm_num_groups={u['norm_num_groups']}")
     if cfg["data"]["source"] != "synthetic" and not cfg["data"]["root"]:
         raise ConfigError(f"{where}config key 'data.root' is required for data.source={cfg['data']['source']!r}")
-    if cfg["train"]["prediction_type"] == "epsilon" and cfg["scheduler"]["beta_schedule"] == "squaredcos_cap_v2":
+    t = cfg["train"]
+    if not t["beta_start"] < t["beta_end"] < 1:
+        raise ConfigError(f"{where}config keys 'train.beta_start'/'train.beta_end': need beta_start < beta_end < 1, "
+                          f"got {t['beta_start']!r} / {t['beta_end']!r}")
+    # With unet.pretrained the schedule may come from the SD folder instead; thermgen.train.unet.resolve_noise_schedule
+    # repeats this check on the schedule actually used.
+    if (t["prediction_type"] == "epsilon" and cfg["scheduler"]["beta_schedule"] == "squaredcos_cap_v2"
+            and not cfg["unet"]["pretrained"]):
         # The cosine schedule's last step keeps sqrt(alpha_bar) = 5e-5 of the signal, so a sampler's clean-latent
         # estimate (x_t - sigma * eps) / sqrt(alpha_bar) multiplies the UNet's epsilon error by ~2e4 at the first
         # step: samples saturate into blobs however long the UNet trains (pixel-space DDPM hides this by clipping

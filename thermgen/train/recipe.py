@@ -320,7 +320,7 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(work / "unet")
-    pipe = build_pipeline(vae, unet, text_encoder, cfg["scheduler"], cfg["train"]["prediction_type"])
+    pipe = build_pipeline(vae, unet, text_encoder, cfg)
     if pipeline_dir.exists():
         shutil.rmtree(pipeline_dir)
     pipe.save_pretrained(pipeline_dir)

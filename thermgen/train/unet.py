@@ -101,21 +101,104 @@ def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def make_noise_scheduler(sched_cfg: dict, prediction_type: str):
-    """The training noise scheduler named by the recipe's ``scheduler`` section."""
+# Keys of a pretrained folder's scheduler_config.json that define its noise schedule (what its UNet learned to
+# denoise) rather than its sampler: a UNet fine-tuned or sampled under other values sees noise levels it was
+# not trained for.
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                 "timestep_spacing", "steps_offset", "rescale_betas_zero_snr")
+
+
+def pretrained_scheduler_config(unet_pretrained: str | Path | None) -> Path | None:
+    """The ``scheduler/scheduler_config.json`` of the SD pipeline folder that ``unet.pretrained`` names.
+
+    ``unet_pretrained`` may be the pipeline folder or its ``unet/`` subfolder. None when it is unset or names
+    a bare UNet folder (no scheduler config beside it).
+    """
+    if not unet_pretrained:
+        return None
+    path = Path(unet_pretrained)
+    for folder in (path, path.parent):
+        f = folder / "scheduler" / "scheduler_config.json"
+        if f.is_file() and (folder == path or (path / "config.json").is_file()):
+            return f
+    return None
+
+
+def resolve_noise_schedule(cfg: dict, *, log: bool = False) -> dict[str, Any]:
+    """The noise schedule the UNet trains under and the shipped sampler uses, from the recipe config.
+
+    From scratch (or a bare pretrained UNet folder): ``scheduler.num_train_timesteps`` and
+    ``scheduler.beta_schedule``, ``train.beta_start`` / ``train.beta_end``, ``train.prediction_type``
+    (null: v_prediction). When ``unet.pretrained`` names an SD pipeline folder with
+    ``scheduler/scheduler_config.json``, the schedule is that file's (:data:`SCHEDULE_KEYS`: betas,
+    schedule, number of steps, timestep spacing/offset), because its UNet was trained under it; the
+    prediction type is ``train.prediction_type`` when set, else the file's (epsilon when it names none).
+
+    Returns diffusers scheduler keyword arguments (``num_train_timesteps``, ``beta_schedule``, ``beta_start``,
+    ``beta_end``, ``prediction_type``, and whichever other :data:`SCHEDULE_KEYS` the file states) plus
+    ``"source"``: the scheduler config file, or ``"config"``. ``log``: log where the schedule came from.
+    Raises ConfigError for epsilon prediction under squaredcos_cap_v2 (see thermgen.train.config).
+    """
+    from thermgen.train.config import ConfigError
+
+    tc, sc = cfg["train"], cfg["scheduler"]
+    schedule: dict[str, Any] = {"num_train_timesteps": sc["num_train_timesteps"], "beta_schedule": sc["beta_schedule"],
+                                "beta_start": tc["beta_start"], "beta_end": tc["beta_end"]}
+    explicit_pred = tc["prediction_type"]
+    src = pretrained_scheduler_config(cfg["unet"].get("pretrained"))
+    if src is not None:
+        try:
+            folder = json.loads(src.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"unet.pretrained: cannot read the noise schedule in {src}: {e}") from None
+        if not isinstance(folder, dict):
+            raise ValueError(f"unet.pretrained: {src} is not a scheduler config (expected a JSON object)")
+        replaced = {k: schedule[k] for k in schedule if k in folder and folder[k] != schedule[k]}
+        schedule.update({k: folder[k] for k in SCHEDULE_KEYS if folder.get(k) is not None})
+        folder_pred = folder.get("prediction_type") or "epsilon"
+        pred = explicit_pred or folder_pred
+        if log:
+            taken = {k: v for k, v in schedule.items() if k != "trained_betas"}
+            if "trained_betas" in schedule:
+                taken["trained_betas"] = f"[{len(schedule['trained_betas'])} values]"
+            logger.info("noise schedule of unet.pretrained taken from %s: %s, prediction_type %s (%s)%s", src, taken,
+                        pred, "train.prediction_type" if explicit_pred else "the folder's",
+                        f"; the config's values not used: {replaced}" if replaced else "")
+            if explicit_pred and explicit_pred != folder_pred:
+                logger.warning("train.prediction_type=%s but %s's UNet was trained for %s: fine-tuning re-learns "
+                               "its output (set train.prediction_type=null to keep the folder's)", explicit_pred,
+                               src.parent.parent, folder_pred)
+    else:
+        pred = explicit_pred or "v_prediction"
+        if log and cfg["unet"].get("pretrained"):
+            logger.warning("unet.pretrained %s has no scheduler/scheduler_config.json beside it: the UNet trains "
+                           "under the config's noise schedule %s; make sure it is the one the UNet was trained "
+                           "under", cfg["unet"]["pretrained"], schedule)
+    if pred == "epsilon" and schedule["beta_schedule"] == "squaredcos_cap_v2":
+        raise ConfigError(f"config key 'train.prediction_type': 'epsilon' with the squaredcos_cap_v2 noise schedule "
+                          f"(from {src or 'scheduler.beta_schedule'}) makes the sampler divide the UNet's error by "
+                          "sqrt(alpha_bar) = 5e-5 at the first step; use train.prediction_type=v_prediction")
+    schedule["prediction_type"] = pred
+    schedule["source"] = str(src) if src is not None else "config"
+    return schedule
+
+
+def make_noise_scheduler(cfg: dict):
+    """The training noise scheduler: ``scheduler.class_name`` on :func:`resolve_noise_schedule`'s schedule."""
     import diffusers
 
+    sched_cfg = cfg["scheduler"]
     cls = getattr(diffusers, sched_cfg["class_name"], None)
     if cls is None:
         raise ValueError(f"config key 'scheduler.class_name': diffusers has no scheduler {sched_cfg['class_name']!r}")
-    kwargs = {}
-    if "clip_sample" in inspect.signature(cls.__init__).parameters:
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in resolve_noise_schedule(cfg).items() if k in accepted}
+    if "clip_sample" in accepted:
         # Latents are not confined to [-1, 1]. Said explicitly (not left to the default) so that the config
         # carries it into the saved pipeline: a sampler swapped in later (DDIM, DDPM default to True) then
         # does not clip the clean-latent estimate.
         kwargs["clip_sample"] = False
-    return cls(num_train_timesteps=sched_cfg["num_train_timesteps"], beta_schedule=sched_cfg["beta_schedule"],
-               prediction_type=prediction_type, **kwargs)
+    return cls(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,22 +428,23 @@ def save_thermal_grid(images: np.ndarray, path: Path, *, row_labels: list[str] |
     plt.close(fig)
 
 
-def make_inference_scheduler(sched_cfg: dict, prediction_type: str):
-    """The sampler the pipeline ships: ``scheduler.inference_scheduler`` on the training noise schedule."""
+def make_inference_scheduler(cfg: dict):
+    """The sampler the pipeline ships: ``scheduler.inference_scheduler`` on the training noise schedule
+    (:func:`resolve_noise_schedule`: a pretrained SD folder's when ``unet.pretrained`` names one)."""
     import diffusers
 
-    cls = getattr(diffusers, sched_cfg["inference_scheduler"], None)
+    name = cfg["scheduler"]["inference_scheduler"]
+    cls = getattr(diffusers, name, None)
     if cls is None:
-        raise ValueError(f"config key 'scheduler.inference_scheduler': diffusers has no scheduler "
-                         f"{sched_cfg['inference_scheduler']!r}")
-    return cls.from_config(make_noise_scheduler(sched_cfg, prediction_type).config)
+        raise ValueError(f"config key 'scheduler.inference_scheduler': diffusers has no scheduler {name!r}")
+    return cls.from_config(make_noise_scheduler(cfg).config)
 
 
-def build_pipeline(vae, unet, text_encoder, sched_cfg: dict, prediction_type: str):
-    """A ThermalDiffusionPipeline around the given components with the recipe's inference scheduler."""
+def build_pipeline(vae, unet, text_encoder, cfg: dict):
+    """A ThermalDiffusionPipeline around the given components with the recipe config's inference scheduler."""
     from pipelines import ThermalDiffusionPipeline
 
-    scheduler = make_inference_scheduler(sched_cfg, prediction_type)
+    scheduler = make_inference_scheduler(cfg)
     return ThermalDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder)
 
 
@@ -434,7 +518,9 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     seed = rc["seed"]
     unet = build_unet(cfg["unet"], latent_channels=latent_shape[0], latent_size=latent_shape[-1],
                       text_width=text_width, seed=seed)
-    noise_scheduler = make_noise_scheduler(cfg["scheduler"], tc["prediction_type"])
+    schedule = resolve_noise_schedule(cfg, log=accelerator.is_main_process)
+    noise_scheduler = make_noise_scheduler(cfg)
+    pred_type = schedule["prediction_type"]
 
     lora = tc["lora_rank"] > 0
     if lora:
@@ -542,14 +628,14 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             dev = accelerator.device
             latents, noise, timesteps, states = latents.to(dev), noise.to(dev), timesteps.to(dev), states.to(dev)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            target = noise if tc["prediction_type"] == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+            target = noise if pred_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
             with accelerator.accumulate(unet):
                 pred = unet(noisy, timesteps, states, return_dict=False)[0]
                 per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                 if tc["snr_gamma"] is not None:
                     snr = compute_snr(noise_scheduler, timesteps)
                     w = torch.minimum(snr, torch.full_like(snr, tc["snr_gamma"]))
-                    w = w / snr if tc["prediction_type"] == "epsilon" else w / (snr + 1)
+                    w = w / snr if pred_type == "epsilon" else w / (snr + 1)
                     per = per * w
                 loss = per.mean()
                 step_loss += accelerator.gather(loss.detach()[None]).mean().item() / accum
@@ -610,7 +696,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             "loss_last_10": float(np.mean([r["loss"] for r in rows[-10:]])) if rows else None,
             "num_processes": world, "global_batch": G * accum, "train_images": n,
             "trainable_parameters": n_trainable, "lora_rank": tc["lora_rank"], "ema": ema is not None,
-            "prediction_type": tc["prediction_type"], "snr_gamma": tc["snr_gamma"],
+            "prediction_type": pred_type, "snr_gamma": tc["snr_gamma"],
+            "noise_schedule": {k: v for k, v in schedule.items() if k != "trained_betas"},
             "resumed_from": resumed_from, "seconds": round(time.time() - t0, 2),
             "unet": str(out_dir / "unet"), "log": str(log_path), "loss_curve": str(out_dir / "loss_curve.png"),
         }
@@ -631,7 +718,7 @@ def _validate(unet, ema, params, vae, text_encoder, cfg, out_dir: Path, step: in
     was_training = unet.training
     unet.eval()
     try:
-        pipe = build_pipeline(vae, unet, text_encoder, cfg["scheduler"], tc["prediction_type"])
+        pipe = build_pipeline(vae, unet, text_encoder, cfg)
         pipe.set_progress_bar_config(disable=True)
         imgs = sample_images(pipe, list(tc["validation_prompts"]), n_per_prompt=tc["validation_images_per_prompt"],
                              steps=tc["validation_inference_steps"], guidance=tc["guidance_scale"],
