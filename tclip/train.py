@@ -388,7 +388,11 @@ def train(
         raise FileExistsError(f"{out} already holds a (partial) training run; pass --resume to continue it or choose another --out")
     run_config = {**cfg, "seed": seed, "adapters": adapters}
     if resume and state.get("config") not in (None, run_config):
-        logger.warning("--resume: the stored run config differs from this one; the completed stages are kept")
+        changed = sorted(k for k in set(run_config) | set(state["config"]) if run_config.get(k) != state["config"].get(k))
+        raise ValueError(
+            f"{out}: --resume with a different config (changed keys: {', '.join(changed)}); "
+            "resume with the stored settings or train into another --out"
+        )
     state["config"] = run_config
 
     records = read_manifest(manifest, split=split)

@@ -1,5 +1,6 @@
 """tclip.train and tclip.eval end to end on a tiny synthetic manifest (seconds each on 2 CPU cores)."""
 
+import logging
 import csv
 import json
 import os
@@ -91,7 +92,7 @@ def test_training_is_deterministic_for_a_seed(manifest, trained, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path):
+def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path, caplog):
     out = tmp_path / "resumed"
     args = ["--manifest", str(manifest), "--out", str(out), "--seed", "0", *FAST]
     cfg = tmp_path / "ckpt.json"
@@ -105,9 +106,22 @@ def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path):
     (out / "train_state.json").write_text(json.dumps(state))
     finished = _adapter_weights(out, "fine")
     assert tclip_train.main(args) != 0  # refuses to overwrite a partial run without --resume
-    assert tclip_train.main([*args, "--resume"]) == 0
+    with caplog.at_level(logging.INFO, logger="tclip.train"):
+        assert tclip_train.main([*args, "--resume"]) == 0
+    # It really continued from the checkpoint (determinism alone would also reproduce the weights from step 0).
+    assert any("stage fine: resumed from" in r.getMessage() and "step-2" in r.getMessage() for r in caplog.records)
+    assert not any("stage global: resumed" in r.getMessage() for r in caplog.records)  # completed stages are kept
     resumed = _adapter_weights(out, "fine")
     assert all(torch.allclose(resumed[k], finished[k], atol=1e-6) for k in finished)
+
+
+def test_resume_refuses_a_changed_config(manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--manifest", str(manifest), "--out", str(out), "--seed", "0", *FAST]
+    assert tclip_train.main(args) == 0
+    args[args.index("--seed") + 1] = "1"
+    assert tclip_train.main([*args, "--resume"]) == 2
+    assert "--resume with a different config (changed keys: seed)" in capsys.readouterr().err
 
 
 def test_pretrained_checkpoint_base_trains_only_the_adapters(manifest, trained, tmp_path):
