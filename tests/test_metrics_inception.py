@@ -51,3 +51,19 @@ def test_environment_variable_points_at_the_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("THERMGEN_INCEPTION", str(tmp_path / "missing.pt"))
     with pytest.raises(FileNotFoundError, match="THERMGEN_INCEPTION"):
         find_inception_weights()
+
+
+def test_installed_package_wins_over_the_world_writable_clean_fid_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("THERMGEN_INCEPTION", raising=False)
+    pkg = tmp_path / "fake_fid_helper_for_thermgen"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / inception.FID_HELPER_FILE).write_bytes(b"package copy")
+    cache = tmp_path / "inception-2015-12-05.pt"
+    cache.write_bytes(b"cache copy")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(inception, "FID_HELPER_PACKAGE", "fake_fid_helper_for_thermgen")
+    monkeypatch.setattr(inception, "CLEANFID_CACHE", cache)
+    assert find_inception_weights() == pkg / inception.FID_HELPER_FILE
+    monkeypatch.setattr(inception, "FID_HELPER_PACKAGE", "no_such_package_for_thermgen")
+    assert find_inception_weights() == cache  # the cache is still the fallback

@@ -196,6 +196,9 @@ def test_initial_latents_are_used(pipe):
     a = pipe(PROMPT, latents=latents, num_inference_steps=STEPS, output_type="np").images
     b = pipe(PROMPT, latents=latents.clone(), num_inference_steps=STEPS, output_type="np").images
     np.testing.assert_array_equal(a, b)
+    other = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    c = pipe(PROMPT, latents=other, num_inference_steps=STEPS, output_type="np").images
+    assert not np.array_equal(a, c)  # the given latents, not a fresh draw, decide the image
 
 
 def test_xformers_stays_off_without_cuda(pipe):

@@ -149,7 +149,7 @@ def test_help_says_the_base_is_trained_first_without_pretrained_weights(capsys):
 
 
 def test_two_process_cpu_training_completes(manifest, tmp_path):
-    """torchrun with 2 processes: accelerate runs gloo DDP on the CPU (library-notes.md)."""
+    """torchrun with 2 processes: accelerate runs gloo DDP on the CPU (`accelerate launch --cpu` starts one process here)."""
     out = tmp_path / "ddp"
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))

@@ -26,6 +26,7 @@ Keys
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -320,6 +321,7 @@ def write_report(report: dict[str, Any], json_path: str | Path) -> tuple[Path, P
         fig.tight_layout()
         fig.savefig(png, dpi=100)
         plt.close(fig)
-    except Exception:  # the plot is a convenience; the JSON and Markdown are the report
+    except Exception as exc:  # the plot is a convenience; the JSON and Markdown are the report
+        logging.getLogger(__name__).warning("caption report: token-length plot not written (%s: %s)", type(exc).__name__, exc)
         png = None
     return json_path, md, png

@@ -22,8 +22,8 @@ accepted as grey). The grey image is quantised to 8 bits (``rint(255 x)``), repl
 channels and handed to clean-fid.
 
 **Resolution.** FID depends strongly on resolution unless both sides share it (HIT-UAV test vs val:
-63.2 at full resolution, full resolution vs 64 px 173.0; ``docs/library-notes.md``). So both sides
-are brought to one target size, by default the generator's output size (the common size of the
+63.2 at full resolution, but 173.0 for full resolution vs 64 px, measured with clean-fid during development).
+So both sides are brought to one target size, by default the generator's output size (the common size of the
 generated images). An image of another size is resized whole (``crop="none"``, the default, as
 ``thermgen.train`` and ``tclip`` squeeze whole frames so that captions about positions stay true) or
 centre-cropped to the target aspect ratio first (``crop="center"``), with PIL bicubic

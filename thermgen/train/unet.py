@@ -764,7 +764,10 @@ def main(argv: list[str] | None = None) -> int:
         import tclip.text_encoder  # noqa: F401  (diffusers resolves the text component's class by module name)
         from pipelines import ThermalDiffusionPipeline
 
-        pipe = ThermalDiffusionPipeline.from_pretrained(args.pipeline)
+        if not (args.pipeline / "model_index.json").is_file():  # a local folder only, never a hub id
+            print(f"error: --pipeline {args.pipeline}: not a pipeline folder (no model_index.json)", file=sys.stderr)
+            return 2
+        pipe = ThermalDiffusionPipeline.from_pretrained(args.pipeline, local_files_only=True)
         vae, te = pipe.vae, pipe.text_encoder
     train_unet(cfg, args.cache, args.out, resume=args.resume or False, vae=vae, text_encoder=te,
                progress=not args.no_progress)
