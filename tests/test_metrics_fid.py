@@ -197,12 +197,19 @@ def test_true_colour_images_are_an_error_naming_the_file(sets, tmp_path):
 # Real side: folder split / manifest
 
 
+def _record(i: int, image: Path, split: str) -> dict:
+    """A complete manifest record (contract 1) for one toy image."""
+    return {"schema_version": 1, "id": f"x/{split}/{i}", "image": str(image), "split": split, "source": "toy",
+            "width": 32, "height": 32, "global_caption": f"An infrared thermal image of scene {i}",
+            "fine_caption": f"Thermal infrared image {i}", "objects": [], "meta": {}, "measurements": {},
+            "captioner": {"name": "test", "version": "1", "seed": 0}}
+
+
 def _manifest(tmp_path: Path, real: Path, test_ids: set[int]) -> Path:
     lines = []
     for i, p in enumerate(sorted(real.glob("*.png"))):
         split = "test" if i in test_ids else "train"
-        lines.append(json.dumps({"schema_version": 1, "id": f"x/{split}/{i}", "image": str(p), "split": split, "source": "toy",
-                                 "global_caption": f"An infrared thermal image of scene {i}", "fine_caption": f"Thermal infrared image {i}"}))
+        lines.append(json.dumps(_record(i, p, split)))
     m = tmp_path / "manifest.jsonl"
     m.write_text("\n".join(lines) + "\n")
     return m
@@ -217,8 +224,8 @@ def test_manifest_real_side_keeps_only_the_requested_split(sets, tmp_path):
 
 def test_bad_manifest_line_names_file_and_line(sets, tmp_path):
     m = tmp_path / "bad.jsonl"
-    m.write_text(json.dumps({"id": "a", "image": str(next(sets["real"].glob("*.png"))), "split": "test"}) + "\n{not json\n")
-    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+    m.write_text(json.dumps(_record(0, next(sets["real"].glob("*.png")), "test")) + "\n{not json\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2"):
         _metrics(m, sets["fake"])
 
 

@@ -42,7 +42,9 @@ def sets(tmp_path_factory) -> dict[str, Path]:
             img = np.clip(level + rng.normal(0, 0.1, (32, 40)), 0, 1)
             Image.fromarray(to_uint8(img)).save(d / f"{i:03d}.png")
         out[name] = d
-    lines = [json.dumps({"id": f"toy/test/{i}", "image": str(p), "split": "test", "source": "toy",
+    lines = [json.dumps({"schema_version": 1, "id": f"toy/test/{i}", "image": str(p), "split": "test", "source": "toy",
+                         "width": 40, "height": 32, "objects": [], "meta": {}, "measurements": {},
+                         "captioner": {"name": "test", "version": "1", "seed": 0},
                          "global_caption": f"An infrared thermal image of {i % 5} cars", "fine_caption": f"Thermal infrared image: {i} hot engines"})
              for i, p in enumerate(sorted(out["real"].glob("*.png")))]
     out["manifest"] = root / "manifest.jsonl"

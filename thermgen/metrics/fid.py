@@ -160,38 +160,24 @@ def list_images(folder: str | os.PathLike) -> ImageSet:
 def read_manifest_images(manifest: str | os.PathLike, split: str | None = None) -> ImageSet:
     """Images named by a manifest (JSON Lines, contract 1), optionally of one split.
 
-    Reads ``id``, ``image`` (relative to the manifest's folder, or absolute), ``split``, ``source``
-    and the two captions; a bad line raises :class:`DataError` naming the file, line and field.
+    Every line goes through the manifest's own validating reader (:func:`thermgen.ircap.manifest.iter_manifest`),
+    so a bad line raises :class:`DataError` naming the file, line and key; a missing image names its line too.
     """
+    from thermgen.ircap.manifest import iter_manifest, resolve_image
+
     manifest = Path(manifest).expanduser().resolve()
     rows: list[tuple[str, Path]] = []
     sources: set[str] = set()
     captions: dict[str, dict[str, str]] = {}
-    with open(manifest, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{manifest}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: a line must be a JSON object")
-            for key in ("id", "image"):
-                if not isinstance(rec.get(key), str) or not rec[key]:
-                    raise DataError(f"{where}: field {key!r} missing or not a non-empty string")
-            if split is not None and rec.get("split") != split:
-                continue
-            path = Path(rec["image"])
-            path = path if path.is_absolute() else manifest.parent / path
-            if not path.is_file():
-                raise DataError(f"{where}: field 'image': file not found: {path}")
-            if rec["id"] in captions:
-                raise DataError(f"{where}: field 'id': duplicate id {rec['id']!r}")
-            rows.append((rec["id"], path))
-            sources.add(str(rec.get("source", "unknown")))
-            captions[rec["id"]] = {k: rec[f"{k}_caption"] for k in ("global", "fine") if isinstance(rec.get(f"{k}_caption"), str)}
+    for lineno, rec in iter_manifest(manifest):
+        if split is not None and rec["split"] != split:
+            continue
+        path = resolve_image(rec, manifest)
+        if not path.is_file():
+            raise DataError(f"{manifest} line {lineno}: key 'image': file not found: {path}")
+        rows.append((rec["id"], path))
+        sources.add(rec["source"])
+        captions[rec["id"]] = {"global": rec["global_caption"], "fine": rec["fine_caption"]}
     if not rows:
         raise DataError(f"{manifest}: no images" + (f" in split {split!r}" if split else ""))
     rows.sort()

@@ -318,8 +318,8 @@ def rotate_checkpoints(ckpt_dir: Path, limit: int | None) -> list[Path]:
 def save_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
     """Save the lr schedule (JSON) and the EMA (JSON + safetensors) beside accelerate's state.
 
-    Not through ``register_for_checkpointing``: accelerate reloads such objects with
-    ``torch.load(weights_only=False)`` (arbitrary unpickling); these formats load without it.
+    Not through ``register_for_checkpointing``: accelerate reloads such objects by unpickling them
+    (weights_only disabled); JSON and safetensors load without any unpickling.
     """
     from safetensors.torch import save_file
 
