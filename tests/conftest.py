@@ -18,3 +18,24 @@ def hit_uav_root() -> Path:
     if not (HIT_UAV / "normal_json" / "annotations").is_dir():
         pytest.skip(f"HIT-UAV not found at {HIT_UAV} (set THERMGEN_HIT_UAV)")
     return HIT_UAV
+
+
+@pytest.fixture(scope="session")
+def tiny_tclip():
+    """A tiny T-CLIP ("tclip-tiny", random base) with non-zero, distinct global/fine adapters; eval mode.
+
+    LoRA B matrices start at zero (adapters would be no-ops), so they are filled from a fixed generator.
+    Shared read-only: tests must not train or modify it.
+    """
+    import torch
+
+    import tclip
+
+    torch.manual_seed(0)
+    m = tclip.TCLIP.from_base("tclip-tiny").eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.clip.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return m

@@ -18,16 +18,9 @@ from thermgen.metrics.tclip_metrics import TCLIP_REPORT_KEYS, TCLIPImageFeatures
 
 
 @pytest.fixture(scope="module")
-def tclip_dir(tmp_path_factory) -> Path:
+def tclip_dir(tmp_path_factory, tiny_tclip) -> Path:
     """A tiny T-CLIP with non-zero adapters, saved locally (no weights from any hub)."""
-    torch.manual_seed(0)
-    m = tclip.TCLIP.from_base("tclip-tiny").eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in m.clip.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return m.save(tmp_path_factory.mktemp("tclip") / "tclip")
+    return tiny_tclip.save(tmp_path_factory.mktemp("tclip") / "tclip")
 
 
 @pytest.fixture(scope="module")
