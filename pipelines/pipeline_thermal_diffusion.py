@@ -56,6 +56,13 @@ class ThermalDiffusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
+def _execution_device(module: torch.nn.Module) -> torch.device:
+    """Where `module` computes: its offload hook's device under `enable_model_cpu_offload` (its weights
+    wait on the CPU until the hook moves them), else its own device."""
+    hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(hook_device) if hook_device is not None else module.device
+
+
 def encode_thermal(
     vae: AutoencoderKL,
     images: torch.Tensor,
@@ -77,7 +84,7 @@ def encode_thermal(
     """
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"`images` must be (B, 1, H, W), got shape {tuple(images.shape)}")
-    x = images.to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0
+    x = images.to(device=_execution_device(vae), dtype=vae.dtype) * 2.0 - 1.0
     if vae.config.in_channels != 1:
         x = x.expand(-1, vae.config.in_channels, -1, -1)
     dist = vae.encode(x).latent_dist
@@ -98,7 +105,7 @@ def decode_thermal(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
         float32 tensor (B, 1, h * f, w * f) in [0, 1], white-hot.
     """
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
+    z = latents.to(device=_execution_device(vae), dtype=vae.dtype) / vae.config.scaling_factor + shift
     x = vae.decode(z, return_dict=False)[0]
     if x.shape[1] != 1:
         x = x.mean(dim=1, keepdim=True)

@@ -151,3 +151,18 @@ def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
     summary = run_recipe(load_config(None, TINY_RECIPE + [args]), run_copy, stop_after="tclip", progress=False)
     assert statuses(summary)["tclip"] == "ran"
     assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()
+
+
+def test_stages_may_use_different_mixed_precision_in_one_process():
+    """T-CLIP picks fp16 on CUDA by default while the VAE may say "no": accelerate must not keep the first."""
+    from accelerate import Accelerator
+
+    from thermgen.train.recipe import reset_accelerate_state
+
+    reset_accelerate_state()
+    Accelerator(cpu=True, mixed_precision="bf16")
+    with pytest.raises(ValueError, match="already been initialized"):
+        Accelerator(cpu=True, mixed_precision="no")
+    reset_accelerate_state()
+    assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+    reset_accelerate_state()

@@ -656,6 +656,18 @@ def stage_status(stage: Stage, ctx: Context) -> tuple[bool, str]:
     return True, "complete"
 
 
+def reset_accelerate_state() -> None:
+    """Forget the previous stage's accelerate settings (one process runs every stage).
+
+    accelerate keeps one mixed-precision setting per process: without this, a T-CLIP stage run in fp16
+    (its "auto" on CUDA) makes the next stage's ``Accelerator(mixed_precision="no")`` raise. The
+    distributed (partial) state is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[str, ...] = (),
                stop_after: str | None = None, progress: bool = True) -> dict:
     """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written)."""
@@ -699,6 +711,7 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
             (ctx.run / MARKER_DIR / f"{stage.name}.json").unlink(missing_ok=True)
             ctx.current_hash = h
             t0 = time.time()
+            reset_accelerate_state()
             rep = stage.run(ctx)
             secs = round(time.time() - t0, 2)
             missing = [str(p) for p in stage.outputs(ctx) if not p.exists()]
