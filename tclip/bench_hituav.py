@@ -1,19 +1,20 @@
 """Reproduce the HIT-UAV T-CLIP retrieval table: `python -m tclip.bench_hituav --manifests DIR --out OUT`.
 
-DIR holds the IR-Cap manifests of HIT-UAV's splits, made with thermgen's captioner:
+DIR holds the IR-Cap manifests of HIT-UAV's splits, made with thermgen's captioner (`--variants 8`
+stores eight other phrasings of every caption, which training draws from as text augmentation):
 
     for s in train val test; do
-      python -m thermgen.caption --source hit-uav --root ../shared/data/hit-uav --split $s --out DIR/$s.jsonl
+      python -m thermgen.caption --source hit-uav --root ../shared/data/hit-uav --split $s --variants 8 --out DIR/$s.jsonl
     done
 
-Protocol (as in the paper, where every seed's adapters sit on the same pretrained CLIP):
+Protocol (no pretrained weights offline, so every seed runs the whole `tclip.train` command):
 
-1. the base: `tclip.train --adapter-steps 0` on train with the CPU config trains the whole CLIP from
-   scratch (no pretrained weights offline), with the first seed (OUT/base);
-2. every seed: the two adapters on that frozen base (`--base ARCH:OUT/base/base.safetensors`);
-3. the untrained base (random init, one per seed): the lower bound ("zero-shot" has no meaning here);
-4. the fusion alpha is chosen on val (dual, mean of I2T and T2I R@1, `--alpha-sweep`), never on test;
-5. test: every variant, mean +- std over the three seeds, with that alpha.
+1. every seed: `tclip.train` on train with the CPU config trains the whole CLIP from scratch (stage
+   "base"), then the two adapters on that frozen base (OUT/seed<N>); the base row is each seed's base
+   without adapters, so the std covers the base training too;
+2. the untrained base (random init, one per seed): the lower bound ("zero-shot" has no meaning here);
+3. the fusion alpha is chosen on val (dual, mean of I2T and T2I R@1, `--alpha-sweep`), never on test;
+4. test: every variant, mean +- std over the seeds, with that alpha.
 
 Writes OUT/results.md (the table), OUT/results.json, and the eval reports (JSON/MD/PNG) under
 OUT/reports/. Completed steps are skipped when rerun.
@@ -30,6 +31,7 @@ import torch
 
 from . import eval as tclip_eval
 from . import train as tclip_train
+from .data import read_manifest
 from .model import TCLIP, load
 
 __all__ = ["main"]
@@ -57,14 +59,13 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
             raise FileNotFoundError(f"{m} missing: caption HIT-UAV first (see --help)")
     out.mkdir(parents=True, exist_ok=True)
     common = ["--manifest", str(train_m), "--split", "train", "--config", config, *([] if progress else ["--no-progress"])]
-    base_dir = out / "base"
-    _train([*common, "--seed", str(seeds[0]), "--adapter-steps", "0"], base_dir)
-    arch = load(base_dir).base_info["arch"]
-    base_spec = f"{arch}:{base_dir / 'base.safetensors'}"
+    if not any(r.global_variants for r in read_manifest(train_m, split="train")):
+        print(f"[bench] warning: {train_m} has no caption_variants; caption with --variants 8 for the published settings", file=sys.stderr)
     seed_dirs = []
     for s in seeds:
         seed_dirs.append(out / f"seed{s}")
-        _train([*common, "--seed", str(s), "--base", base_spec], seed_dirs[-1])
+        _train([*common, "--seed", str(s)], seed_dirs[-1])
+    arch = load(seed_dirs[0]).base_info["arch"]
 
     untrained = []
     for s in seeds:
@@ -137,13 +138,13 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tclip.bench_hituav",
-        description=__doc__.split("\n\n")[0] + " Trains (the base once, from scratch; then both adapters per seed on it), "
+        description=__doc__.split("\n\n")[0] + " Trains per seed (the base from scratch, then both adapters on it), "
         "chooses the fusion alpha on val, and writes the test table (results.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--manifests", required=True, type=Path, help="folder with train.jsonl, val.jsonl and test.jsonl (thermgen.caption output)")
     p.add_argument("--out", required=True, type=Path, help="output folder (runs, reports, results.md)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 42, 123], help="adapter seeds; the first one also seeds the base training")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 42, 123], help="seeds; each trains its own base and adapters")
     p.add_argument("--config", default="hituav-cpu", help="training config name (tclip/train_configs) or file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p

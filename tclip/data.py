@@ -1,7 +1,9 @@
 """Manifest reading and thermal image loading for T-CLIP (standalone: no thermgen import).
 
 The manifest is thermgen's JSON Lines contract (one image per line); T-CLIP needs only
-`id`, `image`, `split`, `global_caption` and `fine_caption` of each line and ignores the rest.
+`id`, `image`, `split`, `global_caption` and `fine_caption` of each line, plus the optional
+`caption_variants` (`{"global": [...], "fine": [...]}`: other phrasings of the same facts, used only as
+training-time text augmentation), and ignores the rest.
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ class ManifestRecord:
     global_caption: str
     fine_caption: str
     line: int
+    global_variants: tuple[str, ...] = ()
+    fine_variants: tuple[str, ...] = ()
 
     def caption(self, kind: str) -> str:
         """The caption of one kind: "global" or "fine"."""
         if kind not in CAPTION_FIELDS:
             raise ValueError(f"caption kind must be one of {sorted(CAPTION_FIELDS)}, got {kind!r}")
         return getattr(self, CAPTION_FIELDS[kind])
+
+    def captions(self, kind: str) -> tuple[str, ...]:
+        """The caption of one kind followed by its variants (other phrasings of the same facts)."""
+        return (self.caption(kind), *(self.global_variants if kind == "global" else self.fine_variants))
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRecord]:
@@ -77,6 +85,14 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRe
                 value = obj.get(field)
                 if not isinstance(value, str) or not value.strip():
                     raise ManifestError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
+            variants = obj.get("caption_variants", {})
+            if not isinstance(variants, dict):
+                raise ManifestError(f"{where}: field 'caption_variants' must be an object, got {type(variants).__name__}")
+            for kind, texts in variants.items():
+                if kind not in CAPTION_FIELDS:
+                    raise ManifestError(f"{where}: field 'caption_variants' has unknown key {kind!r} (expected 'global' or 'fine')")
+                if not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts):
+                    raise ManifestError(f"{where}: field 'caption_variants.{kind}' must be a list of non-empty strings")
             if split is not None and obj["split"] != split:
                 continue
             if obj["id"] in seen:
@@ -93,6 +109,8 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRe
                     global_caption=obj["global_caption"],
                     fine_caption=obj["fine_caption"],
                     line=lineno,
+                    global_variants=tuple(variants.get("global", ())),
+                    fine_variants=tuple(variants.get("fine", ())),
                 )
             )
     return records

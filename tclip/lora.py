@@ -12,6 +12,11 @@ an exact, weight-for-weight equivalent with separate `q_proj`, `k_proj`, `v_proj
 folders), and the adapted layer equals `W + B @ A * (alpha / r)` for each of q, k, v separately
 (rank r per projection: 6 * r * width trainable parameters per attention layer).
 
+ResNet bases (open_clip's `ModifiedResNet`, e.g. RN50) end in an `AttentionPool2d` that feeds its q/k/v
+weights to `F.multi_head_attention_forward` directly, so a LoRA wrapper on its `q_proj` would be
+silently ignored. `split_attention` swaps it for `LinearAttentionPool2d`, which calls the same
+`nn.Linear` modules (same parameter names, so checkpoints load unchanged) and is equally adapted.
+
 Loading a T-CLIP adapter with peft directly (no tclip code beyond the split)::
 
     base = open_clip.create_model(...)          # or tclip.load(dir).clip.get_base_model()
@@ -21,6 +26,7 @@ Loading a T-CLIP adapter with peft directly (no tclip code beyond the split)::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -30,6 +36,7 @@ from torch import nn
 
 __all__ = [
     "QKVAttention",
+    "LinearAttentionPool2d",
     "split_attention",
     "fuse_attention_state_dict",
     "lora_target_modules",
@@ -151,16 +158,71 @@ def _to_sdpa_mask(attn_mask, key_padding_mask, bsz, num_heads, q_len, k_len, dty
     return mask
 
 
-def split_attention(model: nn.Module) -> int:
-    """Replace every `nn.MultiheadAttention` in `model` (in place) by its exact `QKVAttention` equivalent.
+class LinearAttentionPool2d(nn.Module):
+    """open_clip's `AttentionPool2d` (the ResNet towers' head) computed through its `nn.Linear` modules.
 
-    Returns the number of layers replaced. Idempotent: already-split layers are left alone.
+    Same parameters and names (`positional_embedding`, `q_proj`, `k_proj`, `v_proj`, `c_proj`) and the
+    same output; only the pooled (mean) token is used as query, as that is the only output kept.
+    """
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int | None = None):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.positional_embedding = nn.Parameter(torch.zeros(spacial_dim**2 + 1, embed_dim))
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
+        self.num_heads = num_heads
+
+    @classmethod
+    def from_pool(cls, pool: nn.Module) -> "LinearAttentionPool2d":
+        """The exact equivalent of an open_clip `AttentionPool2d` (weights copied, same device and dtype)."""
+        tokens, dim = pool.positional_embedding.shape
+        side = math.isqrt(tokens - 1)
+        new = cls(side, dim, pool.num_heads, pool.c_proj.out_features)
+        new.to(device=pool.positional_embedding.device, dtype=pool.positional_embedding.dtype)
+        new.load_state_dict(pool.state_dict())
+        new.train(pool.training)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        x = x.reshape(b, c, -1).transpose(1, 2)  # (B, HW, C)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        x = x + self.positional_embedding[None].to(x.dtype)
+        h, d = self.num_heads, c // self.num_heads
+        q = self.q_proj(x[:, :1]).view(b, 1, h, d).transpose(1, 2)
+        k = self.k_proj(x).view(b, -1, h, d).transpose(1, 2)
+        v = self.v_proj(x).view(b, -1, h, d).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.c_proj(out.transpose(1, 2).reshape(b, c))
+
+
+def _is_attention_pool(module: nn.Module) -> bool:
+    try:
+        from open_clip.modified_resnet import AttentionPool2d
+    except ImportError:  # pragma: no cover - open_clip is a dependency
+        return False
+    return type(module) is AttentionPool2d
+
+
+def split_attention(model: nn.Module) -> int:
+    """Make every attention layer of `model` run through separate q/k/v `nn.Linear` modules (in place).
+
+    `nn.MultiheadAttention` becomes its exact `QKVAttention` equivalent, open_clip's `AttentionPool2d`
+    its exact `LinearAttentionPool2d`. Returns the number of layers replaced. Idempotent: already-split
+    layers are left alone.
     """
     count = 0
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.MultiheadAttention):
                 setattr(module, child_name, QKVAttention.from_mha(child))
+                count += 1
+            elif _is_attention_pool(child):
+                setattr(module, child_name, LinearAttentionPool2d.from_pool(child))
                 count += 1
     return count
 
@@ -175,7 +237,7 @@ def fuse_attention_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, 
     pattern = re.compile(r"^(.*)\.(q_proj|k_proj|v_proj)\.(weight|bias)$")
     for key, value in state_dict.items():
         m = pattern.match(key)
-        if m is None:
+        if m is None or m.group(1).endswith("attnpool"):  # AttentionPool2d keeps separate projections
             out[key] = value
             continue
         pending.setdefault(f"{m.group(1)}.in_proj_{m.group(3)}", {})[m.group(2)] = value
@@ -196,14 +258,14 @@ def lora_target_modules(towers: Iterable[str] = ("vision", "text"), mlp: bool = 
     unknown = set(towers) - set(TOWERS)
     if unknown or not towers:
         raise ValueError(f"towers must be a non-empty subset of {list(TOWERS)}, got {list(towers)}")
-    leaves = [r"attn\.(q_proj|k_proj|v_proj)", r"attention\.self\.(query|key|value)"]
+    leaves = [r"(attn|attnpool)\.(q_proj|k_proj|v_proj)", r"attention\.self\.(query|key|value)"]
     if mlp:
         leaves += [r"mlp\.(c_fc|c_proj)", r"intermediate\.dense", r"output\.dense"]
     leaf = "(" + "|".join(leaves) + ")"
     if set(towers) == {"vision", "text"}:
         return rf".*\.{leaf}"
     if towers == ("vision",):
-        return rf"visual\..*\.{leaf}"
+        return rf"visual\.(.*\.)?{leaf}"
     return rf"(?!visual\.).*\.{leaf}"
 
 

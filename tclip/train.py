@@ -17,8 +17,12 @@ Checkpoints (`accelerator.save_state`) every `checkpoint_every` steps with rotat
 `DIR/logs/loss.csv` and `DIR/logs/loss.png`. Deterministic for a seed on CPU.
 
 DIR becomes a T-CLIP folder (`tclip.load(DIR)`), plus `DIR/logs/` and `DIR/checkpoints/`.
-No augmentation by default (as in the paper): the captions name counts and positions (left/right,
-top/bottom), which flips and crops would falsify.
+Augmentation (config key `augment`), chosen so no caption becomes false: `caption_variants` draws,
+per image and step, one of the manifest's other phrasings of the same facts (`thermgen.caption
+--variants K`; no-op for manifests without them); `hflip` mirrors the image and swaps the words of
+`swap_words` (left <-> right) in its captions, since captions name image positions; `shift` translates
+the image by up to that fraction of its size (edge pixels repeated). Crops, rotations and intensity
+jitter are not offered: they would falsify counts, top/bottom positions and the stated contrast.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import csv
 import json
 import logging
 import math
+import re
 import shutil
 import sys
 import time
@@ -66,6 +71,13 @@ DEFAULT_CONFIG: dict = {
     # GPU setting is train_configs/paper-vitb16.json (lr 2e-3, wd 1e-3, 100 warm-up, batch 128, 10k steps).
     "base_stage": {**_STAGE_DEFAULTS, "steps": 1500, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup": 75},
     "adapter_stage": {**_STAGE_DEFAULTS, "steps": 100, "batch_size": 64, "lr": 5e-3, "warmup": 10},
+    # Caption-preserving augmentation (module docstring); defaults chosen on HIT-UAV val.
+    "augment": {"caption_variants": True, "hflip": False, "swap_words": [["left", "right"]], "shift": 0.0},
+    # Hard negatives: 0 = plain shuffled batches; k >= 2 = each batch is made of groups of k images that
+    # look alike (nearest neighbours of a random anchor by a 16x16 thumbnail), e.g. nearby video frames
+    # that differ only in counts or positions: the distinctions a retrieval gallery tests.
+    "neighbour_group": 0,
+    "neighbour_pool": 8,
     "mixed_precision": "auto",
     "checkpoint_every": 100,
     "keep_checkpoints": 2,
@@ -130,6 +142,22 @@ def load_train_config(path_or_name: str | Path | None = None, overrides: dict | 
         raise ValueError(f"fusion_alpha must be in [0, 1], got {cfg['fusion_alpha']!r}")
     if cfg["mixed_precision"] not in ("auto", "no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be auto|no|fp16|bf16, got {cfg['mixed_precision']!r}")
+    for key in ("neighbour_group", "neighbour_pool"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
+            raise ValueError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
+    if cfg["neighbour_group"] >= 2 and cfg["neighbour_pool"] < cfg["neighbour_group"] - 1:
+        raise ValueError(f"neighbour_pool ({cfg['neighbour_pool']}) must be >= neighbour_group - 1 ({cfg['neighbour_group'] - 1})")
+    aug = cfg["augment"]
+    for key in ("caption_variants", "hflip"):
+        if not isinstance(aug[key], bool):
+            raise ValueError(f"augment.{key} must be true or false, got {aug[key]!r}")
+    if not isinstance(aug["shift"], (int, float)) or not 0.0 <= aug["shift"] < 0.5:
+        raise ValueError(f"augment.shift must be a number in [0, 0.5), got {aug['shift']!r}")
+    pairs = aug["swap_words"]
+    if not isinstance(pairs, list) or not all(
+        isinstance(pr, list) and len(pr) == 2 and all(isinstance(w, str) and re.fullmatch(r"\w+", w) for w in pr) for pr in pairs
+    ):
+        raise ValueError(f"augment.swap_words must be a list of [word, word] pairs, got {pairs!r}")
     for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
@@ -137,17 +165,138 @@ def load_train_config(path_or_name: str | Path | None = None, overrides: dict | 
 
 
 # ---------------------------------------------------------------------------------------------- data
-class _PairData(torch.utils.data.Dataset):
-    """Preloaded (image (1, S, S), global tokens (L,), fine tokens (L,), index) tuples."""
+def swap_words(text: str, pairs: list[list[str]]) -> str:
+    """Exchange each pair's words in `text` (whole words, keeping an initial capital): the caption of a mirrored image."""
+    table: dict[str, str] = {}
+    for a, b in pairs:
+        table[a.lower()], table[b.lower()] = b.lower(), a.lower()
+    if not table:
+        return text
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in table) + r")\b", re.IGNORECASE)
 
-    def __init__(self, images: torch.Tensor, tok_global: torch.Tensor, tok_fine: torch.Tensor):
-        self.images, self.tok_global, self.tok_fine = images, tok_global, tok_fine
+    def repl(m: re.Match) -> str:
+        word = table[m.group(0).lower()]
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    return pattern.sub(repl, text)
+
+
+class _PairData(torch.utils.data.Dataset):
+    """Preloaded pairs: image (1, S, S), tokens (2 kinds, 2 flips, V variants, L), variant counts (2,).
+
+    kinds: 0 global, 1 fine; flips: 0 as written, 1 mirrored (swapped words); variant 0 is the manifest's
+    caption, the rest its `caption_variants` (slots past a record's own count repeat its first caption).
+    """
+
+    def __init__(self, images: torch.Tensor, tokens: torch.Tensor, counts: torch.Tensor):
+        self.images, self.tokens, self.counts = images, tokens, counts
+
+    @classmethod
+    def build(cls, images: torch.Tensor, records, tokenizer, augment: dict) -> "_PairData":
+        kinds = ("global", "fine")
+        caps = [[list(r.captions(k)) if augment["caption_variants"] else [r.caption(k)] for k in kinds] for r in records]
+        counts = torch.tensor([[len(c) for c in per] for per in caps], dtype=torch.long)
+        v = int(counts.max()) if len(caps) else 1
+        flat = []
+        for per in caps:
+            for c in per:
+                padded = c + [c[0]] * (v - len(c))
+                flat += padded
+                flat += [swap_words(t, augment["swap_words"]) for t in padded] if augment["hflip"] else padded
+        # order: record, kind, flip, variant; each distinct text is tokenised once
+        unique = list(dict.fromkeys(flat))
+        index = {t: i for i, t in enumerate(unique)}
+        tok = tokenizer(unique)[torch.tensor([index[t] for t in flat], dtype=torch.long)]
+        tok = tok.view(len(caps), 2, 2, v, tok.shape[-1])
+        return cls(images, tok, counts)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int):
-        return self.images[i], self.tok_global[i], self.tok_fine[i]
+        return self.images[i], self.tokens[i], self.counts[i]
+
+
+def thumbnail_neighbours(images: torch.Tensor, k: int, size: int = 16, chunk: int = 1024) -> torch.Tensor:
+    """Indices (N, k) of each image's k nearest other images by L2 distance of `size`x`size` thumbnails."""
+    n = images.shape[0]
+    k = min(k, n - 1)
+    thumbs = nn.functional.adaptive_avg_pool2d(images.float(), size).flatten(1)
+    out = []
+    for start in range(0, n, chunk):
+        d = torch.cdist(thumbs[start : start + chunk], thumbs)
+        d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = float("inf")  # not itself
+        out.append(d.topk(k, dim=1, largest=False).indices)
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+
+class NeighbourBatchSampler(torch.utils.data.Sampler):
+    """Index order whose consecutive `batch_size` chunks are batches of look-alike groups, no image twice in one.
+
+    Each batch: a random anchor (each image once per epoch as anchor, in a seeded order) plus `group - 1`
+    of its `neighbours` drawn at random, until the batch is full. `set_epoch` (called by accelerate)
+    reseeds, so an epoch's order is a function of (seed, epoch) and `--resume` replays it exactly.
+    """
+
+    def __init__(self, neighbours: torch.Tensor, batch_size: int, group: int, seed: int):
+        self.neighbours, self.batch_size, self.group, self.seed, self.epoch = neighbours, batch_size, group, seed, 0
+        self.n_batches = neighbours.shape[0] // batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_batches * self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        anchors = torch.randperm(self.neighbours.shape[0], generator=g).tolist()
+        pool = self.neighbours.shape[1]
+        order: list[int] = []
+        a = 0
+        for _ in range(self.n_batches):
+            batch: list[int] = []
+            seen: set[int] = set()
+            while len(batch) < self.batch_size:
+                anchor = anchors[a % len(anchors)]
+                a += 1
+                if anchor in seen:
+                    continue
+                picks = torch.randperm(pool, generator=g)[: self.group - 1]
+                for i in [anchor, *self.neighbours[anchor, picks].tolist()]:
+                    if i not in seen and len(batch) < self.batch_size:
+                        batch.append(i)
+                        seen.add(i)
+            order += batch
+        return iter(order)
+
+
+def _augment_batch(pixels, tokens, counts, draw, caption: str, augment: dict):
+    """Pick each pair's caption (kind, variant, mirrored?) and transform its image; `draw` is (B, 5) uniform."""
+    b = pixels.shape[0]
+    dev = pixels.device
+    draw = draw.to(dev)
+    if caption == "global":
+        kind = torch.zeros(b, dtype=torch.long, device=dev)
+    elif caption == "fine":
+        kind = torch.ones(b, dtype=torch.long, device=dev)
+    else:
+        kind = (draw[:, 0] >= 0.5).long()
+    rows = torch.arange(b, device=dev)
+    n = counts.to(dev)[rows, kind]
+    variant = (draw[:, 1] * n).long().clamp_(max=tokens.shape[3] - 1) if augment["caption_variants"] else torch.zeros_like(kind)
+    flip = (draw[:, 2] < 0.5) if augment["hflip"] else torch.zeros(b, dtype=torch.bool, device=dev)
+    tok = tokens[rows, kind, flip.long(), variant]
+    if augment["hflip"]:
+        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    if augment["shift"] > 0:
+        h, w = pixels.shape[-2:]
+        ph, pw = max(1, round(augment["shift"] * h)), max(1, round(augment["shift"] * w))
+        padded = nn.functional.pad(pixels, (pw, pw, ph, ph), mode="replicate")
+        dy = ((draw[:, 3] * (2 * ph + 1)).long().clamp_(max=2 * ph)).tolist()
+        dx = ((draw[:, 4] * (2 * pw + 1)).long().clamp_(max=2 * pw)).tolist()
+        pixels = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    return pixels, tok
 
 
 class _TrainStep(nn.Module):
@@ -229,7 +378,12 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
             f"({per_rank} x {acc.num_processes} processes); lower batch_size"
         )
     gen = torch.Generator().manual_seed(ctx.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen)
+    group = int(ctx.cfg["neighbour_group"])
+    if group >= 2:
+        sampler = NeighbourBatchSampler(thumbnail_neighbours(dataset.images, int(ctx.cfg["neighbour_pool"])), per_rank, group, ctx.seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True)
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen)
     step_module, optimizer, loader, scheduler = acc.prepare(step_module, optimizer, loader, scheduler)
 
     ckpt_root = ctx.out / "checkpoints" / stage
@@ -246,8 +400,8 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     caption_gen = torch.Generator().manual_seed(ctx.seed * 7919 + acc.process_index)
     epoch_len = len(loader)
     epoch, skip = divmod(start, epoch_len)
-    for _ in range(start):  # keep the caption draws identical to an uninterrupted run
-        torch.rand(per_rank, generator=caption_gen)
+    for _ in range(start):  # keep the caption/augmentation draws identical to an uninterrupted run
+        torch.rand(per_rank, 5, generator=caption_gen)
     bar = tqdm(total=steps, initial=start, desc=f"tclip {stage}", disable=not (ctx.progress and acc.is_local_main_process))
     step, t0 = start, time.time()
     step_module.train()
@@ -256,14 +410,9 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
             loader.set_epoch(epoch)
         batches = acc.skip_first_batches(loader, skip) if skip else loader
         skip = 0
-        for pixels, tok_g, tok_f in batches:
-            draw = torch.rand(tok_g.shape[0], generator=caption_gen)
-            if caption == "global":
-                tokens = tok_g
-            elif caption == "fine":
-                tokens = tok_f
-            else:
-                tokens = torch.where((draw < 0.5)[:, None].to(tok_g.device), tok_g, tok_f)
+        for pixels, tok_all, counts in batches:
+            draw = torch.rand(pixels.shape[0], 5, generator=caption_gen)
+            pixels, tokens = _augment_batch(pixels, tok_all, counts, draw, caption, ctx.cfg["augment"])
             with acc.autocast():
                 loss = step_module(pixels, tokens)
             acc.backward(loss)
@@ -427,7 +576,10 @@ def train(
         progress=progress and acc.is_local_main_process,
     )
     tokenizer = build_tokenizer(base_info)
-    dataset = _PairData(images, tokenizer([r.global_caption for r in records]), tokenizer([r.fine_caption for r in records]))
+    dataset = _PairData.build(images, records, tokenizer, cfg["augment"])
+    if acc.is_main_process:
+        n_var = dataset.counts.float().mean(0).tolist() if len(dataset) else [0.0, 0.0]
+        logger.info("augment %s; captions per image: global %.1f, fine %.1f", cfg["augment"], *n_var)
     ctx = _Ctx(acc, out, cfg, seed, progress, [])
 
     if model is None:

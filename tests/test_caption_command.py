@@ -211,3 +211,34 @@ def test_same_seed_gives_a_byte_identical_manifest(hit_uav_root, tmp_path):
     assert a.read_bytes() == b.read_bytes()
     ga, gc = ([r["global_caption"] for r in read_manifest(p)] for p in (a, c))
     assert sum(x != y for x, y in zip(ga, gc)) >= 30  # another seed, other phrasings
+
+
+def test_variants_rephrase_the_same_facts_and_leave_the_main_captions_unchanged(hit_uav_root, tmp_path):
+    from thermgen.data import load_samples
+
+    samples, _ = load_samples("hit-uav", hit_uav_root, split="val")
+    samples = samples[:30]
+    plain, extra = tmp_path / "p" / "m.jsonl", tmp_path / "v" / "m.jsonl"
+    caption_samples(samples, plain, seed=0, progress=False)
+    caption_samples(samples, extra, seed=0, progress=False, variants=3)
+    recs_p, recs_v = read_manifest(plain), read_manifest(extra)
+    rephrased = 0
+    for p, v in zip(recs_p, recs_v):
+        assert "caption_variants" not in p
+        assert (p["global_caption"], p["fine_caption"]) == (v["global_caption"], v["fine_caption"])
+        alts = v["caption_variants"]
+        assert len(alts["global"]) == len(alts["fine"]) == 3
+        counts = parse_counts(v["global_caption"], HIT_LABELS)
+        for g in alts["global"]:
+            assert g.startswith(GLOBAL_PREFIX) and count_tokens(g) <= 77
+            assert parse_counts(g, HIT_LABELS) == counts  # same facts, other words
+            rephrased += g != v["global_caption"]
+        for f in alts["fine"]:
+            assert f.startswith(FINE_PREFIX) and count_tokens(f) <= 77
+    assert rephrased >= 60  # of 90 variants, most read differently
+
+
+def test_negative_variants_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["--source", "hit-uav", "--root", str(tmp_path), "--out", str(tmp_path / "m.jsonl"), "--variants", "-1"])
+    assert exc.value.code == 2

@@ -109,3 +109,25 @@ def test_missing_manifest_file_is_a_data_error(tmp_path):
 def test_writer_refuses_nan_so_every_line_is_strict_json(tmp_path):
     with pytest.raises(DataError, match="record 1 .*Out of range float"):
         write_manifest(tmp_path / "m.jsonl", [record(0, measurements={"image": {"p50": float("nan")}})])
+
+
+@pytest.mark.parametrize(
+    "variants,match",
+    [
+        ([1, 2], r"key 'caption_variants' must be object"),
+        ({"coarse": ["a"]}, r"caption_variants: unknown key 'coarse'"),
+        ({"global": ["ok", ""]}, r"caption_variants: key 'global' must be an array of non-empty strings"),
+        ({"fine": "one string"}, r"caption_variants: key 'fine' must be an array of non-empty strings"),
+    ],
+)
+def test_bad_caption_variants_name_the_line_and_key(tmp_path, variants, match):
+    _write_lines(tmp_path / "m.jsonl", [json.dumps(record(0)), json.dumps(record(1, caption_variants=variants))])
+    with pytest.raises(DataError, match=r"line 2: " + match):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_caption_variants_are_optional_and_kept(tmp_path):
+    ok = record(0, caption_variants={"global": ["An infrared thermal image of two cars at night."], "fine": []})
+    write_manifest(tmp_path / "m.jsonl", [ok, record(1)])
+    recs = read_manifest(tmp_path / "m.jsonl")
+    assert recs[0]["caption_variants"]["global"] == ok["caption_variants"]["global"] and "caption_variants" not in recs[1]

@@ -68,9 +68,22 @@ def test_manifest_paths_resolve_against_its_folder_and_split_filters(tmp_path):
         (_line(5, fine_caption=""), r"m.jsonl:2: field 'fine_caption'"),
         (json.dumps([1, 2]), r"m.jsonl:2: a line must be a JSON object"),
         (_line(0), r"m.jsonl:2: field 'id' 'demo/train/0' duplicates line 1"),
+        (_line(5, caption_variants=["x"]), r"m.jsonl:2: field 'caption_variants' must be an object"),
+        (_line(5, caption_variants={"global": ["ok", 3]}), r"m.jsonl:2: field 'caption_variants.global' must be a list"),
+        (_line(5, caption_variants={"other": ["x"]}), r"m.jsonl:2: field 'caption_variants' has unknown key 'other'"),
     ],
 )
 def test_bad_manifest_lines_are_reported_with_file_line_and_field(tmp_path, bad, match):
     (tmp_path / "m.jsonl").write_text(_line(0) + "\n" + bad + "\n")
     with pytest.raises(ManifestError, match=match):
         read_manifest(tmp_path / "m.jsonl")
+
+
+def test_caption_variants_follow_the_main_caption(tmp_path):
+    (tmp_path / "m.jsonl").write_text(
+        _line(0, caption_variants={"global": ["An infrared thermal image, scene 0 again."]}) + "\n" + _line(1) + "\n"
+    )
+    a, b = read_manifest(tmp_path / "m.jsonl")
+    assert a.captions("global") == ("An infrared thermal image of scene 0.", "An infrared thermal image, scene 0 again.")
+    assert a.captions("fine") == ("Thermal infrared image: object 0 warm.",)
+    assert b.captions("global") == (b.global_caption,)

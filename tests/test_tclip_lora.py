@@ -162,3 +162,65 @@ def test_saved_adapter_loads_with_peft_directly(tmp_path):
     with torch.no_grad():
         direct = torch.nn.functional.normalize(peft_model.get_base_model().encode_image(model.preprocess(img)), dim=-1)
         torch.testing.assert_close(direct, model.encode_image(img, variant="global"))
+
+
+# ---------------------------------------------------------------------------------------------- ResNet towers
+def test_linear_attention_pool_matches_open_clip_attention_pool():
+    from open_clip.modified_resnet import AttentionPool2d
+
+    from tclip.lora import LinearAttentionPool2d
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(3, 32, 4, 24).eval()
+    with torch.no_grad():
+        for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+            proj.bias.normal_()
+    fast = LinearAttentionPool2d.from_pool(pool).eval()
+    assert fast.state_dict().keys() == pool.state_dict().keys()
+    x = torch.randn(5, 32, 3, 3)
+    torch.testing.assert_close(fast(x), pool(x), atol=1e-5, rtol=1e-5)
+
+
+def test_resnet_attention_pool_is_adapted_and_equals_hand_built_reference():
+    """RN towers: LoRA on attnpool q/k/v really changes the output, exactly as W + B A * alpha / r."""
+    from open_clip.modified_resnet import AttentionPool2d
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    r, alpha, d = 4, 2.0, 32
+    holder = nn.Module()
+    holder.visual = nn.Module()
+    holder.visual.attnpool = AttentionPool2d(3, d, 4, 24).eval()
+    reference = AttentionPool2d(3, d, 4, 24).eval()
+    reference.load_state_dict(holder.visual.attnpool.state_dict())
+    assert split_attention(holder) == 1
+    model = get_peft_model(holder, make_lora_config(r=r, alpha=alpha, towers=("vision",)), adapter_name="pool")
+    _random_lora(model)
+    pool = model.base_model.model.visual.attnpool
+    with torch.no_grad():
+        for name in ("q_proj", "k_proj", "v_proj"):
+            layer = getattr(pool, name)
+            delta = layer.lora_B["pool"].weight @ layer.lora_A["pool"].weight * (alpha / r)
+            getattr(reference, name).weight.add_(delta)
+    x = torch.randn(5, d, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(pool(x), reference(x), atol=1e-5, rtol=1e-5)
+        with model.disable_adapter():
+            assert not torch.allclose(pool(x), reference(x), atol=1e-3)  # the adapter does something
+
+
+def test_resnet_base_adapters_cover_both_towers_and_round_trip(tmp_path):
+    cfg = get_arch_config("tclip-tiny-rn")
+    model = tclip.TCLIP.from_base("tclip-tiny-rn").eval()
+    counts = lora_parameter_count(model.clip, "global")
+    pool_width = cfg["vision_cfg"]["width"] * 32  # ModifiedResNet's last stage width
+    assert counts["vision"] == 6 * 8 * pool_width  # the one attention layer of a ResNet tower
+    assert counts["text"] == 6 * 8 * cfg["text_cfg"]["width"] * cfg["text_cfg"]["layers"]
+    _random_lora(model.clip)
+    model.save(tmp_path)
+    again = tclip.load(tmp_path).eval()
+    img = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        for variant in ("base", "global", "fine"):
+            torch.testing.assert_close(again.encode_image(img, variant=variant), model.encode_image(img, variant=variant))
+        assert not torch.allclose(model.encode_image(img, variant="global"), model.encode_image(img, variant="base"))

@@ -1,6 +1,7 @@
 """tclip.train and tclip.eval end to end on a tiny synthetic manifest (seconds each on 2 CPU cores)."""
 
 import logging
+from collections import Counter
 import csv
 import json
 import os
@@ -195,3 +196,124 @@ def test_eval_skips_variants_that_need_a_missing_adapter(manifest, tmp_path):
 def test_eval_of_an_unknown_split_is_an_error(manifest, trained, tmp_path, capsys):
     assert tclip_eval.main(["--model", str(trained), "--manifest", str(manifest), "--split", "nope", "--out", str(tmp_path / "r.json")]) == 2
     assert "no records with split 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+def test_swap_words_exchanges_whole_words_both_ways():
+    text = "Left: two cars in the upper left and one person on the right; bright, leftover."
+    assert tclip_train.swap_words(text, [["left", "right"]]) == "Right: two cars in the upper right and one person on the left; bright, leftover."
+    assert tclip_train.swap_words(text, []) == text
+
+
+class _Records:
+    """Stand-ins for ManifestRecord with variants, and a tokenizer whose rows can be read back."""
+
+    def __init__(self):
+        from tclip.data import ManifestRecord
+
+        self.records = [
+            ManifestRecord("a", Path("a.png"), "train", "car upper left", "fine a left", 1, ("car at top left", "a car, left"), ()),
+            ManifestRecord("b", Path("b.png"), "train", "person right", "fine b right", 2, (), ("fine b, right side",)),
+        ]
+        self.vocab: list[str] = []
+
+    def tokenizer(self, texts):
+        rows = []
+        for t in texts:
+            if t not in self.vocab:
+                self.vocab.append(t)
+            rows.append([self.vocab.index(t), 0, 0])
+        return torch.tensor(rows)
+
+    def text(self, row) -> str:
+        return self.vocab[int(row[0])]
+
+
+def test_augment_picks_variants_and_mirrors_image_and_caption_together():
+    r = _Records()
+    images = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    aug = {"caption_variants": True, "hflip": True, "swap_words": [["left", "right"]], "shift": 0.0}
+    data = tclip_train._PairData.build(images, r.records, r.tokenizer, aug)
+    assert data.tokens.shape[:4] == (2, 2, 2, 3) and data.counts.tolist() == [[3, 1], [1, 2]]
+    pixels, tokens, counts = images.clone(), data.tokens, data.counts
+    # kind draw < 0.5 -> global; variant draw 0.99 -> the last of each record's own variants; flip draw < 0.5 -> mirrored
+    draw = torch.tensor([[0.1, 0.99, 0.2, 0.0, 0.0], [0.9, 0.99, 0.8, 0.0, 0.0]])
+    out, tok = tclip_train._augment_batch(pixels, tokens, counts, draw, "random", aug)
+    assert r.text(tok[0]) == "a car, right" and torch.equal(out[0], images[0].flip(-1))
+    assert r.text(tok[1]) == "fine b, right side" and torch.equal(out[1], images[1])
+    # a fixed kind ignores the kind draw; caption_variants off always takes the manifest's caption
+    _, tok = tclip_train._augment_batch(pixels, tokens, counts, draw, "fine", {**aug, "caption_variants": False, "hflip": False})
+    assert [r.text(t) for t in tok] == ["fine a left", "fine b right"]
+
+
+def test_augment_shift_translates_within_the_frame():
+    img = torch.zeros(1, 1, 20, 20)
+    img[0, 0, 10, 10] = 1.0
+    aug = {"caption_variants": False, "hflip": False, "swap_words": [], "shift": 0.1}
+    tokens, counts = torch.zeros(1, 2, 2, 1, 3, dtype=torch.long), torch.ones(1, 2, dtype=torch.long)
+    seen = set()
+    for dy, dx in [(0.0, 0.0), (0.99, 0.99), (0.5, 0.0)]:
+        out, _ = tclip_train._augment_batch(img, tokens, counts, torch.tensor([[0, 0, 0, dy, dx]]), "global", aug)
+        assert out.shape == img.shape and out.sum() == 1.0
+        seen.add(tuple((out[0, 0] == 1).nonzero()[0].tolist()))
+    assert seen == {(12, 12), (8, 8), (10, 12)}  # up to 2 px (10 % of 20) each way
+
+
+@pytest.mark.parametrize(
+    "augment,match",
+    [
+        ({"hflip": "yes"}, "augment.hflip must be true or false"),
+        ({"shift": 0.7}, r"augment.shift must be a number in \[0, 0.5\)"),
+        ({"swap_words": [["left"]]}, "augment.swap_words must be a list of"),
+        ({"crop": True}, "unknown key 'crop'"),
+    ],
+)
+def test_bad_augment_settings_are_named(augment, match):
+    with pytest.raises(ValueError, match=match):
+        tclip_train.load_train_config("tiny", {"augment": augment})
+
+
+def test_training_with_variants_flips_and_shifts_runs_and_logs_the_settings(manifest, tmp_path, caplog):
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for rec in lines:
+        rec["caption_variants"] = {"global": [rec["global_caption"].replace("scene", "view")], "fine": []}
+    varied = manifest.parent / "varied.jsonl"
+    varied.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = tmp_path / "aug.json"
+    cfg.write_text(json.dumps({"base": "tclip-tiny", "augment": {"hflip": True, "shift": 0.1}, "neighbour_group": 2, "neighbour_pool": 3}))
+    args = ["--manifest", str(varied), "--out", str(tmp_path / "aug"), *FAST]
+    args[args.index("tiny")] = str(cfg)
+    with caplog.at_level(logging.INFO, logger="tclip.train"):
+        assert tclip_train.main(args) == 0
+    assert any("captions per image: global 2.0, fine 1.0" in r.getMessage() for r in caplog.records)
+    assert tclip.load(tmp_path / "aug").adapters == ["global", "fine"]
+
+
+# ---------------------------------------------------------------------------------------------- hard negatives
+def test_thumbnail_neighbours_match_brute_force_and_exclude_self():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(30, 1, 32, 32, generator=g)
+    nn_idx = tclip_train.thumbnail_neighbours(images, 4, size=8, chunk=7)  # several chunks
+    thumbs = torch.nn.functional.adaptive_avg_pool2d(images, 8).flatten(1)
+    for i in range(30):
+        d = ((thumbs - thumbs[i]) ** 2).sum(1)
+        d[i] = float("inf")
+        assert set(nn_idx[i].tolist()) == set(d.argsort()[:4].tolist())
+
+
+def test_neighbour_batches_hold_lookalike_groups_without_repeats():
+    # 40 images in 10 "sequences" of 4 near-identical frames: neighbours are the same sequence.
+    base = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    images = base.repeat_interleave(4, dim=0) + 0.01 * torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    neighbours = tclip_train.thumbnail_neighbours(images, 3)
+    assert all(set((neighbours[i] // 4).tolist()) == {i // 4} for i in range(40))
+    sampler = tclip_train.NeighbourBatchSampler(neighbours, batch_size=8, group=4, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 40
+    batches = [order[i : i + 8] for i in range(0, 40, 8)]
+    for b in batches:
+        assert len(set(b)) == 8  # no image twice in a batch
+        assert sorted(Counter(i // 4 for i in b).values()) == [4, 4]  # two whole sequences per batch
+    assert list(sampler) == order  # same epoch, same order
+    sampler.set_epoch(1)
+    assert list(sampler) != order

@@ -67,10 +67,12 @@ def _object_fact_values(facts) -> dict[str, Any]:
 
 
 def caption_one(sample: ThermalSample, manifest_path: Path, seed: int = 0,
-                backend: Backend | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                backend: Backend | None = None, variants: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Caption one sample. Returns ``(manifest record, extras for the report)``.
 
-    The record's ``image`` is written relative to ``manifest_path``'s folder.
+    The record's ``image`` is written relative to ``manifest_path``'s folder. ``variants`` > 0 adds
+    ``caption_variants``: the same measured facts rendered by the rules with phrasing seeds
+    ``seed + 1 .. seed + variants`` (training-time text augmentation; the main captions are unchanged).
     """
     img, kpu, off = read_for_measurement(sample)
     if not np.isfinite(img).all():
@@ -117,6 +119,9 @@ def caption_one(sample: ThermalSample, manifest_path: Path, seed: int = 0,
         "stated": stated,
         "tokens": {"global": count_tokens(g), "fine": count_tokens(f)},
     }
+    if variants > 0:
+        alts = [render_captions(scene, per_obj, labels, meas, seed=seed + 1 + k, key=rid) for k in range(variants)]
+        rec["caption_variants"] = {"global": [a.global_caption for a in alts], "fine": [a.fine_caption for a in alts]}
     if sample.captions:
         rec["source_captions"] = dict(sample.captions)  # captions shipped with the data, kept for comparison
     return rec, {"fallback": fallback, "dropped": caps.dropped}
@@ -131,6 +136,7 @@ def caption_samples(
     report_path: str | Path | None = None,
     backend_options: dict[str, Any] | None = None,
     skip_report: dict[str, Any] | None = None,
+    variants: int = 0,
 ) -> dict[str, Any]:
     """Caption ``samples``, write the manifest to ``out_path`` and the report beside it.
 
@@ -144,6 +150,7 @@ def caption_samples(
             (a Markdown twin and a token-length PNG are written next to it).
         backend_options: keyword arguments for :func:`thermgen.ircap.backends.make_backend`.
         skip_report: the loader's :meth:`SkipReport.to_dict`, copied into the report.
+        variants: extra rule-rendered phrasings of each caption to store (see :func:`caption_one`).
 
     Returns:
         The report dict (see :func:`thermgen.ircap.report.build_report`).
@@ -157,7 +164,7 @@ def caption_samples(
 
     def records():
         for s in tqdm(samples, desc="captioning", unit="img", disable=not progress, file=sys.stderr):
-            rec, ex = caption_one(s, out_path, seed=seed, backend=be)
+            rec, ex = caption_one(s, out_path, seed=seed, backend=be, variants=variants)
             slim.append(_slim(rec))
             extras.append(ex)
             yield rec
@@ -213,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="openai backend: environment variable holding the API key (may be unset for local servers)")
     p.add_argument("--seed", type=int, default=0, help="seed for the choice of phrasings")
+    p.add_argument("--variants", type=int, default=0,
+                   help="also store K other phrasings of each caption (same facts, phrasing seeds seed+1..seed+K) "
+                        "under 'caption_variants'; tclip.train draws from them as text augmentation")
     p.add_argument("--report", type=Path, default=None,
                    help="report JSON path (a .md and a token-length .png are written beside it); "
                         "default: <out stem>.report.json beside the manifest")
@@ -224,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.variants < 0:
+        parser.error(f"--variants must be >= 0, got {args.variants}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # A log file beside the manifest keeps the run's settings and outcome with its output.
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = {"model": args.model, "base_url": args.base_url, "api_key_env": args.api_key_env}
         report = caption_samples(samples, args.out, backend=args.backend, seed=args.seed,
                                  progress=not args.no_progress, report_path=args.report, backend_options=opts,
-                                 skip_report=skipped.to_dict())
+                                 skip_report=skipped.to_dict(), variants=args.variants)
     except (DataError, ValueError) as e:
         logger.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -25,8 +25,10 @@ Each line is one JSON object::
 Optional keys (validated when present): ``"facts"`` (list of scene/object fact dicts with their
 rule and evidence), ``"stated"`` (the facts each caption actually states, with the object indices
 they cover), ``"tokens"`` (``{"global": int, "fine": int}``), ``"source_captions"`` (captions
-shipped with the dataset, e.g. by the folder adapter, kept beside ours). Readers must ignore keys they do not know, so the schema can
-grow without a version bump; removing or retyping a key bumps ``SCHEMA_VERSION``.
+shipped with the dataset, e.g. by the folder adapter, kept beside ours), ``"caption_variants"``
+(``{"global": [str, ...], "fine": [str, ...]}``: the same facts in other phrasings, for training-time
+text augmentation; ``thermgen.caption --variants K``). Readers must ignore keys they do not know, so the
+schema can grow without a version bump; removing or retyping a key bumps ``SCHEMA_VERSION``.
 
 :func:`read_manifest` validates every line and raises :class:`thermgen.data.sample.DataError`
 naming the file, the line number and the key at fault (a truncated JSON line, a missing key, a
@@ -62,7 +64,9 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "measurements": (dict,),
     "captioner": (dict,),
 }
-OPTIONAL: dict[str, tuple[type, ...]] = {"facts": (list,), "stated": (list,), "tokens": (dict,), "source_captions": (dict,)}
+OPTIONAL: dict[str, tuple[type, ...]] = {
+    "facts": (list,), "stated": (list,), "tokens": (dict,), "source_captions": (dict,), "caption_variants": (dict,),
+}
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", list: "array", dict: "object", bool: "boolean"}
 
 
@@ -116,6 +120,11 @@ def validate_record(rec: Any, where: str = "record") -> dict[str, Any]:
             raise DataError(f"{where}: captioner: missing key {key!r}")
         if not _is(cap[key], types):
             raise DataError(f"{where}: captioner: key {key!r} must be {_tname(types)}, got {type(cap[key]).__name__}")
+    for kind, texts in rec.get("caption_variants", {}).items():
+        if kind not in ("global", "fine"):
+            raise DataError(f"{where}: caption_variants: unknown key {kind!r} (expected 'global' or 'fine')")
+        if not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise DataError(f"{where}: caption_variants: key {kind!r} must be an array of non-empty strings")
     if "tokens" in rec:
         for key in ("global", "fine"):
             if key in rec["tokens"] and not _is(rec["tokens"][key], (int,)):
