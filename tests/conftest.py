@@ -1,4 +1,6 @@
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,30 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+
+class NetworkUsed(RuntimeError):
+    """A test tried to open a connection off this machine."""
+
+
+_connect = socket.socket.connect
+
+
+def _local_only_connect(self, address):
+    """Tests may talk to this machine (torchrun's gloo rendezvous, the OpenAI-backend test server) only."""
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local:
+            raise NetworkUsed(f"test tried to connect to {address!r}; the suite must run offline")
+    return _connect(self, address)
+
+
+socket.socket.connect = _local_only_connect  # the tripwire for code paths that ignore HF_HUB_OFFLINE
 
 REPO = Path(__file__).resolve().parents[1]
 HIT_UAV = Path(os.environ.get("THERMGEN_HIT_UAV", REPO.parent / "shared" / "data" / "hit-uav"))

@@ -167,3 +167,22 @@ def test_openai_backend_attaches_the_rgb_twin_when_the_dataset_has_one(tmp_path)
     content = body["messages"][1]["content"]
     assert auth is None
     assert content[0]["type"] == "text" and content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_command_fails_when_every_caption_fell_back_to_the_rules(tmp_path, monkeypatch, capsys):
+    import thermgen.data
+    from thermgen.caption import main
+    from thermgen.data.sample import SkipReport
+
+    samples = _samples(tmp_path, n=2)
+    monkeypatch.setattr(thermgen.data, "load_samples", lambda *a, **k: (samples, SkipReport()))
+    server = _Server([None, None])  # the endpoint fails every request
+    try:
+        rc = main(["--source", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "m.jsonl"), "--backend", "openai",
+                   "--model", "m", "--base-url", server.url, "--no-progress"])
+    finally:
+        server.close()
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "every caption (2) fell back to the rules" in err and "HTTPError" in err
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2  # the rule captions are still written

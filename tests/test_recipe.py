@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import re
+
 import pytest
 
 from thermgen.train.config import load_config
@@ -144,6 +146,13 @@ def test_list_keys_documents_every_key(capsys):
     assert main(["--list-keys"]) == 0
     out = capsys.readouterr().out
     assert "train.max_train_steps = 600" in out and "unet.conditioning" in out
+    from thermgen.train.config import SCHEMA
+
+    listed = set(re.findall(r"^  ([a-z_]+\.[a-z_0-9.]+) = ", out, flags=re.M))
+    every = {f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields}
+    assert listed == every  # every key of the schema, and nothing else, with its default
+    for key in every:  # each followed by an indented help line
+        assert re.search(rf"^  {re.escape(key)} = .*\n      \S", out, flags=re.M), key
 
 
 def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):

@@ -168,3 +168,12 @@ def test_base_from_a_local_checkpoint_file_loads_its_weights(tmp_path, suffix):
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="no-such-arch"):
         build_base("no-such-arch")
+
+
+def test_the_suite_cannot_reach_the_network():
+    import socket
+
+    from conftest import NetworkUsed
+
+    with pytest.raises(NetworkUsed, match="must run offline"):
+        socket.create_connection(("203.0.113.1", 443), timeout=1)  # TEST-NET-3: never routable

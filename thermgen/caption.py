@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.setLevel(old_level)
         log_file.close()
     s = report["summary"]
+    be = report["backend"]
+    if args.backend != "rules" and s["records"] and be["fallbacks"] == s["records"]:
+        reasons = "; ".join(f"{k} ({v})" for k, v in be["fallback_reasons"].items())
+        print(f"error: every caption ({s['records']}) fell back to the rules, so the {args.backend} backend produced "
+              f"nothing usable: {reasons}. The manifest {args.out} holds the rule captions.", file=sys.stderr)
+        return 3
     gt = report.get("ground_truth")
     if gt and gt["agreement"] is not None:
         print(f"synthetic ground truth: {gt['agree']}/{gt['claims']} state claims agree ({gt['agreement']:.1%}); "
