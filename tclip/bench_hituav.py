@@ -36,6 +36,8 @@ from .model import TCLIP, load
 
 __all__ = ["main"]
 
+PROTOCOL = 2  # 1: one shared base for all seeds; 2: every seed trains its own base
+
 
 def _train(args_list: list[str], out: Path) -> None:
     state = out / "train_state.json"
@@ -58,6 +60,15 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
         if not m.is_file():
             raise FileNotFoundError(f"{m} missing: caption HIT-UAV first (see --help)")
     out.mkdir(parents=True, exist_ok=True)
+    # Finished runs are skipped on a rerun: only when they were made by this protocol and config.
+    marker = out / "bench.json"
+    stamp = {"protocol": PROTOCOL, "config": str(config), "manifests": str(manifests)}
+    if marker.is_file():
+        if json.loads(marker.read_text()) != stamp:
+            raise ValueError(f"{out} holds a bench run with other settings ({marker.read_text().strip()}); use another --out")
+    elif any(out.glob("seed*")):
+        raise ValueError(f"{out} holds runs of an older bench protocol (no {marker.name}); use another --out")
+    marker.write_text(json.dumps(stamp) + "\n")
     common = ["--manifest", str(train_m), "--split", "train", "--config", config, *([] if progress else ["--no-progress"])]
     if not any(r.global_variants for r in read_manifest(train_m, split="train")):
         print(f"[bench] warning: {train_m} has no caption_variants; caption with --variants 8 for the published settings", file=sys.stderr)

@@ -44,3 +44,8 @@ def test_bench_trains_every_seed_chooses_alpha_on_val_and_writes_the_table(tmp_p
     # a rerun skips the finished training
     assert bench_hituav.main(["--manifests", str(manifests), "--out", str(out), "--seeds", "0", "1", "--config", str(cfg), "--no-progress"]) == 0
     assert "already trained, skipped" in capsys.readouterr().out
+    # ... but not with other settings, whose finished runs would be silently reused
+    other = tmp_path / "other.json"
+    other.write_text(cfg.read_text())
+    assert bench_hituav.main(["--manifests", str(manifests), "--out", str(out), "--config", str(other), "--no-progress"]) == 2
+    assert "holds a bench run with other settings" in capsys.readouterr().err
