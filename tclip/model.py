@@ -10,7 +10,7 @@ Folder layout written by `TCLIP.save(dir)` and read by `tclip.load(dir)`:
 
 Base specs (`--base SPEC`), grammar `ARCH[:WEIGHTS]`:
 
-    ARCH     a tclip config name (tclip/model_configs/*.json: tclip-tiny, tclip-cpu, ...), an open_clip
+    ARCH     a tclip config name (tclip/model_configs/*.json: tclip-tiny, tclip-cpu, tclip-cpu-rn, ...), an open_clip
              model name (ViT-B-16, ...), or the path of an open_clip-style JSON model config;
              or one of open_clip's schemas `hf-hub:ORG/REPO` / `local-dir:PATH` (weights included).
     WEIGHTS  omitted: random init (`tclip.train` then trains the whole base on the manifest first);
