@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Sub-checks that must really run (and pass) on the CPU; everything else must be skipped as needing CUDA.
 CPU_RUN = {
     "environment": {"versions", "device", "xformers"},
-    "tclip_train": {"fp32"},
+    "tclip_train": {"fp32", "resnet_tower_fp32"},
     "text_encoder": {"fp32"},
     "pipeline": {"fp32"},
     "pipeline_throughput": {"fp32"},

@@ -469,10 +469,10 @@ def check_environment(ctx: Ctx, results: dict, fallback_info: dict | None = None
 # ---------------------------------------------------------------------------------------------------------------------
 # 2. T-CLIP training
 # ---------------------------------------------------------------------------------------------------------------------
-def _tclip_config(ctx: Ctx, precision_key: str, base_steps: int, adapter_steps: int) -> Path:
+def _tclip_config(ctx: Ctx, precision_key: str, base_steps: int, adapter_steps: int, base: str = "tclip-tiny") -> Path:
     b = ctx.sizes["tclip_batch"]
     cfg = {
-        "base": "tclip-tiny",
+        "base": base,
         "mixed_precision": precision_key,
         "base_stage": {"steps": base_steps, "batch_size": b, "warmup": min(2, base_steps), "lr": 2e-3},
         "adapter_stage": {"steps": adapter_steps, "batch_size": b, "warmup": min(1, adapter_steps), "lr": 2e-3},
@@ -481,7 +481,7 @@ def _tclip_config(ctx: Ctx, precision_key: str, base_steps: int, adapter_steps: 
         "image_workers": 1,
     }
     cfg["augment"] = {"hflip": True, "shift": 0.1}  # the augmentation path runs on the device too
-    path = ctx.work / f"tclip-{precision_key}.json"
+    path = ctx.work / f"tclip-{base}-{precision_key}.json"
     path.write_text(json.dumps(cfg))
     return path
 
@@ -511,12 +511,12 @@ def check_tclip_train(ctx: Ctx, results: dict) -> None:
     torch = ctx.torch
     imgs, glob, fine = ctx.images()
 
-    def one(precision: str) -> dict:
+    def one(precision: str, base: str = "tclip-tiny") -> dict:
         if precision != "fp32":
             ctx.need_cuda(precision)
         reset_accelerate()
-        out = ctx.work / f"tclip-{precision}"
-        cfg = _tclip_config(ctx, ACCELERATE_MP[precision], ctx.sizes["tclip_base_steps"], ctx.sizes["tclip_adapter_steps"])
+        out = ctx.work / (f"tclip-{precision}" if base == "tclip-tiny" else f"tclip-{base}-{precision}")
+        cfg = _tclip_config(ctx, ACCELERATE_MP[precision], ctx.sizes["tclip_base_steps"], ctx.sizes["tclip_adapter_steps"], base)
         argv = ["--manifest", str(manifest), "--out", str(out), "--config", str(cfg), "--seed", "0", "--no-progress"]
         if not ctx.cuda:
             argv.append("--cpu")
@@ -536,12 +536,15 @@ def check_tclip_train(ctx: Ctx, results: dict) -> None:
             et = model.encode_text(glob[:8], fine[:8])
         expect(_finite(ei) and _finite(et), "embeddings of the trained model are not finite")
         r["embed_device"] = str(ei.device)
-        if precision == "fp32":
+        if precision == "fp32" and base == "tclip-tiny":
             ctx.tclip_dir = out
         return r
 
     for p in PRECISIONS:
         run_sub(results, p, one, p)
+    # The CPU default tower is a ResNet (its attention pool carries LoRA through LinearAttentionPool2d).
+    rn_precision = "bf16" if ctx.cuda else "fp32"
+    run_sub(results, f"resnet_tower_{rn_precision}", one, rn_precision, "tclip-tiny-rn")
 
     def compare() -> dict:
         ctx.need_cuda()
