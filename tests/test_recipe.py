@@ -15,6 +15,7 @@ TINY_RECIPE = [
     "run.device=cpu",
     "data.synthetic_n=40",
     "data.synthetic_size=32",
+    "captions.variants=2",
     'tclip.args=["--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8"]',
     "vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], num_preview: 2}",
     "unet.block_out_channels=[32, 64]",
@@ -77,6 +78,9 @@ def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
     contrast = json.loads((run / "reports" / "contrast.json").read_text())
     assert set(contrast["generated"]) == {"day", "night", "many_cars", "few_people"}
     assert summary["peak_rss_mb"] > 0
+    first = json.loads((run / "manifest.jsonl").read_text().splitlines()[0])
+    assert len(first["caption_variants"]["global"]) == 2  # captions.variants reaches the manifest T-CLIP trains on
+    assert "captions per image: global 3.0, fine 3.0" in (run / "tclip" / "logs" / "train.log").read_text()
 
 
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):

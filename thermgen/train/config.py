@@ -83,6 +83,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "captions": {
         "backend": Field(str, "rules", "IR-Cap backend", choices=("rules", "transformers", "openai")),
         "seed": Field(int, 0, "caption phrasing seed"),
+        "variants": Field(int, 0, "other phrasings stored per caption, drawn by T-CLIP training as text augmentation "
+                                  "(thermgen.caption --variants); tclip's HIT-UAV setting uses 8", min=0),
     },
     "tclip": {
         "dir": Field(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True),
