@@ -242,3 +242,5 @@ def test_negative_variants_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--source", "hit-uav", "--root", str(tmp_path), "--out", str(tmp_path / "m.jsonl"), "--variants", "-1"])
     assert exc.value.code == 2
+    with pytest.raises(ValueError, match="variants must be >= 0"):
+        caption_samples([], tmp_path / "m.jsonl", variants=-1, progress=False)

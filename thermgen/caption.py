@@ -156,6 +156,8 @@ def caption_samples(
         The report dict (see :func:`thermgen.ircap.report.build_report`).
     """
     out_path = Path(out_path)
+    if variants < 0:
+        raise ValueError(f"variants must be >= 0, got {variants}")
     be = backend if isinstance(backend, Backend) else make_backend(backend or "rules", **(backend_options or {}))
     t0 = time.perf_counter()
     # Stream records to the manifest; keep only what the report needs (a large dataset's full
