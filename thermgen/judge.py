@@ -1,0 +1,210 @@
+"""The attribute judge: train it on real images, grade generated ones (independent of T-CLIP).
+
+Train on a manifest's real training split (labels from metadata and annotations only), choose each head's
+L2 strength on the validation split, and report the ceiling on the real test split::
+
+    python -m thermgen.judge train --manifest RUN/manifest.jsonl --resolution 64 --out RUN/judge
+
+Grade a folder of generated images against the attributes their prompts stated. The folder's
+``generation.json`` (written by the recipe and by ``python -m thermgen.generate --record-ids``) names, per
+image, the manifest record whose captions were the prompt (``record_id``); the record's metadata gives the
+expected attributes::
+
+    python -m thermgen.judge eval --judge RUN/judge --manifest RUN/manifest.jsonl --images RUN/eval/tclip/images \\
+        --out RUN/reports/attributes.json
+
+Both write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from thermgen.data.sample import DataError
+
+logger = logging.getLogger("thermgen.judge")
+
+
+def _records(manifest: Path, split: str) -> list[dict]:
+    from thermgen.ircap.manifest import read_manifest
+
+    recs = sorted((r for r in read_manifest(manifest) if r["split"] == split), key=lambda r: r["id"])
+    if not recs:
+        raise DataError(f"{manifest}: no records of split {split!r}")
+    return recs
+
+
+def split_features(manifest: str | Path, split: str, resolution: int, *, feature: Any = "inception",
+                   device: str | None = None, progress: bool = True, cache_dir: str | Path | None = None):
+    """``(records sorted by id, features (N, D))`` of a manifest split's real images at ``resolution`` px.
+
+    Through :func:`thermgen.metrics.fid.reference_features`, so the features are the FID's own real-side
+    features and share its cache (``cache_dir``; None: no cache).
+    """
+    from thermgen.metrics.fid import build_feature_extractor, read_manifest_images, reference_features
+
+    recs = _records(Path(manifest), split)
+    images = read_manifest_images(manifest, split)
+    if images.keys != [r["id"] for r in recs]:
+        raise DataError(f"{manifest}: split {split!r} lists other images than its records")
+    model = build_feature_extractor(feature, device=device)
+    feats, _ = reference_features(images, model, (resolution, resolution), cache_dir=cache_dir, device=device,
+                                  progress=progress)
+    return recs, feats
+
+
+def train_judge(manifest: str | Path, out: str | Path, *, resolution: int, train_split: str = "train",
+                val_split: str = "val", test_split: str = "test", feature: Any = "inception",
+                device: str | None = None, progress: bool = True, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train the judge on ``train_split``, choose L2 on ``val_split``, measure the ceiling on ``test_split``.
+
+    Writes ``out/judge.json`` + ``out/judge.safetensors`` and ``out/report.json`` / ``report.md``; returns the
+    report (``ceiling``: :func:`thermgen.metrics.attributes.judge_images` on the real test images).
+    """
+    from thermgen.metrics.attributes import ATTRIBUTE_HELP, AttributeJudge, attribute_table, judge_images
+
+    manifest, out = Path(manifest), Path(out)
+    feats, labels = {}, {}
+    for split in (train_split, val_split, test_split):
+        recs, feats[split] = split_features(manifest, split, resolution, feature=feature, device=device,
+                                            progress=progress, cache_dir=cache_dir)
+        labels[split] = attribute_table(recs)
+    info = {"manifest": str(manifest), "resolution": resolution, "train_split": train_split, "val_split": val_split,
+            "feature": feature if isinstance(feature, str) else getattr(feature, "name", type(feature).__name__),
+            "n_train": len(feats[train_split])}
+    judge = AttributeJudge.fit(feats[train_split], labels[train_split], val_feats=feats[val_split],
+                               val_labels=labels[val_split], info=info)
+    judge.save(out)
+    ceiling = judge_images(judge, feats[test_split], labels[test_split])
+    report = {"schema_version": 1, "judge": str(out), "test_split": test_split, "n_test": len(feats[test_split]),
+              "info": info, "attributes": {a: ATTRIBUTE_HELP.get(a, "") for a in judge.attributes},
+              "l2": {a: h["l2"] for a, h in judge.heads.items()}, "ceiling": ceiling}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(ceiling_markdown(report))
+    return report
+
+
+def ceiling_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Attribute judge: real {report['test_split']} images ({report['n_test']}), the ceiling", "",
+             f"Inception features at {report['info']['resolution']} px + one linear head per attribute, trained on "
+             f"{report['info']['n_train']} real {report['info']['train_split']} images (labels from metadata and "
+             "annotations, never captions).", "",
+             "| attribute | accuracy | balanced accuracy | majority class | majority rate | n |", "| --- | --- | --- | --- | --- | --- |"]
+    for a, r in report["ceiling"].items():
+        lines.append(f"| {a} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['majority_class']} | "
+                     f"{r['majority_rate']:.3f} | {r['n']} |")
+    lines += ["", "Classes: " + "; ".join(f"**{a}**: {h}" for a, h in report["attributes"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def confusion_markdown(graded: dict[str, Any]) -> str:
+    out = []
+    for a, r in graded.items():
+        classes = list(r["confusion"])
+        out += [f"**{a}** (rows: stated by the prompt, columns: judged)", "",
+                "| stated \\ judged | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        out += [f"| {e} | " + " | ".join(str(r["confusion"][e].get(p, 0)) for p in classes) + " |" for e in classes]
+        out.append("")
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m thermgen.judge", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train the judge on real images and report its ceiling on the test split",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--manifest", required=True, help="IR-Cap manifest (.jsonl) with the real splits")
+    t.add_argument("--resolution", type=int, required=True, help="the generator's output size in px (images are resized to it)")
+    t.add_argument("--out", required=True, help="judge folder")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val", help="split that chooses each head's L2 strength")
+    t.add_argument("--test-split", default="test", help="split of the ceiling measurement")
+    t.add_argument("--cache-dir", default=None, help="real-feature cache shared with thermgen.fid (default: "
+                   "$THERMGEN_CACHE/fid or ~/.cache/thermgen/fid)")
+    t.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    e = sub.add_parser("eval", help="grade generated images against the attributes their prompts stated",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--judge", required=True, help="judge folder (from `train`)")
+    e.add_argument("--manifest", required=True, help="manifest holding the records named in the images' generation.json")
+    e.add_argument("--images", required=True, help="folder with generated images and generation.json (entries with file and record_id)")
+    e.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    for q in (t, e):
+        q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def eval_folder(judge_dir: str | Path, manifest: str | Path, images: str | Path, *, device: str | None = None,
+                progress: bool = True, feature: Any = "inception") -> dict[str, Any]:
+    """Grade the images listed in ``images/generation.json`` against their records' attributes."""
+    from thermgen.ircap.manifest import read_manifest
+    from thermgen.metrics.attributes import AttributeJudge, image_features, judge_images, record_attributes
+
+    images = Path(images)
+    index = images / "generation.json"
+    if not index.is_file():
+        raise DataError(f"{index}: not found (the folder must hold generation.json with file and record_id per image)")
+    try:
+        entries = json.loads(index.read_text())["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{index}: expected an object with an 'images' list ({e})") from None
+    by_id = {r["id"]: r for r in read_manifest(manifest)}
+    files, expected = [], []
+    for i, ent in enumerate(entries):
+        rid = ent.get("record_id") if isinstance(ent, dict) else None
+        if rid not in by_id:
+            raise DataError(f"{index}: images[{i}]: field 'record_id' {rid!r} is not a record of {manifest}")
+        f = images / ent["file"]
+        if not f.is_file():
+            raise DataError(f"{index}: images[{i}]: field 'file': {f} not found")
+        files.append(f)
+        expected.append(record_attributes(by_id[rid]))
+    judge = AttributeJudge.load(judge_dir)
+    feats = image_features(files, int(judge.info["resolution"]), feature=feature, device=device, progress=progress)
+    table = {a: [e.get(a) for e in expected] for a in judge.attributes}
+    return {"schema_version": 1, "judge": str(judge_dir), "images": str(images), "n": len(files),
+            "attributes": judge_images(judge, feats, table)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from thermgen.metrics.fid import default_cache_dir
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "train":
+            rep = train_judge(args.manifest, args.out, resolution=args.resolution, train_split=args.train_split,
+                              val_split=args.val_split, test_split=args.test_split, device=args.device,
+                              progress=not args.quiet, cache_dir=None if args.no_cache else (
+                                  args.cache_dir or default_cache_dir()))
+            print(ceiling_markdown(rep))
+            print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
+        else:
+            rep = eval_folder(args.judge, args.manifest, args.images, device=args.device, progress=not args.quiet)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rep, indent=2))
+            md = ["| attribute | accuracy | majority rate | balanced accuracy | n |", "| --- | --- | --- | --- | --- |"]
+            md += [f"| {a} | {r['accuracy']:.3f} | {r['majority_rate']:.3f} | {r['balanced_accuracy']:.3f} | {r['n']} |"
+                   for a, r in rep["attributes"].items()]
+            text = "\n".join(md) + "\n\n" + confusion_markdown(rep["attributes"])
+            out.with_suffix(".md").write_text(f"# Attributes of {rep['images']}\n\n" + text)
+            print(text)
+            print(f"wrote {out} and {out.with_suffix('.md')}")
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

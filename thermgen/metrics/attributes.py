@@ -1,0 +1,323 @@
+"""Attribute faithfulness of generated thermal images, judged independently of T-CLIP.
+
+The judge answers "does the image show what the prompt said?" for attributes that a thermal-camera user
+asks for: day or night, the flight altitude band, the camera-angle band, whether people are present and
+how many cars there are. It is built so that the model under test cannot game it:
+
+* **Labels come from metadata and annotations only, never from captions** (:func:`record_attributes`:
+  the record's ``meta`` and ``objects``). For HIT-UAV these are the file-name flags and the boxes; for
+  synthetic scenes their exact ground truth.
+* **Features are the frozen standard FID Inception network** (:class:`~thermgen.metrics.inception.InceptionFeatures`),
+  not T-CLIP: the conditioner never grades itself. Images are brought to the generator's resolution first
+  (real ones are downsized exactly as the FID comparison does), so real and generated images reach the
+  judge through the same pixels.
+* **A linear classifier per attribute** (multinomial logistic regression on standardised features, L2
+  strength chosen on the validation split) is trained on the *real training split*; its accuracy on the
+  real test split is the ceiling a generator can reach, reported beside the majority-class rate.
+
+:func:`judge_images` grades generated images against the attributes their prompts stated (per attribute:
+accuracy, majority rate, confusion table); :func:`swap_report` grades the swap test (same seeds, prompts
+that differ in one fact: :mod:`thermgen.ircap.swap`). Command: ``python -m thermgen.judge``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+JUDGE_SCHEMA_VERSION = 1
+
+#: Attribute name -> its classes, in a fixed order (confusion tables use it).
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "time_of_day": ("day", "night"),
+    "altitude": ("low", "mid", "high"),
+    "view": ("oblique", "steep", "nadir"),
+    "person": ("absent", "present"),
+    "cars": ("0", "1-5", "6+"),
+}
+#: What each class means, for reports.
+ATTRIBUTE_HELP: dict[str, str] = {
+    "time_of_day": "meta.time_of_day",
+    "altitude": "meta.altitude_m: low < 85 m <= mid < 115 m <= high (HIT-UAV flies 60-130 m)",
+    "view": "meta.view_angle_deg as IR-Cap states it: nadir >= 80 deg, steep >= 55 deg, else oblique",
+    "person": "at least one annotated Person box",
+    "cars": "number of annotated Car boxes: 0 / 1-5 / 6 or more",
+}
+ALT_LOW, ALT_HIGH = 85.0, 115.0
+
+
+def _car(label: str) -> bool:
+    return label.strip().lower() == "car"
+
+
+def _person(label: str) -> bool:
+    return label.strip().lower() in ("person", "people", "pedestrian")
+
+
+def record_attributes(rec: Mapping[str, Any]) -> dict[str, str]:
+    """The judge's attributes of one manifest record, from ``meta`` and ``objects`` only (never captions).
+
+    An attribute whose metadata is missing is absent from the result (e.g. no altitude for FLIR ADAS).
+    Object attributes need annotations: a record from a source without boxes has none only when the source
+    says so; every manifest record carries an ``objects`` list, so they are always present.
+    """
+    meta = rec.get("meta") or {}
+    out: dict[str, str] = {}
+    tod = meta.get("time_of_day")
+    if tod in ATTRIBUTES["time_of_day"]:
+        out["time_of_day"] = tod
+    alt = meta.get("altitude_m")
+    if alt is not None:
+        a = float(alt)
+        out["altitude"] = "low" if a < ALT_LOW else ("mid" if a < ALT_HIGH else "high")
+    ang = meta.get("view_angle_deg")
+    if ang is not None:
+        g = float(ang)
+        out["view"] = "nadir" if g >= 80 else ("steep" if g >= 55 else "oblique")
+    labels = [str(o.get("label", "")) for o in rec.get("objects") or []]
+    out["person"] = "present" if any(_person(lab) for lab in labels) else "absent"
+    n_cars = sum(_car(lab) for lab in labels)
+    out["cars"] = "0" if n_cars == 0 else ("1-5" if n_cars <= 5 else "6+")
+    return out
+
+
+def attribute_table(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str | None]]:
+    """Per attribute, one value per record (None where a record lacks it)."""
+    rows = [record_attributes(r) for r in records]
+    return {a: [row.get(a) for row in rows] for a in ATTRIBUTES}
+
+
+# ----------------------------------------------------------------------------------------------
+# Features
+
+
+def image_features(files: Sequence[Path], resolution: int, *, feature: Any = "inception", device: str | None = None,
+                   progress: bool = True, desc: str = "judge features") -> np.ndarray:
+    """Inception pool features ``(N, 2048)`` of ``files`` brought to ``resolution`` px (whole frame, as FID does).
+
+    ``feature`` may be any extractor :func:`thermgen.metrics.fid.build_feature_extractor` accepts (tests pass
+    a tiny one).
+    """
+    from thermgen.metrics.fid import build_feature_extractor, extract_features
+
+    model = build_feature_extractor(feature, device=device)
+    return extract_features(list(files), model, (resolution, resolution), device=device, progress=progress,
+                            desc=desc)
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge
+
+
+def _fit_logreg(x: torch.Tensor, y: torch.Tensor, k: int, l2: float, iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression by full-batch L-BFGS: weights ``(D, k)``, bias ``(k,)``."""
+    torch.manual_seed(0)
+    w = torch.zeros(x.shape[1], k, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+class AttributeJudge:
+    """Linear attribute classifiers on frozen features. Build with :meth:`fit`, persist with :meth:`save`."""
+
+    L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, heads: dict[str, dict[str, Any]], info: dict[str, Any]):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+        self.heads = heads  # name -> {"classes": [...], "w": (D, k), "b": (k,), "l2": float, "train_counts": {...}}
+        self.info = dict(info)
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.heads)
+
+    @classmethod
+    def fit(cls, feats: np.ndarray, labels: Mapping[str, Sequence[str | None]], *,
+            val_feats: np.ndarray | None = None, val_labels: Mapping[str, Sequence[str | None]] | None = None,
+            info: Mapping[str, Any] | None = None) -> AttributeJudge:
+        """Fit one head per attribute on ``feats`` (N, D) and ``labels[attr]`` (N values, None = unknown).
+
+        The L2 strength is the one of :attr:`L2_GRID` with the best accuracy on the validation set (the largest
+        on ties); without one, 1e-2. An attribute with fewer than 2 classes present is skipped (logged).
+        """
+        feats = np.asarray(feats, dtype=np.float64)
+        mean = feats.mean(0)
+        std = feats.std(0) + 1e-6
+        z = torch.from_numpy((feats - mean) / std)
+        zv = torch.from_numpy((np.asarray(val_feats, dtype=np.float64) - mean) / std) if val_feats is not None else None
+        heads: dict[str, dict[str, Any]] = {}
+        for attr, values in labels.items():
+            classes = list(ATTRIBUTES.get(attr) or sorted({v for v in values if v is not None}))
+            keep = np.array([v is not None for v in values])
+            present = {v for v in values if v is not None}
+            if len(present) < 2:
+                logger.warning("judge: attribute %s has %d class(es) in the training set; skipped", attr, len(present))
+                continue
+            unknown = present - set(classes)
+            if unknown:
+                raise ValueError(f"judge: attribute {attr!r} has values {sorted(unknown)} outside its classes {classes}")
+            y = torch.tensor([classes.index(v) for v in values if v is not None])
+            xk = z[torch.from_numpy(keep)]
+            best = None
+            scores = {}
+            if zv is not None and val_labels is not None and attr in val_labels:
+                vv = val_labels[attr]
+                vkeep = np.array([v is not None and v in classes for v in vv])
+                yv = torch.tensor([classes.index(v) for v in vv if v is not None and v in classes])
+                for l2 in cls.L2_GRID:
+                    w, b = _fit_logreg(xk, y, len(classes), l2)
+                    acc = float(((zv[torch.from_numpy(vkeep)] @ w + b).argmax(1) == yv).double().mean()) if len(yv) else 0.0
+                    scores[l2] = acc
+                    if best is None or acc >= best[0]:
+                        best = (acc, l2, w, b)
+                _, l2, w, b = best
+            else:
+                l2 = 1e-2
+                w, b = _fit_logreg(xk, y, len(classes), l2)
+            heads[attr] = {"classes": classes, "w": w.numpy(), "b": b.numpy(), "l2": l2,
+                           "val_accuracy_by_l2": {str(k): round(v, 4) for k, v in scores.items()},
+                           "train_counts": dict(Counter(v for v in values if v is not None))}
+        return cls(mean, std, heads, dict(info or {}))
+
+    def predict_proba(self, feats: np.ndarray) -> dict[str, np.ndarray]:
+        """Per attribute, class probabilities ``(N, k)`` in the head's class order."""
+        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.std
+        out = {}
+        for attr, h in self.heads.items():
+            logits = z @ h["w"] + h["b"]
+            logits -= logits.max(1, keepdims=True)
+            p = np.exp(logits)
+            out[attr] = p / p.sum(1, keepdims=True)
+        return out
+
+    def predict(self, feats: np.ndarray) -> dict[str, list[str]]:
+        return {a: [self.heads[a]["classes"][i] for i in p.argmax(1)] for a, p in self.predict_proba(feats).items()}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """``judge.json`` (classes, settings, provenance) + ``judge.safetensors`` (weights); no pickle."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"mean": self.mean, "std": self.std}
+        meta_heads = {}
+        for a, h in self.heads.items():
+            tensors[f"{a}.w"] = np.ascontiguousarray(h["w"])
+            tensors[f"{a}.b"] = np.ascontiguousarray(h["b"])
+            meta_heads[a] = {k: v for k, v in h.items() if k not in ("w", "b")}
+        save_file(tensors, str(folder / "judge.safetensors"))
+        (folder / "judge.json").write_text(json.dumps({"schema_version": JUDGE_SCHEMA_VERSION, "heads": meta_heads,
+                                                       "info": self.info}, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AttributeJudge:
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        meta_path, w_path = folder / "judge.json", folder / "judge.safetensors"
+        for p in (meta_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"attribute judge: {p} not found (train one with `python -m thermgen.judge train`)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("schema_version") != JUDGE_SCHEMA_VERSION:
+            raise ValueError(f"{meta_path}: schema_version {meta.get('schema_version')!r}, expected {JUDGE_SCHEMA_VERSION}")
+        t = load_file(str(w_path))
+        heads = {a: dict(h, w=t[f"{a}.w"], b=t[f"{a}.b"]) for a, h in meta["heads"].items()}
+        return cls(t["mean"], t["std"], heads, meta.get("info", {}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading
+
+
+def majority_class(judge: AttributeJudge, attr: str) -> str:
+    """The most frequent training class of ``attr`` (the "always answer this" baseline)."""
+    counts = judge.heads[attr]["train_counts"]
+    return max(judge.heads[attr]["classes"], key=lambda c: (counts.get(c, 0), c))
+
+
+def judge_images(judge: AttributeJudge, feats: np.ndarray, expected: Mapping[str, Sequence[str | None]]) -> dict[str, Any]:
+    """Grade images (their features) against the attributes each should show.
+
+    ``expected[attr]``: one value per image (None: not stated, not graded). Per attribute: ``n``,
+    ``accuracy``, ``majority_rate`` (accuracy of always answering the training majority class on the same
+    images), ``balanced_accuracy`` (mean per-class recall over the classes present) and ``confusion``
+    (``{expected: {predicted: count}}``).
+    """
+    pred = judge.predict(feats)
+    out: dict[str, Any] = {}
+    for attr, values in expected.items():
+        if attr not in judge.heads:
+            continue
+        pairs = [(e, p) for e, p in zip(values, pred[attr]) if e is not None]
+        if not pairs:
+            continue
+        classes = judge.heads[attr]["classes"]
+        maj = majority_class(judge, attr)
+        conf = {e: {p: 0 for p in classes} for e in classes}
+        for e, p in pairs:
+            conf.setdefault(e, {q: 0 for q in classes})[p] += 1
+        recalls = [conf[e][e] / sum(conf[e].values()) for e in classes if sum(conf[e].values())]
+        out[attr] = {
+            "n": len(pairs),
+            "accuracy": sum(e == p for e, p in pairs) / len(pairs),
+            "majority_class": maj,
+            "majority_rate": sum(e == maj for e, _ in pairs) / len(pairs),
+            "balanced_accuracy": float(np.mean(recalls)),
+            "confusion": conf,
+        }
+    return out
+
+
+def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: np.ndarray,
+                values_a: Sequence[str], values_b: Sequence[str]) -> dict[str, Any]:
+    """How often the judge's verdict follows a one-fact swap of the prompt (same seed per pair).
+
+    ``follows``: the verdict is the prompted value on both sides of the pair. ``moved``: the probability of
+    side B's value is higher on B's image than on A's (the swap pushed the image the right way, even if
+    not across the judge's boundary). ``verdict_changed``: the two verdicts differ at all.
+    """
+    if len(feats_a) != len(feats_b) or len(values_a) != len(feats_a) or len(values_b) != len(feats_b):
+        raise ValueError("swap_report: both sides need one feature row and one value per pair")
+    classes = judge.heads[attr]["classes"]
+    pa, pb = judge.predict_proba(feats_a)[attr], judge.predict_proba(feats_b)[attr]
+    va, vb = pa.argmax(1), pb.argmax(1)
+    ia = np.array([classes.index(v) for v in values_a])
+    ib = np.array([classes.index(v) for v in values_b])
+    rows = np.arange(len(ia))
+    n = len(ia)
+    return {
+        "attribute": attr, "pairs": n,
+        "follows": float(((va == ia) & (vb == ib)).mean()) if n else float("nan"),
+        "moved": float((pb[rows, ib] > pa[rows, ib]).mean()) if n else float("nan"),
+        "verdict_changed": float((va != vb).mean()) if n else float("nan"),
+        "a_correct": float((va == ia).mean()) if n else float("nan"),
+        "b_correct": float((vb == ib).mean()) if n else float("nan"),
+    }
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], dtype=np.float64)
+    return {"mean": float(v.mean()) if len(v) else float("nan"), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "n": int(len(v))}
