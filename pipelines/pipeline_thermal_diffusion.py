@@ -12,7 +12,8 @@ Thermal specifics:
   encoder's mode decides how to use (fused or concatenated token states).
 * The VAE may be 1-channel (trained on thermal) or a pretrained 3-channel Stable Diffusion VAE: thermal
   is replicated to 3 channels on encode and the channels averaged on decode
-  (:func:`encode_thermal`, :func:`decode_thermal`).
+  (:func:`encode_thermal`, :func:`decode_thermal`); or the lossless :class:`PatchAutoencoder`, which folds
+  pixel patches into channels (pixel-space diffusion at a latent model's cost).
 * Outputs are single-channel: PIL mode "L", float arrays in [0, 1], or 16-bit integers; optionally
   rendered through a thermal colormap (PIL "RGB").
 """
@@ -34,6 +35,7 @@ from diffusers.utils import BaseOutput, is_xformers_available, logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from .colormaps import Colormap, apply_colormap, check_colormap
+from .patch_autoencoder import PatchAutoencoder
 
 logger = logging.get_logger(__name__)
 
@@ -143,7 +145,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL | PatchAutoencoder,
         text_encoder: ModelMixin,
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
@@ -183,6 +185,23 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             embeds = embeds[0]
         embeds = embeds.to(device=device, dtype=self.unet.dtype)
         return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    @property
+    def takes_pooled(self) -> bool:
+        """Whether the UNet takes T-CLIP's pooled prompt embedding (``class_embed_type="projection"``)."""
+        return getattr(self.unet.config, "class_embed_type", None) == "projection"
+
+    def encode_pooled(
+        self, prompt: list[str], prompt_fine: list[str] | None, device: torch.device, num_images_per_prompt: int
+    ) -> torch.Tensor:
+        """T-CLIP's pooled prompt embeddings (B * num_images_per_prompt, pooled_size) for a UNet that takes them."""
+        if not hasattr(self.text_encoder, "pooled"):
+            raise ValueError(f"the UNet takes a pooled prompt embedding but the text encoder "
+                             f"{type(self.text_encoder).__name__} has no .pooled()")
+        ids = self.text_encoder.tokenize(list(prompt)).to(device)
+        ids_fine = self.text_encoder.tokenize(list(prompt_fine)).to(device) if prompt_fine is not None else None
+        pooled = self.text_encoder.pooled(ids, ids_fine)
+        return pooled.to(device=device, dtype=self.unet.dtype).repeat_interleave(num_images_per_prompt, dim=0)
 
     def prepare_latents(
         self,
@@ -378,6 +397,8 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         colormap: Colormap | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
@@ -415,6 +436,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 Initial noise (B * num_images_per_prompt, C, height / f, width / f); sampled if None.
             prompt_embeds / negative_prompt_embeds (`torch.Tensor`, *optional*):
                 Precomputed token states (B, L, hidden_size) instead of `prompt` / `negative_prompt`.
+            pooled_prompt_embeds / negative_pooled_prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed pooled prompt embeddings (B, pooled_size) (`TCLIPTextEncoder.pooled`), needed with
+                `prompt_embeds` / `negative_prompt_embeds` when the UNet takes them (`takes_pooled`).
             output_type (`str`, defaults to `"pil"`):
                 `"pil"`, `"np"`, `"pt"`, `"uint16"` or `"latent"`; see [`ThermalDiffusionPipelineOutput`].
             colormap (`str` or callable, *optional*):
@@ -475,12 +499,20 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             if fine is not None and len(fine) == 1:
                 fine = fine * batch_size
             prompt_embeds = self.encode_prompt(prompts, fine, device, num_images_per_prompt)
+            if self.takes_pooled and pooled_prompt_embeds is None:
+                pooled_prompt_embeds = self.encode_pooled(prompts, fine, device, num_images_per_prompt)
         else:
             batch_size = prompt_embeds.shape[0]
             fine = None
             prompt_embeds = prompt_embeds.to(device=device, dtype=self.unet.dtype).repeat_interleave(
                 num_images_per_prompt, dim=0
             )
+            if self.takes_pooled:
+                if pooled_prompt_embeds is None:
+                    raise ValueError("this pipeline's UNet takes a pooled prompt embedding: pass `pooled_prompt_embeds` "
+                                     "(TCLIPTextEncoder.pooled) with `prompt_embeds`")
+                pooled_prompt_embeds = pooled_prompt_embeds.to(device=device, dtype=self.unet.dtype)
+                pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         if self.do_classifier_free_guidance:
             if negative_prompt_embeds is None:
                 negatives = self._as_list(negative_prompt, "negative_prompt") or [""]
@@ -491,10 +523,21 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 negative_prompt_embeds = self.encode_prompt(
                     negatives, negatives if fine is not None else None, device, num_images_per_prompt
                 )
+                if self.takes_pooled and negative_pooled_prompt_embeds is None:
+                    negative_pooled_prompt_embeds = self.encode_pooled(
+                        negatives, negatives if fine is not None else None, device, num_images_per_prompt
+                    )
             else:
                 negative_prompt_embeds = negative_prompt_embeds.to(
                     device=device, dtype=self.unet.dtype
                 ).repeat_interleave(num_images_per_prompt, dim=0)
+                if self.takes_pooled:
+                    if negative_pooled_prompt_embeds is None:
+                        raise ValueError("this pipeline's UNet takes a pooled prompt embedding: pass "
+                                         "`negative_pooled_prompt_embeds` with `negative_prompt_embeds`")
+                    negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.to(
+                        device=device, dtype=self.unet.dtype
+                    ).repeat_interleave(num_images_per_prompt, dim=0)
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -513,13 +556,19 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
+                class_labels = None
                 if self.do_classifier_free_guidance:
                     model_input = torch.cat([latents, latents])
                     context = torch.cat([negative_prompt_embeds, prompt_embeds])
+                    if self.takes_pooled:
+                        class_labels = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])
                 else:
                     model_input, context = latents, prompt_embeds
+                    class_labels = pooled_prompt_embeds if self.takes_pooled else None
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                noise_pred = self.unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+                noise_pred = self.unet(
+                    model_input, t, encoder_hidden_states=context, class_labels=class_labels, return_dict=False
+                )[0]
                 if self.do_classifier_free_guidance:
                     noise_uncond, noise_text = noise_pred.chunk(2)
                     noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)

@@ -20,6 +20,7 @@ def tiny_components(
     cross_attention_dim: int = 48,
     vae_channels: int = 1,
     seed: int = 0,
+    pooled: bool = False,
 ) -> dict:
     """Components of a tiny pipeline: 16x16 px images, 8x8x4 latents.
 
@@ -27,6 +28,7 @@ def tiny_components(
     cross_attention_dim: the UNet's; when it differs from the text width (32) the UNet bridges it with
         ``encoder_hid_dim_type="text_proj"``, as pipelines built on pretrained UNets do.
     vae_channels: 1 (thermal VAE) or 3 (an SD-style VAE; thermal replicated on encode, averaged on decode).
+    pooled: the UNet also takes T-CLIP's pooled prompt embedding (``class_embed_type="projection"``).
     """
     from tclip.text_encoder import TCLIPTextEncoder
 
@@ -34,6 +36,8 @@ def tiny_components(
     text_encoder = TCLIPTextEncoder(embed_dim=32, text_cfg=dict(TINY_TEXT_CFG), mode=mode).eval()
     hidden = text_encoder.hidden_size
     bridge = {} if cross_attention_dim == hidden else {"encoder_hid_dim": hidden, "encoder_hid_dim_type": "text_proj"}
+    if pooled:
+        bridge.update(class_embed_type="projection", projection_class_embeddings_input_dim=text_encoder.pooled_size)
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
         sample_size=8,

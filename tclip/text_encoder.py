@@ -112,6 +112,33 @@ class TCLIPTextEncoder(ModelMixin, ConfigMixin):
         return int(next(iter(self.towers.values())).width)
 
     @property
+    def pooled_size(self) -> int:
+        """Width of the pooled prompt embedding (:meth:`pooled`): T-CLIP's joint embedding width."""
+        return int(self.config.embed_dim)
+
+    def pooled(self, input_ids: torch.LongTensor, input_ids_fine: torch.LongTensor | None = None) -> torch.FloatTensor:
+        """T-CLIP's prompt embedding (B, pooled_size): the end-of-text state projected into the joint space.
+
+        This is the vector the contrastive training made discriminative (what retrieval ranks by), so it carries
+        scene-wide attributes (time of day, altitude, view, counts) more plainly than the per-token states. The
+        two adapters are fused as in retrieval ("fused"/"concat": alpha * global + (1 - alpha) * fine of the unit
+        embeddings). Returned with unit RMS (L2 norm sqrt(pooled_size)), a scale that a UNet's class-embedding
+        MLP takes without rescaling.
+        """
+        import torch.nn.functional as F
+
+        mode = self.config.mode
+        if mode in ("base", "global", "fine"):
+            e = F.normalize(self.towers[mode](input_ids.to(self.device)), dim=-1)
+        else:
+            fine_ids = input_ids if input_ids_fine is None else input_ids_fine
+            g = F.normalize(self.towers["global"](input_ids.to(self.device)), dim=-1)
+            f = F.normalize(self.towers["fine"](fine_ids.to(self.device)), dim=-1)
+            a = float(self.config.alpha)
+            e = F.normalize(a * g + (1.0 - a) * f, dim=-1)
+        return e * (self.pooled_size ** 0.5)
+
+    @property
     def tokenizer(self):
         if self._tokenizer is None:
             from open_clip.tokenizer import SimpleTokenizer
@@ -155,9 +182,13 @@ class TCLIPTextEncoder(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def encode_prompt(
-        self, prompts: list[str], prompts_fine: list[str] | None = None, device: torch.device | str | None = None
-    ) -> torch.FloatTensor:
-        """Prompts [and fine prompts] -> hidden states (B, L_out, hidden_size) on `device` (default: the model's)."""
+        self, prompts: list[str], prompts_fine: list[str] | None = None, device: torch.device | str | None = None,
+        return_pooled: bool = False,
+    ) -> torch.FloatTensor | tuple[torch.FloatTensor, torch.FloatTensor]:
+        """Prompts [and fine prompts] -> hidden states (B, L_out, hidden_size) on `device` (default: the model's).
+
+        return_pooled: also return :meth:`pooled` (B, pooled_size), as ``(states, pooled)``.
+        """
         ids = self.tokenize(prompts)
         ids_fine = None
         if prompts_fine is not None:
@@ -165,4 +196,8 @@ class TCLIPTextEncoder(ModelMixin, ConfigMixin):
                 raise ValueError(f"prompts_fine has {len(prompts_fine)} entries, prompts has {len(prompts)}")
             ids_fine = self.tokenize(prompts_fine)
         out = self(ids, ids_fine)
-        return out if device is None else out.to(device)
+        out = out if device is None else out.to(device)
+        if not return_pooled:
+            return out
+        pooled = self.pooled(ids, ids_fine)
+        return out, (pooled if device is None else pooled.to(device))

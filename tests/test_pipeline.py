@@ -230,3 +230,34 @@ def test_bad_input_raises_naming_the_argument(pipe, kwargs, named):
     kwargs = {"prompt": PROMPT, "num_inference_steps": 1, **kwargs}
     with pytest.raises(ValueError, match=f"`{named}`"):
         pipe(**kwargs)
+
+
+# ---- pooled prompt embedding (unet.pooled_conditioning) ---------------------------------------------------
+def test_pooled_conditioning_reaches_the_unet_and_round_trips(tmp_path):
+    pipe = tiny_pipeline(mode="fused", pooled=True)
+    assert pipe.takes_pooled
+    seen = []
+    hook = pipe.unet.class_embedding.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    try:
+        a = run(pipe, prompt="An infrared thermal image of a road at night", guidance_scale=3.0)
+    finally:
+        hook.remove()
+    # CFG: the empty prompt's pooled embedding first, the prompt's second; unit RMS.
+    ids = pipe.text_encoder.tokenize(["", "An infrared thermal image of a road at night"])
+    expect = pipe.text_encoder.pooled(ids)
+    assert torch.allclose(seen[0], expect, atol=1e-5)
+    assert torch.allclose(expect.pow(2).mean(-1), torch.ones(2), atol=1e-4)
+    # The pooled input changes the output by itself: same token states, other pooled vector.
+    pe = pipe.text_encoder.encode_prompt(["An infrared thermal image of a road at night"])
+    ne = pipe.text_encoder.encode_prompt([""])
+    pp, npp = pipe.text_encoder.encode_prompt(["a day scene"], return_pooled=True)[1], expect[:1]
+    b = run(pipe, prompt=None, prompt_embeds=pe, negative_prompt_embeds=ne, pooled_prompt_embeds=pp,
+            negative_pooled_prompt_embeds=npp, guidance_scale=3.0)
+    assert np.abs(a - b).max() > 1e-4
+    with pytest.raises(ValueError, match="pooled_prompt_embeds"):
+        run(pipe, prompt=None, prompt_embeds=pe, negative_prompt_embeds=ne, guidance_scale=3.0)
+    pipe.save_pretrained(tmp_path)
+    again = ThermalDiffusionPipeline.from_pretrained(tmp_path)
+    again.set_progress_bar_config(disable=True)
+    assert again.takes_pooled
+    assert np.allclose(run(again, prompt="An infrared thermal image of a road at night", guidance_scale=3.0), a, atol=1e-6)

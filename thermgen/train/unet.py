@@ -44,19 +44,29 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 CACHE_KEYS = ("latent_mean", "latent_std", "text_states", "uncond_states")
+#: Written when the text encoder has a pooled prompt embedding (TCLIPTextEncoder.pooled); read when the UNet
+#: takes it (``unet.pooled_conditioning``).
+POOLED_KEYS = ("pooled", "uncond_pooled")
 
 
 # --------------------------------------------------------------------------------------------------
 # Building the UNet
 # --------------------------------------------------------------------------------------------------
-def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_width: int, seed: int = 0):
+def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_width: int, seed: int = 0,
+               pooled_dim: int | None = None):
     """A ``UNet2DConditionModel`` for ``latent_channels`` x ``latent_size``^2 latents and ``text_width``-wide tokens.
 
     ``unet_cfg`` is the recipe's ``unet`` section. With ``pretrained`` set, loads an SD-format UNet (a
     pipeline folder's ``unet/`` or a UNet folder); otherwise builds one from the sizes (seeded). When the
     text width differs from ``cross_attention_dim``, token states are projected by the UNet's own
     ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``), so the pipeline needs no extra module.
+    With ``unet_cfg["pooled_conditioning"]`` the UNet also takes T-CLIP's pooled prompt embedding
+    (``pooled_dim`` wide) through diffusers' ``class_embed_type="projection"``: an MLP whose output is added to
+    the timestep embedding of every resnet block (as SDXL adds its pooled text embedding).
     """
+    pooled = bool(unet_cfg.get("pooled_conditioning"))
+    if pooled and not pooled_dim:
+        raise ValueError("unet.pooled_conditioning needs the text encoder's pooled embedding width (pooled_dim)")
     from diffusers import UNet2DConditionModel
 
     if unet_cfg.get("pretrained"):
@@ -74,6 +84,9 @@ def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_w
         unet, changes = adapt_unet_to_text_width(unet, text_width)
         if changes:
             logger.info("unet.pretrained %s adapted to %d-wide T-CLIP tokens: %s", path, text_width, changes)
+        if pooled and unet.config.class_embed_type != "projection":
+            raise ValueError(f"unet.pooled_conditioning: the pretrained UNet in {path} has no projection class "
+                             "embedding; set unet.pooled_conditioning=false for it")
         return unet
     cad = unet_cfg["cross_attention_dim"]
     torch.manual_seed(seed)
@@ -94,6 +107,9 @@ def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_w
         addition_embed_type=unet_cfg.get("addition_embed_type"),
         # attention pooling of the token states: 64-wide heads when the width allows (diffusers' default)
         addition_embed_type_num_heads=text_width // 64 if text_width % 64 == 0 else 1,
+        resnet_time_scale_shift=unet_cfg.get("resnet_time_scale_shift", "default"),
+        class_embed_type="projection" if pooled else None,
+        projection_class_embeddings_input_dim=pooled_dim if pooled else None,
     )
 
 
@@ -213,7 +229,8 @@ def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: 
     images: float (N, 1, H, W) in [0, 1] (replicated to 3 channels for a 3-channel VAE).
     Returns ``latent_mean``/``latent_std`` (N, C, h, w), already multiplied by the VAE's scaling factor (and
     shifted by its shift factor), ``text_states`` (N, L, D) and ``uncond_states`` (1, L, D) (the empty
-    prompt, the pipeline's unconditional input for classifier-free guidance).
+    prompt, the pipeline's unconditional input for classifier-free guidance), and when the encoder has a pooled
+    prompt embedding (``TCLIPTextEncoder.pooled``) ``pooled`` (N, P) and ``uncond_pooled`` (1, P).
     """
     from tqdm.auto import tqdm
 
@@ -224,7 +241,8 @@ def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: 
     text_encoder = text_encoder.to(device).eval()
     sf = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    means, stds, texts = [], [], []
+    means, stds, texts, pooled = [], [], [], []
+    has_pooled = hasattr(text_encoder, "pooled")
     for s in tqdm(range(0, len(images), batch_size), desc="encode training set", disable=not progress):
         x = images[s:s + batch_size].to(device) * 2 - 1
         if vae.config.in_channels == 3 and x.shape[1] == 1:
@@ -233,10 +251,21 @@ def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: 
         means.append(((dist.mean - shift) * sf).float().cpu())
         stds.append((dist.std * sf).float().cpu())
         pf = prompts_fine[s:s + batch_size] if prompts_fine is not None else None
-        texts.append(text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device).float().cpu())
-    uncond = text_encoder.encode_prompt([""], [""] if prompts_fine is not None else None, device=device).float().cpu()
-    return {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
-            "text_states": torch.cat(texts).contiguous(), "uncond_states": uncond.contiguous()}
+        enc = text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device, **(
+            {"return_pooled": True} if has_pooled else {}))
+        texts.append((enc[0] if has_pooled else enc).float().cpu())
+        if has_pooled:
+            pooled.append(enc[1].float().cpu())
+    empty_fine = [""] if prompts_fine is not None else None
+    out = {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
+           "text_states": torch.cat(texts).contiguous()}
+    if has_pooled:
+        u, up = text_encoder.encode_prompt([""], empty_fine, device=device, return_pooled=True)
+        out.update(uncond_states=u.float().cpu().contiguous(), pooled=torch.cat(pooled).contiguous(),
+                   uncond_pooled=up.float().cpu().contiguous())
+    else:
+        out["uncond_states"] = text_encoder.encode_prompt([""], empty_fine, device=device).float().cpu().contiguous()
+    return out
 
 
 def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
@@ -244,7 +273,7 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: cache[k] for k in CACHE_KEYS}, str(tmp))
+    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS if k in cache}, str(tmp))
     tmp.replace(path)
 
 
@@ -257,7 +286,7 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
     missing = [k for k in CACHE_KEYS if k not in cache]
     if missing:
         raise ValueError(f"{path}: training cache lacks {missing}")
-    n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states")}
+    n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states", "pooled") if k in cache}
     if len(set(n.values())) != 1:
         raise ValueError(f"{path}: training cache rows disagree: {n}")
     return cache
@@ -516,8 +545,13 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
                          f"{n} training images")
 
     seed = rc["seed"]
+    use_pooled = bool(cfg["unet"].get("pooled_conditioning"))
+    if use_pooled and not all(k in cache for k in POOLED_KEYS):
+        raise ValueError("unet.pooled_conditioning is true but the training cache has no pooled prompt embeddings "
+                         f"({', '.join(POOLED_KEYS)}): encode it with a text encoder that has .pooled (TCLIPTextEncoder)")
     unet = build_unet(cfg["unet"], latent_channels=latent_shape[0], latent_size=latent_shape[-1],
-                      text_width=text_width, seed=seed)
+                      text_width=text_width, seed=seed,
+                      pooled_dim=int(cache["pooled"].shape[-1]) if use_pooled else None)
     schedule = resolve_noise_schedule(cfg, log=accelerator.is_main_process)
     noise_scheduler = make_noise_scheduler(cfg)
     pred_type = schedule["prediction_type"]
@@ -597,6 +631,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     lat_std = cache["latent_std"]
     text = cache["text_states"]
     uncond = cache["uncond_states"][0]
+    pooled_all = cache["pooled"] if use_pooled else None
+    uncond_pooled = cache["uncond_pooled"][0] if use_pooled else None
     accum = tc["gradient_accumulation_steps"]
     val_every = tc["validation_steps"]
     do_val = vae is not None and text_encoder is not None and accelerator.is_main_process
@@ -623,6 +659,12 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             drop = mb["drop"][sl]
             if drop.any():
                 states[drop] = uncond.to(states.dtype)
+            class_labels = None
+            if use_pooled:
+                class_labels = pooled_all[idx].clone()
+                if drop.any():
+                    class_labels[drop] = uncond_pooled.to(class_labels.dtype)
+                class_labels = class_labels.to(accelerator.device)
             noise = mb["noise"][sl]
             timesteps = mb["timesteps"][sl]
             dev = accelerator.device
@@ -630,7 +672,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             target = noise if pred_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
             with accelerator.accumulate(unet):
-                pred = unet(noisy, timesteps, states, return_dict=False)[0]
+                pred = unet(noisy, timesteps, states, class_labels=class_labels, return_dict=False)[0]
                 per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                 if tc["snr_gamma"] is not None:
                     snr = compute_snr(noise_scheduler, timesteps)
