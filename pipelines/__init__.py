@@ -8,6 +8,7 @@
 import tclip.text_encoder  # noqa: F401
 
 from .colormaps import THERMAL_COLORMAPS, apply_colormap, colormap_lut
+from .patch_autoencoder import PatchAutoencoder, load_thermal_vae
 from .pipeline_thermal_diffusion import (
     ThermalDiffusionPipeline,
     ThermalDiffusionPipelineOutput,
@@ -16,6 +17,7 @@ from .pipeline_thermal_diffusion import (
 )
 
 __all__ = [
+    "PatchAutoencoder",
     "THERMAL_COLORMAPS",
     "ThermalDiffusionPipeline",
     "ThermalDiffusionPipelineOutput",
@@ -23,4 +25,5 @@ __all__ = [
     "colormap_lut",
     "decode_thermal",
     "encode_thermal",
+    "load_thermal_vae",
 ]

@@ -218,3 +218,33 @@ def test_command_rejects_unknown_override_naming_it(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"), "stpes=2"]) == 2
     assert "vae.stpes" in capsys.readouterr().err
+
+
+# ---- the lossless patch autoencoder (vae.kind = "patch") -----------------------------------------------------
+def test_patch_autoencoder_is_lossless_whitened_and_reloads(tmp_path):
+    from pipelines import PatchAutoencoder, load_thermal_vae
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(12, 1, 32, 32, generator=g) * 0.5 + 0.2
+    val = torch.rand(4, 1, 32, 32, generator=g) * 0.5 + 0.2
+    rep = train_vae({"kind": "patch", "patch_size": 4, "resolution": 32, "num_preview": 2}, train, val, tmp_path / "ae",
+                    show_progress=False)
+    assert rep["source"] == "patch" and rep["parameters"] == 0 and rep["downsample_factor"] == 4
+    assert rep["val"]["l1"] < 1e-5  # exact up to the vanishing posterior variance
+    ae = load_thermal_vae(tmp_path / "ae")
+    assert isinstance(ae, PatchAutoencoder) and ae.config.latent_channels == 16
+    z = encode_thermal(ae, train, sample=False)
+    assert z.shape == (12, 16, 8, 8)
+    assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3  # shift/scaling fitted on the train set
+    assert torch.allclose(decode_thermal(ae, z), train, atol=1e-5)
+    # The same fold as torch's pixel_unshuffle: a real pixel layout, not a learned code.
+    assert torch.equal(ae.encode(train * 2 - 1).latent_dist.mean, torch.nn.functional.pixel_unshuffle(train * 2 - 1, 4))
+    assert isinstance(load_thermal_vae(_save_kl(tmp_path / "kl")), AutoencoderKL)
+    with pytest.raises(ValueError, match="patch_size"):
+        validate_vae_config({"kind": "patch", "patch_size": 3})
+
+
+def _save_kl(path):
+    AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8,), norm_num_groups=8, latent_channels=4,
+                  down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).save_pretrained(path)
+    return path

@@ -42,6 +42,9 @@ from thermgen.data.sample import DataError
 # Every key train_vae understands, with its default. Configs are data: unknown keys are errors.
 VAE_DEFAULTS: dict[str, Any] = {
     # where the model comes from
+    "kind": "kl",  # "kl": an AutoencoderKL (trained, or pretrained); "patch": pipelines.PatchAutoencoder, lossless
+    # p x p patch folding with nothing to train (pixel-space diffusion at a latent model's cost)
+    "patch_size": 4,  # kind "patch": 64 px -> 16 x 16 x 16 latents
     "pretrained": None,  # None: from scratch; else an SD pipeline folder (with vae/) or an AutoencoderKL folder
     "channels": 1,  # 1: single-channel VAE; 3: keep a pretrained 3-channel VAE (replicate / average)
     # architecture (from scratch only); 3 blocks = 4x downsampling: 64 px -> 16x16 latents
@@ -105,6 +108,11 @@ def validate_vae_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
 
     need("pretrained", out["pretrained"] is None or isinstance(out["pretrained"], (str, Path)), "null or a folder path")
     need("channels", out["channels"] in (1, 3), "1 or 3")
+    need("kind", out["kind"] in ("kl", "patch"), "'kl' or 'patch'")
+    need("patch_size", is_int(out["patch_size"]) and out["patch_size"] >= 1
+         and not out["patch_size"] & (out["patch_size"] - 1), "a power of two")
+    if out["kind"] == "patch":
+        need("resolution", out["resolution"] % out["patch_size"] == 0, f"divisible by vae.patch_size {out['patch_size']}")
     if out["pretrained"] is None:
         need("channels", out["channels"] == 1, "1 when training from scratch (3 only keeps a pretrained SD VAE)")
     boc = out["block_out_channels"]
@@ -436,7 +444,16 @@ def train_vae(
         accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"])
     set_seed(cfg["seed"])
 
-    if cfg["pretrained"] is None:
+    if cfg["kind"] == "patch":
+        from pipelines.patch_autoencoder import PatchAutoencoder
+
+        if cfg["pretrained"] is not None:
+            raise ValueError("vae.kind 'patch' has no weights: vae.pretrained must be null")
+        vae = PatchAutoencoder(in_channels=1, patch_size=cfg["patch_size"])
+        vae.fit_scale(train_x if len(train_x) else val_x)
+        cfg = dict(cfg, steps=0, scaling_factor=float(vae.config.scaling_factor))
+        source = "patch"
+    elif cfg["pretrained"] is None:
         vae = build_vae(cfg)
         source = "scratch"
     else:
