@@ -77,6 +77,20 @@ def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
         assert row["n_fake"] == 4
     contrast = json.loads((run / "reports" / "contrast.json").read_text())
     assert set(contrast["generated"]) == {"day", "night", "many_cars", "few_people"}
+    # The attribute judge: its ceiling on real test images, generated images graded against their records'
+    # attributes, the one-fact swap test, and the day/night verdicts of the contrast report.
+    judge = json.loads((run / "reports" / "judge.json").read_text())
+    assert "time_of_day" in judge["ceiling"] and 0 <= judge["ceiling"]["time_of_day"]["accuracy"] <= 1
+    for row in gen["rows"].values():
+        over = row["over_seeds"]
+        assert over["attributes"]["time_of_day"]["accuracy"]["n"] == 1
+        assert over["swap"]["time_of_day"]["pairs"] == 4  # every test record, edited to day and to night
+        assert row["judge"]["attributes"]["time_of_day"]["n"] == 4
+    assert "Swap test" in (run / "reports" / "generation.md").read_text()
+    index = json.loads((run / "eval" / "tclip" / "images" / "generation.json").read_text())["images"]
+    assert [e["record_id"].split("/")[1] for e in index] == ["test"] * 4
+    assert {"separation", "auc"} <= set(contrast["judge"]["generated"]) and contrast["judge"]["real"]["n"][0] > 0
+    assert "Day vs night, by the attribute judge" in (run / "reports" / "contrast.md").read_text()
     assert summary["peak_rss_mb"] > 0
     first = json.loads((run / "manifest.jsonl").read_text().splitlines()[0])
     assert len(first["caption_variants"]["global"]) == 2  # captions.variants reaches the manifest T-CLIP trains on
@@ -179,3 +193,20 @@ def test_stages_may_use_different_mixed_precision_in_one_process():
     reset_accelerate_state()
     assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
     reset_accelerate_state()
+
+
+def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
+    """python -m thermgen.bench.control: EMA weights per checkpoint, FID + judge + day/night swap, curve PNG."""
+    from thermgen.bench.control import main as control
+
+    run, _ = base_run
+    out = tmp_path / "control"
+    assert control(["--run", str(run), "--out", str(out), "--split", "val", "--steps", "2", "--raw", "--quiet"]) == 0
+    rows = json.loads((out / "control.json").read_text())
+    assert [(r["step"], r["weights"]) for r in rows] == [(2, "ema"), (4, "ema"), (4, "raw")]
+    for r in rows:
+        assert r["n"] == 4 and r["fid"] > 0 and "time_of_day" in r["attributes"]
+        assert 0 <= r["swap_time_of_day"]["follows"] <= 1
+    # EMA and raw weights of the same checkpoint are different models.
+    assert rows[1]["fid"] != rows[2]["fid"]
+    assert (out / "control.png").stat().st_size > 0 and "| 4 | raw |" in (out / "control.md").read_text()

@@ -113,6 +113,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cross_attention_dim": Field(int, 128, "cross-attention width; the T-CLIP width is projected to it "
                                      "(encoder_hid_dim_type='text_proj') when they differ", min=1),
         "norm_num_groups": Field(int, 32, "GroupNorm groups", min=1),
+        "pooled_conditioning": Field(bool, False, "also condition on T-CLIP's pooled prompt embedding (the contrastive "
+                                     "end-of-text embedding, fused like retrieval), through diffusers' "
+                                     "class_embed_type='projection': added to the timestep embedding of every "
+                                     "resnet block, as SDXL adds its pooled text embedding"),
+        "resnet_time_scale_shift": Field(str, "default", "how the timestep (+ pooled prompt) embedding enters each "
+                                         "resnet block: 'default' adds it as a bias; 'scale_shift' modulates the "
+                                         "normalised features (FiLM, as in ADM/Imagen)",
+                                         choices=("default", "scale_shift")),
         "addition_embed_type": Field(str, "text", "'text': the attention-pooled T-CLIP token states are also added "
                                      "to the timestep embedding of every resnet block (diffusers "
                                      "addition_embed_type='text'), so scene-wide attributes (day/night, weather) "
@@ -186,6 +194,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "ablation": Field(bool, True, "also train the same UNet conditioned on the base (un-adapted) text tower"),
         "contrast_images_per_prompt": Field(int, 8, "samples per contrast prompt", min=2),
         "grid_prompts": Field(int, 4, "test captions shown in the sample grid", min=1),
+        "judge": Field(bool, True, "train the attribute judge (Inception features + linear heads on the real train "
+                       "split; thermgen.judge) and grade generated images and the one-fact swap test with it"),
+        "seeds": Field(list, None, "generation seeds of the evaluation (FID, attributes, swaps reported as mean ± std "
+                       "over them); None: [run.seed]", nullable=True, item_type=int),
+        "swap_pairs": Field(int, 64, "prompt pairs per swap kind (time of day, people, cars) in the swap test", min=1),
     },
 }
 

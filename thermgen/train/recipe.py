@@ -261,6 +261,28 @@ def run_vae(ctx: Context) -> dict:
     return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress)
 
 
+# ---- attribute judge -----------------------------------------------------------------------------
+def judge_dir(ctx: Context) -> Path:
+    return ctx.run / "judge"
+
+
+def feature_cache(ctx: Context) -> Path:
+    return ctx.run / "eval" / "cache"
+
+
+def run_judge(ctx: Context) -> dict:
+    """The attribute judge on the real splits (thermgen.judge.train_judge); its ceiling goes to reports/judge.md."""
+    from thermgen.judge import train_judge
+
+    d = ctx.cfg["data"]
+    rep = train_judge(ctx.manifest, judge_dir(ctx), resolution=ctx.cfg["train"]["resolution"], train_split=d["train_split"],
+                      val_split=d["val_split"], test_split=d["test_split"], device=ctx.device, progress=ctx.progress,
+                      cache_dir=feature_cache(ctx))
+    _write_json(ctx.reports_dir / "judge.json", rep)
+    shutil.copyfile(judge_dir(ctx) / "report.md", ctx.reports_dir / "judge.md")
+    return {a: {"accuracy": r["accuracy"], "majority_rate": r["majority_rate"]} for a, r in rep["ceiling"].items()}
+
+
 # ---- UNet (main and ablation) --------------------------------------------------------------------
 def _prompts_for_mode(mode: str, recs: list[dict]) -> tuple[list[str], list[str] | None]:
     """(prompts, fine prompts) as the text encoder's mode consumes them."""
@@ -280,9 +302,9 @@ def load_text_encoder(ctx: Context, mode: str):
 
 
 def load_vae(ctx: Context):
-    from diffusers import AutoencoderKL
+    from pipelines.patch_autoencoder import load_thermal_vae
 
-    return AutoencoderKL.from_pretrained(ctx.vae_dir)
+    return load_thermal_vae(ctx.vae_dir)
 
 
 def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Path, stage_hash: str) -> dict:
@@ -377,34 +399,110 @@ def write_sample_grid(ctx: Context, pipeline_dir: Path, mode: str) -> Path:
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list[dict], out: Path) -> Path:
-    """One 16-bit PNG per record (``<index:05d>.png``), generated from its captions with seed ``run.seed + index``."""
+def eval_seeds(cfg: dict) -> list[int]:
+    return list(cfg["eval"]["seeds"] or [cfg["run"]["seed"]])
+
+
+def _seed_base(seed: int) -> int:
+    """Image ``i`` of an evaluation with seed ``s`` is generated with ``s * 1_000_003 + i`` (seed 0: ``i``)."""
+    return seed * 1_000_003
+
+
+def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | None, out: Path, *, seed: int,
+                     record_ids: list[str] | None = None, desc: str = "generate") -> Path:
+    """One 16-bit PNG per prompt (``<index:05d>.png``, generated with seed ``_seed_base(seed) + index``) and a
+    ``generation.json`` index (file, prompt, fine prompt, record id, seed) that thermgen.fid / thermgen.judge read."""
     from thermgen.io import write_png16
 
     cfg = ctx.cfg
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    pipe = _load_pipeline(pipeline_dir, ctx.device)
-    prompts, fine = _prompts_for_mode(mode, recs)
     from tqdm.auto import tqdm
 
     batch = 16
     res = cfg["train"]["resolution"]
-    for s in tqdm(range(0, len(recs), batch), desc=f"generate ({mode})", disable=not ctx.progress):
-        idx = list(range(s, min(len(recs), s + batch)))
-        gens = [torch.Generator().manual_seed(cfg["run"]["seed"] + i) for i in idx]
+    entries = []
+    for s in tqdm(range(0, len(prompts), batch), desc=desc, disable=not ctx.progress):
+        idx = list(range(s, min(len(prompts), s + batch)))
+        gens = [torch.Generator().manual_seed(_seed_base(seed) + i) for i in idx]
         kw = {"prompt_fine": [fine[i] for i in idx]} if fine is not None else {}
         imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
                     guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
                     output_type="uint16", **kw).images
         for i, im in zip(idx, imgs):
             write_png16(out / f"{i:05d}.png", np.asarray(im)[..., 0])
+            e = {"file": f"{i:05d}.png", "prompt": prompts[i], "seed": _seed_base(seed) + i}
+            if fine is not None:
+                e["prompt_fine"] = fine[i]
+            if record_ids is not None:
+                e["record_id"] = record_ids[i]
+            entries.append(e)
+    (out / "generation.json").write_text(json.dumps({"images": entries}, indent=1))
+    return out
+
+
+def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list[dict], out: Path,
+                         seed: int | None = None, pipe=None) -> Path:
+    """One 16-bit PNG per record, generated from its captions (see :func:`generate_prompts`)."""
+    pipe = pipe or _load_pipeline(pipeline_dir, ctx.device)
+    prompts, fine = _prompts_for_mode(mode, recs)
+    return generate_prompts(ctx, pipe, prompts, fine, out, seed=ctx.cfg["run"]["seed"] if seed is None else seed,
+                            record_ids=[r["id"] for r in recs], desc=f"generate ({mode})")
+
+
+def _folder_features(ctx: Context, folder: Path) -> np.ndarray:
+    from thermgen.metrics.fid import list_images
+    from thermgen.metrics.attributes import image_features
+
+    files = [f for f in list_images(folder).files]
+    return image_features(files, ctx.cfg["train"]["resolution"], device=ctx.device, progress=False)
+
+
+def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path) -> dict:
+    """Judge the images generated for ``recs`` (folder ``images``) and run the one-fact swap test, for one seed."""
+    from thermgen.ircap.swap import SWAP_KINDS, swap_pairs
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, swap_report
+
+    judge = AttributeJudge.load(judge_dir(ctx))
+    graded = judge_images(judge, _folder_features(ctx, images), attribute_table(recs))
+    swaps = {}
+    for kind in SWAP_KINDS:
+        pairs = swap_pairs(recs, kind, max_pairs=ctx.cfg["eval"]["swap_pairs"])
+        if not pairs or kind not in judge.heads:
+            continue
+        sides = []
+        for side in ("a", "b"):
+            g = [getattr(p, f"global_{side}") for p in pairs]
+            f = [getattr(p, f"fine_{side}") for p in pairs]
+            prompts, fine = _prompts_for_mode(mode, [{"global_caption": x, "fine_caption": y} for x, y in zip(g, f)])
+            d = generate_prompts(ctx, pipe, prompts, fine, out / f"swap_{kind}_{side}", seed=seed,
+                                 record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}")
+            sides.append(_folder_features(ctx, d))
+        swaps[kind] = swap_report(judge, kind, sides[0], sides[1], [p.value_a for p in pairs],
+                                  [p.value_b for p in pairs])
+    return {"attributes": graded, "swap": swaps}
+
+
+def _mean_std_tree(runs: list[dict]) -> dict:
+    """Mean ± std over seeds of the headline numbers of per-seed evaluation rows."""
+    from thermgen.metrics.attributes import mean_std
+
+    out: dict[str, Any] = {"fid": mean_std([r.get("fid") for r in runs]),
+                           "kid_mean": mean_std([r.get("kid_mean") for r in runs])}
+    attrs = runs[0].get("judge", {}).get("attributes", {})
+    out["attributes"] = {a: {"accuracy": mean_std([r["judge"]["attributes"][a]["accuracy"] for r in runs]),
+                             "balanced_accuracy": mean_std([r["judge"]["attributes"][a]["balanced_accuracy"] for r in runs]),
+                             "majority_rate": attrs[a]["majority_rate"]} for a in attrs}
+    swaps = runs[0].get("judge", {}).get("swap", {})
+    out["swap"] = {k: {m: mean_std([r["judge"]["swap"][k][m] for r in runs]) for m in ("follows", "moved", "verdict_changed")}
+                   | {"pairs": swaps[k]["pairs"]} for k in swaps}
     return out
 
 
 def run_evaluate(ctx: Context) -> dict:
     from thermgen.metrics import evaluate_generation
+    from thermgen.metrics.attributes import mean_std
 
     cfg = ctx.cfg
     split = cfg["data"]["test_split"]
@@ -414,19 +512,39 @@ def run_evaluate(ctx: Context) -> dict:
     runs = [("tclip", cfg["unet"]["conditioning"], ctx.run / "pipeline")]
     if cfg["eval"]["ablation"]:
         runs.append(("base_text_tower", "base", ctx.run / "ablation" / "pipeline"))
-    rows = {}
+    use_judge = cfg["eval"]["judge"]
+    seeds = eval_seeds(cfg)
+    rows, per_seed = {}, {}
     for name, mode, pdir in runs:
-        fake = generate_for_records(ctx, pdir, mode, recs, ctx.run / "eval" / name / "images")
-        feature = "inception" if cfg["eval"]["feature"] == "inception" else f"tclip:{ctx.tclip_dir}"
-        rows[name] = evaluate_generation(ctx.manifest, fake, g, ctx.run / "eval" / name, feature=feature,
-                                         tclip_dir=ctx.tclip_dir, split=split, prompts_fine=f,
-                                         name=f"generation_{name}", device=ctx.device, progress=ctx.progress,
-                                         cache_dir=ctx.run / "eval" / "cache")
-        rows[name]["conditioning"] = mode
-    report = {"schema_version": 1, "split": split, "n_prompts": len(recs), "rows": rows,
+        pipe = _load_pipeline(pdir, ctx.device)
+        per_seed[name] = []
+        for k, seed in enumerate(seeds):
+            work = ctx.run / "eval" / name / (f"seed{seed}" if len(seeds) > 1 else "")
+            fake = generate_for_records(ctx, pdir, mode, recs, work / "images", seed=seed, pipe=pipe)
+            feature = "inception" if cfg["eval"]["feature"] == "inception" else f"tclip:{ctx.tclip_dir}"
+            row = evaluate_generation(ctx.manifest, fake, g, work, feature=feature,
+                                      tclip_dir=ctx.tclip_dir if k == 0 else None, split=split, prompts_fine=f,
+                                      name=f"generation_{name}", device=ctx.device, progress=ctx.progress,
+                                      cache_dir=feature_cache(ctx))
+            row["conditioning"] = mode
+            row["seed"] = seed
+            if use_judge:
+                row["judge"] = attribute_eval(ctx, pipe, mode, recs, work, seed, fake)
+            per_seed[name].append(row)
+        rows[name] = dict(per_seed[name][0])
+        if use_judge:
+            rows[name]["over_seeds"] = _mean_std_tree(per_seed[name])
+        elif len(seeds) > 1:
+            rows[name]["over_seeds"] = {"fid": mean_std([r["fid"] for r in per_seed[name]]),
+                                        "kid_mean": mean_std([r["kid_mean"] for r in per_seed[name]])}
+    report = {"schema_version": 2, "split": split, "n_prompts": len(recs), "seeds": seeds, "rows": rows,
+              "per_seed": {k: [{kk: vv for kk, vv in r.items() if kk in ("seed", "fid", "kid_mean", "kid_std", "judge")}
+                               for r in v] for k, v in per_seed.items()},
               "conditioner": {"tclip": f"T-CLIP text encoder, mode {cfg['unet']['conditioning']!r}",
                               "base_text_tower": "T-CLIP's base text tower without adapters (mode 'base'), "
                                                  "same UNet training"}}
+    if use_judge:
+        report["judge_ceiling"] = json.loads((ctx.reports_dir / "judge.json").read_text())["ceiling"]
     _write_json(ctx.reports_dir / "generation.json", report)
     (ctx.reports_dir / "generation.md").write_text(generation_markdown(report))
     return {k: {"fid": v.get("fid"), "kid_mean": v.get("kid_mean")} for k, v in rows.items()}
@@ -460,6 +578,9 @@ def generation_markdown(report: dict) -> str:
             f"| {name} ({r['conditioning']}) | {fmt(r.get('fid'), 2)} | {fmt(r.get('kid_mean'))} ± {fmt(r.get('kid_std'))} | "
             f"{fmt(_get(r, 'tclip', 'fd'))} | {fmt(ta.get('cosine_mean'))} | {fmt(ta.get('r1'))} "
             f"({fmt(ta.get('r1_chance'))}) | {r.get('n_real')} / {r.get('n_fake')} |")
+    seeds = report.get("seeds") or []
+    if any("over_seeds" in r for r in rows.values()):
+        lines += judge_markdown(report)
     lines += ["", "Conditioners: " + "; ".join(f"**{k}**: {v}" for k, v in report["conditioner"].items()) + ".",
               "", "FID/KID use the standard Inception features (RGB-trained; small sets inflate FID, so compare rows, "
               "not absolute values). T-CLIP metrics use the run's own T-CLIP, which also conditions the first row: "
@@ -468,6 +589,53 @@ def generation_markdown(report: dict) -> str:
     warnings = list(dict.fromkeys(w for r in rows.values() for w in (r.get("warnings") or [])))
     lines += [f"- warning: {w}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def _ms(d: dict | None, nd: int = 3) -> str:
+    if not d or d.get("mean") is None or d["mean"] != d["mean"]:
+        return "-"
+    return f"{d['mean']:.{nd}f} ± {d['std']:.{nd}f}" if d.get("n", 1) > 1 else f"{d['mean']:.{nd}f}"
+
+
+def judge_markdown(report: dict) -> list[str]:
+    """The attribute and swap tables of the generation report (mean ± std over the evaluation seeds)."""
+    rows = report["rows"]
+    seeds = report.get("seeds") or []
+    ceiling = report.get("judge_ceiling") or {}
+    out = ["", f"## Over seeds {seeds}: FID and attribute accuracy (attribute judge, independent of T-CLIP)", "",
+           "Judge: Inception features + a linear head per attribute, trained on the real train split (labels from "
+           "metadata and annotations). Each generated image is graded against the attributes of the real test image "
+           "whose captions were its prompt.", ""]
+    attrs = list(next(iter(rows.values())).get("over_seeds", {}).get("attributes", {}))
+    if attrs:
+        out += ["| conditioner | FID | " + " | ".join(attrs) + " |", "| --- | --- |" + " --- |" * len(attrs)]
+        if ceiling:
+            out.append("| real test images (judge ceiling) | - | " + " | ".join(
+                f"{ceiling[a]['accuracy']:.3f}" if a in ceiling else "-" for a in attrs) + " |")
+        for name, r in rows.items():
+            o = r.get("over_seeds", {})
+            out.append(f"| {name} | {_ms(o.get('fid'), 1)} | " + " | ".join(
+                _ms(o["attributes"][a]["accuracy"]) for a in attrs) + " |")
+        maj = next(iter(rows.values()))["over_seeds"]["attributes"]
+        out.append("| majority class (always answer it) | - | " + " | ".join(
+            f"{maj[a]['majority_rate']:.3f}" for a in attrs) + " |")
+    swaps = next(iter(rows.values())).get("over_seeds", {}).get("swap", {})
+    if swaps:
+        out += ["", "**Swap test**: the same seeds with prompts that differ in one IR-Cap fact (thermgen.ircap.swap). "
+                "*follows*: the judge's verdict is the prompted value on both images of the pair; *moved*: the "
+                "probability of side B's value rose from image A to image B.", "",
+                "| conditioner | swap | pairs | follows | moved | verdict changed |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, r in rows.items():
+            for kind, sw in r.get("over_seeds", {}).get("swap", {}).items():
+                out.append(f"| {name} | {kind} | {sw['pairs']} | {_ms(sw['follows'])} | {_ms(sw['moved'])} | "
+                           f"{_ms(sw['verdict_changed'])} |")
+    conf = {name: r.get("judge", {}).get("attributes", {}) for name, r in rows.items()}
+    if any(conf.values()):
+        from thermgen.judge import confusion_markdown
+
+        for name, c in conf.items():
+            out += ["", f"Confusion tables, {name}, seed {seeds[0] if seeds else ''}:", "", confusion_markdown(c)]
+    return out
 
 
 # ---- contrast ------------------------------------------------------------------------------------
@@ -549,6 +717,8 @@ def run_contrast(ctx: Context) -> dict:
                                  "splits": [cfg["data"]["test_split"], cfg["data"]["val_split"]],
                                  "max_per_group": 64},
               "comparisons": comparisons}
+    if cfg["eval"]["judge"]:
+        report["judge"] = contrast_judge(ctx, gen_imgs, real_imgs)
     # Grid: each prompt's samples beside real examples of the same kind.
     k = min(6, n)
     rows, labels = [], []
@@ -569,6 +739,55 @@ def run_contrast(ctx: Context) -> dict:
     return {"comparisons": comparisons}
 
 
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a random ``pos`` score exceeds a random ``neg`` one (ties count half)."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    d = pos[:, None] - neg[None, :]
+    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+
+
+def contrast_judge(ctx: Context, gen_imgs: dict[str, np.ndarray], real_imgs: dict[str, np.ndarray]) -> dict:
+    """The attribute judge on the contrast samples: how far apart are the day and night prompts' images?
+
+    For each group, the share of images judged night (and the mean probability of night); for day vs night,
+    the difference of those shares and the AUC of P(night) (night-prompt images vs day-prompt images:
+    0.5 = indistinguishable, 1 = every night image judged more night-like than every day image). The same
+    numbers for the real images of each kind are the reference.
+    """
+    from thermgen.io import write_png16
+    from thermgen.metrics.attributes import AttributeJudge
+
+    judge = AttributeJudge.load(judge_dir(ctx))
+    if "time_of_day" not in judge.heads:
+        return {"note": "the judge has no time_of_day head (no day/night labels in the training split)"}
+    tmp = ctx.run / "eval" / "contrast_judge"
+    out: dict[str, Any] = {}
+    for side, imgs in (("generated", gen_imgs), ("real", real_imgs)):
+        p_night = {}
+        for name in ("day", "night"):
+            arr = imgs.get(name)
+            if arr is None or not len(arr) or arr.ndim != 3:
+                continue
+            d = tmp / side / name
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+            for i, im in enumerate(arr):
+                write_png16(d / f"{i:05d}.png", np.rint(np.clip(im, 0, 1) * 65535).astype(np.uint16))
+            proba = judge.predict_proba(_folder_features(ctx, d))["time_of_day"]
+            p_night[name] = proba[:, judge.heads["time_of_day"]["classes"].index("night")]
+        if len(p_night) == 2:
+            out[side] = {"night_share_day_prompts": float((p_night["day"] > 0.5).mean()),
+                         "night_share_night_prompts": float((p_night["night"] > 0.5).mean()),
+                         "mean_p_night_day_prompts": float(p_night["day"].mean()),
+                         "mean_p_night_night_prompts": float(p_night["night"].mean()),
+                         "separation": float((p_night["night"] > 0.5).mean() - (p_night["day"] > 0.5).mean()),
+                         "auc": _auc(p_night["night"], p_night["day"]), "n": [len(p_night["day"]), len(p_night["night"])]}
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def contrast_markdown(report: dict) -> str:
     def f(v):
         return "-" if v is None else f"{v:.4f}"
@@ -587,6 +806,19 @@ def contrast_markdown(report: dict) -> str:
         lines.append(f"| {c['a']} vs {c['b']} | {c['metric']} | {f(c['generated_a'])} vs {f(c['generated_b'])} | "
                      f"{f(c['real_a'])} vs {f(c['real_b'])} | {c.get('same_direction', '-')} | "
                      f"{c.get('a_closer_to_real_a_than_real_b', '-')} | {c.get('b_closer_to_real_b_than_real_a', '-')} |")
+    j = report.get("judge") or {}
+    if j.get("generated"):
+        lines += ["", "**Day vs night, by the attribute judge** (trained on the real train split; independent of T-CLIP): "
+                  "share of images judged night, mean P(night), and the AUC of P(night) between night-prompt and "
+                  "day-prompt images (0.5: the prompts make no difference the judge can see; 1: fully apart).", "",
+                  "| images | judged night: day prompt | judged night: night prompt | separation | mean P(night) day / night | AUC |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for side in ("generated", "real"):
+            r = j.get(side)
+            if r:
+                lines.append(f"| {side} | {r['night_share_day_prompts']:.3f} | {r['night_share_night_prompts']:.3f} | "
+                             f"{r['separation']:+.3f} | {r['mean_p_night_day_prompts']:.3f} / "
+                             f"{r['mean_p_night_night_prompts']:.3f} | {r['auc']:.3f} |")
     lines += ["", f"Grid: `{Path(report['png']).name}` (generated rows above real rows of the same kind)."]
     return "\n".join(lines) + "\n"
 
@@ -612,11 +844,16 @@ STAGES: tuple[Stage, ...] = (
     Stage("ablation", ("tclip", "vae"), lambda c: _unet_config(c, with_conditioning=False) + ["base"],
           lambda ctx: [ctx.run / "ablation" / "pipeline" / "model_index.json"], run_ablation,
           enabled=lambda c: c["eval"]["enabled"] and c["eval"]["ablation"]),
-    Stage("contrast", ("unet",), lambda c: [c["eval"]["contrast_images_per_prompt"], c["eval"]["num_inference_steps"],
+    Stage("judge", ("captions",), lambda c: [c["train"]["resolution"], c["data"]["train_split"], c["data"]["val_split"],
+                                             c["data"]["test_split"]],
+          lambda ctx: [judge_dir(ctx) / "judge.json", ctx.reports_dir / "judge.md"], run_judge,
+          enabled=lambda c: c["eval"]["enabled"] and c["eval"]["judge"]),
+    Stage("contrast", ("unet", "judge"), lambda c: [c["eval"]["contrast_images_per_prompt"], c["eval"]["num_inference_steps"],
                                             CONTRAST_PROMPTS],
           lambda ctx: [ctx.reports_dir / "contrast.json", ctx.reports_dir / "contrast.md"], run_contrast,
           enabled=lambda c: c["eval"]["enabled"]),
-    Stage("evaluate", ("unet", "ablation"), lambda c: {k: v for k, v in c["eval"].items() if k != "contrast_images_per_prompt"},
+    Stage("evaluate", ("unet", "ablation", "judge"), lambda c: [
+              {k: v for k, v in c["eval"].items() if k != "contrast_images_per_prompt"}, c["run"]["seed"]],
           lambda ctx: [ctx.reports_dir / "generation.json", ctx.reports_dir / "generation.md"], run_evaluate,
           enabled=lambda c: c["eval"]["enabled"]),
 )

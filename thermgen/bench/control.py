@@ -1,0 +1,201 @@
+"""Does generation follow the prompt, and since when? Checkpoint curves and sampler settings, on a held-out split.
+
+For a recipe run folder (``python -m thermgen.train``), every UNet checkpoint (EMA weights when the run kept an
+EMA, else the raw weights) is turned into a pipeline and judged on the validation split:
+
+* FID/KID at the generator's resolution against the split's real images (one image per caption);
+* accuracy of the attribute judge (``RUN/judge``, :mod:`thermgen.metrics.attributes`) against the attributes
+  of the real image whose captions were the prompt, beside the majority-class rate;
+* the day/night swap test (:mod:`thermgen.ircap.swap`): same seeds, prompts differing in the time of day only.
+
+``--guidance`` and ``--steps`` take several values to choose sampler settings on val (never on test), and
+``--raw`` also judges the raw (non-EMA) weights of the last checkpoint. Writes ``OUT/control.json``,
+``OUT/control.md`` and ``OUT/control.png`` (FID and attribute accuracy against training steps)::
+
+    python -m thermgen.bench.control --run runs/hituav-64 --out runs/hituav-64/control --guidance 2 3 5
+
+Uses both cores for minutes per checkpoint (Inception features on CPU); set ``OMP_NUM_THREADS`` on a shared
+machine and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def checkpoint_unet(run: Path, ckpt: Path | None, *, ema: bool = True):
+    """The UNet of ``run`` with a checkpoint's weights (EMA shadow when ``ema`` and present; None: the final UNet)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    unet = UNet2DConditionModel.from_pretrained(run / "unet" / "unet")
+    if ckpt is None:
+        return unet
+    params = [p for p in unet.parameters()]
+    if ema and (ckpt / "ema.safetensors").is_file():
+        t = load_file(str(ckpt / "ema.safetensors"))
+        if len(t) != len(params):
+            raise ValueError(f"{ckpt}/ema.safetensors holds {len(t)} tensors; the UNet has {len(params)} parameters")
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(t[f"shadow.{i}"])
+        return unet
+    weights = ckpt / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{ckpt}: no model.safetensors (accelerate state) to read raw weights from")
+    unet.load_state_dict(load_file(str(weights)))
+    return unet
+
+
+def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
+                      swap_pairs: int, seed: int, work: Path, progress: bool) -> dict[str, Any]:
+    """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly)."""
+    from thermgen.ircap.swap import swap_pairs as build_swaps
+    from thermgen.metrics import evaluate_generation
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images, swap_report
+    from thermgen.metrics.fid import list_images
+    from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
+    from thermgen.train.config import load_config
+
+    cfg = load_config(run / "config.yaml", [f"train.guidance_scale={guidance}", f"eval.num_inference_steps={steps}"])
+    ctx = Context(cfg=cfg, run=run, progress=progress)
+    recs = _subset(_records(ctx, split), n_prompts)
+    prompts, fine = _prompts_for_mode(mode, recs)
+    imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs])
+    rep = evaluate_generation(ctx.manifest, imgs, None, work, split=split, name="generation", samples=0,
+                              progress=progress, cache_dir=feature_cache(ctx))
+    judge = AttributeJudge.load(run / "judge")
+    res = cfg["train"]["resolution"]
+    feats = image_features(list_images(imgs).files, res, progress=False)
+    graded = judge_images(judge, feats, attribute_table(recs))
+    pairs = build_swaps(recs, "time_of_day", max_pairs=swap_pairs)
+    sides = []
+    for side in ("a", "b"):
+        p, f = _prompts_for_mode(mode, [{"global_caption": getattr(x, f"global_{side}"),
+                                         "fine_caption": getattr(x, f"fine_{side}")} for x in pairs])
+        d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed)
+        sides.append(image_features(list_images(d).files, res, progress=False))
+    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x.value_a for x in pairs], [x.value_b for x in pairs])
+    return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
+            "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
+                           for a, r in graded.items()},
+            "swap_time_of_day": swap}
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in rows if r.get("weights") == "ema" or r.get("weights") == "final"), key=lambda r: r["step"])
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(steps, [r["fid"] for r in rows], "o-")
+    a1.set_xlabel("UNet optimizer step")
+    a1.set_ylabel("FID (val, generator resolution)")
+    a1.set_title("FID")
+    for a in rows[0]["attributes"]:
+        line = a2.plot(steps, [r["attributes"][a]["accuracy"] for r in rows], "o-", label=a)[0]
+        a2.axhline(rows[0]["attributes"][a]["majority_rate"], color=line.get_color(), ls=":", lw=0.8)
+    a2.plot(steps, [r["swap_time_of_day"]["follows"] for r in rows], "k^--", label="day/night swap followed")
+    a2.set_ylim(0, 1)
+    a2.set_xlabel("UNet optimizer step")
+    a2.set_ylabel("accuracy (dotted: majority rate)")
+    a2.set_title("attribute judge on generated images")
+    a2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(rows: list[dict[str, Any]], args) -> str:
+    attrs = list(rows[0]["attributes"]) if rows else []
+    lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
+             f"Run `{args.run}`; seed {args.seed}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
+             f"--run {args.run} --out {args.out} --split {args.split} --guidance {' '.join(map(str, args.guidance))} "
+             f"--steps {' '.join(map(str, args.steps))}`.", "",
+             "| step | weights | guidance | sampler steps | FID | " + " | ".join(attrs) + " | day/night swap followed |",
+             "| --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['weights']} | {r['guidance']} | {r['sampler_steps']} | {r['fid']:.1f} | "
+                     + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
+                     + f" | {r['swap_time_of_day']['follows']:.3f} |")
+    if rows:
+        lines.append("| majority rate | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
+                                                       for a in attrs) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thermgen.bench.control", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", required=True, type=Path, help="recipe run folder (with unet/, judge/, manifest.jsonl)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--split", default="val", help="held-out split to judge on (choose settings on val, read test once)")
+    p.add_argument("--checkpoints", default="all", help="'all', 'last' or comma-separated steps")
+    p.add_argument("--guidance", type=float, nargs="+", default=[3.0], help="guidance scales to try")
+    p.add_argument("--steps", type=int, nargs="+", default=[20], help="sampler steps to try")
+    p.add_argument("--raw", action="store_true", help="also judge the raw (non-EMA) weights of the last checkpoint")
+    p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")
+    p.add_argument("--swap-pairs", type=int, default=64, help="day/night swap pairs")
+    p.add_argument("--seed", type=int, default=0, help="generation seed")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+
+    import tclip.text_encoder  # noqa: F401
+    from thermgen.train.recipe import _load_pipeline
+    from thermgen.train.unet import list_checkpoints
+
+    run = args.run
+    if not (run / "judge" / "judge.json").is_file():
+        print(f"error: {run}/judge not found: run the recipe with eval.judge=true (or `python -m thermgen.judge train`)")
+        return 2
+    base = _load_pipeline(run / "pipeline", "cpu")
+    mode = base.text_encoder.config.mode
+    ckpts = list_checkpoints(run / "unet" / "checkpoints")
+    if args.checkpoints == "last":
+        ckpts = ckpts[-1:]
+    elif args.checkpoints != "all":
+        want = {int(x) for x in args.checkpoints.split(",")}
+        ckpts = [c for c in ckpts if int(c.name.split("-")[1]) in want]
+    todo = [(int(c.name.split("-")[1]), c, "ema") for c in ckpts] or [(-1, None, "final")]
+    if args.raw and ckpts:
+        todo.append((int(ckpts[-1].name.split("-")[1]), ckpts[-1], "raw"))
+    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for step, ckpt, weights in todo:
+        base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
+        for g in args.guidance:
+            for s in args.steps:
+                t0 = time.time()
+                r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
+                                      n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
+                                      work=args.out / "work", progress=not args.quiet)
+                r.update(step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1))
+                rows.append(r)
+                print(json.dumps({k: r[k] for k in ("step", "weights", "guidance", "sampler_steps", "fid")}
+                                 | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
+                                 | {"swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
+                (args.out / "control.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "control.md").write_text(markdown(rows, args))
+    first = [r for r in rows if r["guidance"] == args.guidance[0] and r["sampler_steps"] == args.steps[0]]
+    plot_curves(first, args.out / "control.png", f"{run}: {args.split}, guidance {args.guidance[0]}, "
+                                                  f"{args.steps[0]} sampler steps")
+    print(f"wrote {args.out}/control.json, control.md, control.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
