@@ -9,7 +9,14 @@ Heavy imports (torch, diffusers) happen only when a name that needs them is used
 
 __version__ = "0.1.0"
 
-__all__ = ["ThermalDiffusionPipeline", "ThermalDiffusionPipelineOutput", "__version__"]
+__all__ = ["ThermalDiffusionPipeline", "ThermalDiffusionPipelineOutput", "__version__", "pretrained_path"]
+
+
+def pretrained_path(name: str = "hituav-64"):
+    """Folder of a pipeline shipped with the package (see :mod:`thermgen.pretrained`)."""
+    from thermgen.pretrained import pretrained_path as _path
+
+    return _path(name)
 
 
 def __getattr__(name):

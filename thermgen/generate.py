@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate thermal images from text with a saved ThermalDiffusionPipeline folder "
         "(e.g. RUN/pipeline from python -m thermgen.train). Writes PNGs, a grid PNG and generation.json.",
     )
-    p.add_argument("--pipeline", type=Path, required=True, help="pipeline folder (model_index.json, unet/, vae/, ...)")
+    p.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (model_index.json, unet/, vae/, ...); "
+                   "default: the model shipped with the package (thermgen.pretrained_path('hituav-64'))")
     p.add_argument("--prompt", action="append", required=True,
                    help="scene prompt, e.g. 'An infrared thermal image of a parking lot at night'; repeat for several")
     p.add_argument("--prompt-fine", action="append", default=None,
@@ -111,6 +112,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--prompt-fine given {len(args.prompt_fine)} times; give it once or once per --prompt ({len(args.prompt)})")
     if args.colormap is not None and args.bits == 16:
         raise ValueError("--colormap renders 8-bit colour; it cannot be combined with --bits 16")
+    if args.pipeline is None:
+        from thermgen.pretrained import pretrained_path
+
+        try:
+            args.pipeline = pretrained_path()
+        except FileNotFoundError as e:
+            raise ValueError(f"no --pipeline given and {e}") from None
     if not (args.pipeline / "model_index.json").is_file():
         from thermgen.data.sample import DataError
 

@@ -13,7 +13,13 @@ expected attributes::
     python -m thermgen.judge eval --judge RUN/judge --manifest RUN/manifest.jsonl --images RUN/eval/tclip/images \\
         --out RUN/reports/attributes.json
 
-Both write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
+The ceiling an autoencoder leaves a latent diffusion model: FID and judge accuracy of its reconstructions of a
+held-out split, beside the originals (no generator can do better than its decoder)::
+
+    python -m thermgen.judge autoencoder --judge RUN/judge --manifest RUN/manifest.jsonl --vae RUN/vae \
+        --split val --reference test --out RUN/reports/autoencoder.json
+
+All write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
 """
 
 from __future__ import annotations
@@ -113,6 +119,45 @@ def confusion_markdown(graded: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def autoencoder_ceiling(judge_dir: str | Path, manifest: str | Path, vae_dir: str | Path, *, split: str = "val",
+                        reference: str = "test", device: str | None = None, progress: bool = True,
+                        cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Judge accuracy and FID (against ``reference``) of ``split``'s originals and of their reconstructions."""
+    import tempfile
+
+    import torch
+
+    from pipelines import decode_thermal, encode_thermal
+    from pipelines.patch_autoencoder import load_thermal_vae
+    from thermgen.io import write_png16
+    from thermgen.ircap.manifest import resolve_image
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images
+    from thermgen.metrics.fid import fid_from_features, list_images
+    from thermgen.train.vae import load_images
+
+    judge = AttributeJudge.load(judge_dir)
+    res = int(judge.info["resolution"])
+    recs, orig = split_features(manifest, split, res, device=device, progress=progress, cache_dir=cache_dir)
+    _, ref = split_features(manifest, reference, res, device=device, progress=progress, cache_dir=cache_dir)
+    vae = load_thermal_vae(vae_dir).eval()
+    x = load_images([resolve_image(r, Path(manifest)) for r in recs], res, center_crop=False)
+    with torch.no_grad():
+        rec = torch.cat([decode_thermal(vae, encode_thermal(vae, x[i:i + 32], sample=False))
+                         for i in range(0, len(x), 32)])
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, im in enumerate(rec[:, 0].clamp(0, 1).numpy()):
+            write_png16(Path(tmp) / f"{i:05d}.png", (im * 65535 + 0.5).astype("uint16"))
+        recf = image_features(list_images(tmp).files, res, device=device, progress=progress)
+    table = attribute_table(recs)
+    out = {"schema_version": 1, "vae": str(vae_dir), "vae_class": type(vae).__name__, "split": split,
+           "reference": reference, "resolution": res, "n": len(recs)}
+    for name, f in (("originals", orig), ("reconstructions", recf)):
+        out[name] = {"fid_vs_reference": fid_from_features(ref, f),
+                     "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate")}
+                                    for a, r in judge_images(judge, f, table).items()}}
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m thermgen.judge", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -134,7 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", required=True, help="manifest holding the records named in the images' generation.json")
     e.add_argument("--images", required=True, help="folder with generated images and generation.json (entries with file and record_id)")
     e.add_argument("--out", required=True, help="report JSON path (.md beside it)")
-    for q in (t, e):
+    a = sub.add_parser("autoencoder", help="FID and judge accuracy of an autoencoder's reconstructions of a split",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a.add_argument("--judge", required=True, help="judge folder")
+    a.add_argument("--manifest", required=True, help="manifest with the splits")
+    a.add_argument("--vae", required=True, help="autoencoder folder (AutoencoderKL or PatchAutoencoder)")
+    a.add_argument("--split", default="val", help="split whose images are reconstructed")
+    a.add_argument("--reference", default="test", help="split the FID compares against")
+    a.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    for q in (t, e, a):
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -185,6 +238,25 @@ def main(argv: list[str] | None = None) -> int:
                                   args.cache_dir or default_cache_dir()))
             print(ceiling_markdown(rep))
             print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
+        elif args.cmd == "autoencoder":
+            rep = autoencoder_ceiling(args.judge, args.manifest, args.vae, split=args.split, reference=args.reference,
+                                      device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rep, indent=2))
+            attrs = list(rep["originals"]["attributes"])
+            md = [f"# {rep['vae_class']} `{rep['vae']}`: {rep['split']} images ({rep['n']}) and their reconstructions", "",
+                  f"| images | FID vs {rep['reference']} | " + " | ".join(attrs) + " |", "| --- | --- |" + " --- |" * len(attrs)]
+            for name in ("originals", "reconstructions"):
+                r = rep[name]
+                md.append(f"| {name} | {r['fid_vs_reference']:.1f} | " + " | ".join(
+                    f"{r['attributes'][x]['accuracy']:.3f}" for x in attrs) + " |")
+            md.append("| majority class | - | " + " | ".join(
+                f"{rep['originals']['attributes'][x]['majority_rate']:.3f}" for x in attrs) + " |")
+            text = "\n".join(md) + "\n"
+            out.with_suffix(".md").write_text(text)
+            print(text)
+            print(f"wrote {out} and {out.with_suffix('.md')}")
         else:
             rep = eval_folder(args.judge, args.manifest, args.images, device=args.device, progress=not args.quiet)
             out = Path(args.out)
