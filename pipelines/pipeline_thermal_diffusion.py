@@ -191,6 +191,13 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         """Whether the UNet takes T-CLIP's pooled prompt embedding (``class_embed_type="projection"``)."""
         return getattr(self.unet.config, "class_embed_type", None) == "projection"
 
+    def _given_pooled(self, pooled: torch.Tensor, device: torch.device, num_images_per_prompt: int) -> torch.Tensor:
+        """A caller's pooled embeddings (B, pooled_size), checked, on the device and dtype, repeated per image."""
+        want = int(self.unet.config.projection_class_embeddings_input_dim)
+        if pooled.dim() != 2 or pooled.shape[1] != want:
+            raise ValueError(f"pooled prompt embeddings must be (batch, {want}), got {tuple(pooled.shape)}")
+        return pooled.to(device=device, dtype=self.unet.dtype).repeat_interleave(num_images_per_prompt, dim=0)
+
     def encode_pooled(
         self, prompt: list[str], prompt_fine: list[str] | None, device: torch.device, num_images_per_prompt: int
     ) -> torch.Tensor:
@@ -491,6 +498,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         self._interrupt = False
         device = self._execution_device
 
+        if not self.takes_pooled and (pooled_prompt_embeds is not None or negative_pooled_prompt_embeds is not None):
+            raise ValueError("this pipeline's UNet takes no pooled prompt embedding (class_embed_type is not "
+                             "'projection'): do not pass pooled_prompt_embeds / negative_pooled_prompt_embeds")
+
         # 2. Encode prompts; the empty prompt is the unconditional branch
         if prompt_embeds is None:
             prompts = self._as_list(prompt, "prompt")
@@ -499,8 +510,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             if fine is not None and len(fine) == 1:
                 fine = fine * batch_size
             prompt_embeds = self.encode_prompt(prompts, fine, device, num_images_per_prompt)
-            if self.takes_pooled and pooled_prompt_embeds is None:
-                pooled_prompt_embeds = self.encode_pooled(prompts, fine, device, num_images_per_prompt)
+            if self.takes_pooled:
+                pooled_prompt_embeds = (self.encode_pooled(prompts, fine, device, num_images_per_prompt)
+                                        if pooled_prompt_embeds is None else
+                                        self._given_pooled(pooled_prompt_embeds, device, num_images_per_prompt))
         else:
             batch_size = prompt_embeds.shape[0]
             fine = None
@@ -511,8 +524,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 if pooled_prompt_embeds is None:
                     raise ValueError("this pipeline's UNet takes a pooled prompt embedding: pass `pooled_prompt_embeds` "
                                      "(TCLIPTextEncoder.pooled) with `prompt_embeds`")
-                pooled_prompt_embeds = pooled_prompt_embeds.to(device=device, dtype=self.unet.dtype)
-                pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+                pooled_prompt_embeds = self._given_pooled(pooled_prompt_embeds, device, num_images_per_prompt)
         if self.do_classifier_free_guidance:
             if negative_prompt_embeds is None:
                 negatives = self._as_list(negative_prompt, "negative_prompt") or [""]
@@ -523,10 +535,12 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 negative_prompt_embeds = self.encode_prompt(
                     negatives, negatives if fine is not None else None, device, num_images_per_prompt
                 )
-                if self.takes_pooled and negative_pooled_prompt_embeds is None:
-                    negative_pooled_prompt_embeds = self.encode_pooled(
-                        negatives, negatives if fine is not None else None, device, num_images_per_prompt
-                    )
+                if self.takes_pooled:
+                    negative_pooled_prompt_embeds = (
+                        self.encode_pooled(negatives, negatives if fine is not None else None, device,
+                                           num_images_per_prompt)
+                        if negative_pooled_prompt_embeds is None else
+                        self._given_pooled(negative_pooled_prompt_embeds, device, num_images_per_prompt))
             else:
                 negative_prompt_embeds = negative_prompt_embeds.to(
                     device=device, dtype=self.unet.dtype
@@ -535,9 +549,8 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                     if negative_pooled_prompt_embeds is None:
                         raise ValueError("this pipeline's UNet takes a pooled prompt embedding: pass "
                                          "`negative_pooled_prompt_embeds` with `negative_prompt_embeds`")
-                    negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.to(
-                        device=device, dtype=self.unet.dtype
-                    ).repeat_interleave(num_images_per_prompt, dim=0)
+                    negative_pooled_prompt_embeds = self._given_pooled(
+                        negative_pooled_prompt_embeds, device, num_images_per_prompt)
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)

@@ -48,6 +48,8 @@ def test_record_attributes_come_from_metadata_and_boxes_only():
     r = _rec(2, "test", "day", 130, 30, [])
     del r["meta"]["altitude_m"]
     assert record_attributes(r) == {"time_of_day": "day", "view": "oblique", "person": "absent", "cars": "0"}
+    r["source"] = "folder"  # an unannotated image folder: no boxes does not mean no people
+    assert record_attributes(r) == {"time_of_day": "day", "view": "oblique"}
 
 
 def _separable(n: int, seed: int):

@@ -261,3 +261,21 @@ def test_pooled_conditioning_reaches_the_unet_and_round_trips(tmp_path):
     again.set_progress_bar_config(disable=True)
     assert again.takes_pooled
     assert np.allclose(run(again, prompt="An infrared thermal image of a road at night", guidance_scale=3.0), a, atol=1e-6)
+
+
+def test_pooled_embeddings_given_with_a_prompt_are_repeated_per_image_and_checked():
+    pipe = tiny_pipeline(mode="fused", pooled=True)
+    te = pipe.text_encoder
+    pooled = te.pooled(te.tokenize(["a night scene"]))
+    seen = []
+    hook = pipe.unet.class_embedding.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    try:
+        pipe("a night scene", pooled_prompt_embeds=pooled, num_images_per_prompt=2, num_inference_steps=1,
+             guidance_scale=3.0, output_type="np")
+    finally:
+        hook.remove()
+    assert seen[0][0] == 4  # (negative + positive) x 2 images
+    with pytest.raises(ValueError, match=r"pooled prompt embeddings must be \(batch, 32\)"):
+        pipe("x", pooled_prompt_embeds=torch.zeros(1, 5), num_inference_steps=1)
+    with pytest.raises(ValueError, match="takes no pooled prompt embedding"):
+        tiny_pipeline(mode="fused")("x", pooled_prompt_embeds=pooled, num_inference_steps=1)

@@ -8,7 +8,7 @@ L2 strength on the validation split, and report the ceiling on the real test spl
 Grade a folder of generated images against the attributes their prompts stated. The folder's
 ``generation.json`` (written by the recipe and by ``python -m thermgen.generate --record-ids``) names, per
 image, the manifest record whose captions were the prompt (``record_id``); the record's metadata gives the
-expected attributes::
+expected attributes. The recipe's evaluation folders (``RUN/eval/<conditioner>/images``) are written so::
 
     python -m thermgen.judge eval --judge RUN/judge --manifest RUN/manifest.jsonl --images RUN/eval/tclip/images \\
         --out RUN/reports/attributes.json
@@ -137,17 +137,20 @@ def autoencoder_ceiling(judge_dir: str | Path, manifest: str | Path, vae_dir: st
 
     judge = AttributeJudge.load(judge_dir)
     res = int(judge.info["resolution"])
-    recs, orig = split_features(manifest, split, res, device=device, progress=progress, cache_dir=cache_dir)
+    recs = _records(Path(manifest), split)
     _, ref = split_features(manifest, reference, res, device=device, progress=progress, cache_dir=cache_dir)
     vae = load_thermal_vae(vae_dir).eval()
     x = load_images([resolve_image(r, Path(manifest)) for r in recs], res, center_crop=False)
     with torch.no_grad():
         rec = torch.cat([decode_thermal(vae, encode_thermal(vae, x[i:i + 32], sample=False))
                          for i in range(0, len(x), 32)])
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, im in enumerate(rec[:, 0].clamp(0, 1).numpy()):
-            write_png16(Path(tmp) / f"{i:05d}.png", (im * 65535 + 0.5).astype("uint16"))
-        recf = image_features(list_images(tmp).files, res, device=device, progress=progress)
+    def feats(images):  # originals and reconstructions reach Inception through the same pixels
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, im in enumerate(images[:, 0].clamp(0, 1).numpy()):
+                write_png16(Path(tmp) / f"{i:05d}.png", (im * 65535 + 0.5).astype("uint16"))
+            return image_features(list_images(tmp).files, res, device=device, progress=progress)
+
+    orig, recf = feats(x), feats(rec)
     table = attribute_table(recs)
     out = {"schema_version": 1, "vae": str(vae_dir), "vae_class": type(vae).__name__, "split": split,
            "reference": reference, "resolution": res, "n": len(recs)}

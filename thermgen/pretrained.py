@@ -60,14 +60,18 @@ def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None
     pipe = ThermalDiffusionPipeline.from_pretrained(src)
     if fp16:
         pipe.to(torch.float16)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").write_text(card if card is not None else model_card(run, name, fp16=fp16))
+    size = folder_bytes(tmp)
+    if size > MAX_BYTES:
+        shutil.rmtree(tmp)
+        raise ValueError(f"packaged model {name} would be {size / 2**20:.1f} MiB, over the {MAX_BYTES / 2**20:.0f} MiB limit")
     if dest.exists():
         shutil.rmtree(dest)
-    pipe.save_pretrained(dest, safe_serialization=True)
-    (dest / "README.md").write_text(card if card is not None else model_card(run, name, fp16=fp16))
-    size = folder_bytes(dest)
-    if size > MAX_BYTES:
-        shutil.rmtree(dest)
-        raise ValueError(f"packaged model {name} would be {size / 2**20:.1f} MiB, over the {MAX_BYTES / 2**20:.0f} MiB limit")
+    tmp.rename(dest)
     return dest
 
 

@@ -50,7 +50,8 @@ def checkpoint_unet(run: Path, ckpt: Path | None, *, ema: bool = True):
     weights = ckpt / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{ckpt}: no model.safetensors (accelerate state) to read raw weights from")
-    unet.load_state_dict(load_file(str(weights)))
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in load_file(str(weights)).items()}
+    unet.load_state_dict(state)
     return unet
 
 
@@ -95,7 +96,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted((r for r in rows if r.get("weights") == "ema" or r.get("weights") == "final"), key=lambda r: r["step"])
+    has_ema = any(r.get("weights") == "ema" for r in rows)
+    keep = ("ema", "final") if has_ema else ("raw", "final")
+    rows = sorted((r for r in rows if r.get("weights") in keep), key=lambda r: r["step"])
     if not rows:
         return
     steps = [r["step"] for r in rows]
@@ -170,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.checkpoints != "all":
         want = {int(x) for x in args.checkpoints.split(",")}
         ckpts = [c for c in ckpts if int(c.name.split("-")[1]) in want]
-    todo = [(int(c.name.split("-")[1]), c, "ema") for c in ckpts] or [(-1, None, "final")]
+    todo = [(int(c.name.split("-")[1]), c, "ema" if (c / "ema.safetensors").is_file() else "raw") for c in ckpts] \
+        or [(-1, None, "final")]
     if args.raw and ckpts:
         todo.append((int(ckpts[-1].name.split("-")[1]), ckpts[-1], "raw"))
     rows = []

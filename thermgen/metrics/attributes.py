@@ -67,8 +67,8 @@ def record_attributes(rec: Mapping[str, Any]) -> dict[str, str]:
     """The judge's attributes of one manifest record, from ``meta`` and ``objects`` only (never captions).
 
     An attribute whose metadata is missing is absent from the result (e.g. no altitude for FLIR ADAS).
-    Object attributes need annotations: a record from a source without boxes has none only when the source
-    says so; every manifest record carries an ``objects`` list, so they are always present.
+    Object attributes need annotations: records of the ``folder`` source without boxes get none (an unannotated
+    image is not an image without people).
     """
     meta = rec.get("meta") or {}
     out: dict[str, str] = {}
@@ -83,6 +83,8 @@ def record_attributes(rec: Mapping[str, Any]) -> dict[str, str]:
     if ang is not None:
         g = float(ang)
         out["view"] = "nadir" if g >= 80 else ("steep" if g >= 55 else "oblique")
+    if rec.get("source") == "folder" and not rec.get("objects"):
+        return out  # a plain image folder has no annotations: "no boxes" does not mean "no people"
     labels = [str(o.get("label", "")) for o in rec.get("objects") or []]
     out["person"] = "present" if any(_person(lab) for lab in labels) else "absent"
     n_cars = sum(_car(lab) for lab in labels)
@@ -119,8 +121,7 @@ def image_features(files: Sequence[Path], resolution: int, *, feature: Any = "in
 
 
 def _fit_logreg(x: torch.Tensor, y: torch.Tensor, k: int, l2: float, iters: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression by full-batch L-BFGS: weights ``(D, k)``, bias ``(k,)``."""
-    torch.manual_seed(0)
+    """Multinomial logistic regression by full-batch L-BFGS from zero weights (deterministic): ``(D, k)``, ``(k,)``."""
     w = torch.zeros(x.shape[1], k, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
@@ -161,7 +162,9 @@ class AttributeJudge:
         """
         feats = np.asarray(feats, dtype=np.float64)
         mean = feats.mean(0)
-        std = feats.std(0) + 1e-6
+        std = feats.std(0)
+        # A relative floor: dimensions (nearly) constant on real images must not blow up on generated ones.
+        std = np.maximum(std, 1e-3 * float(std.mean()) + 1e-12)
         z = torch.from_numpy((feats - mean) / std)
         zv = torch.from_numpy((np.asarray(val_feats, dtype=np.float64) - mean) / std) if val_feats is not None else None
         heads: dict[str, dict[str, Any]] = {}
@@ -179,9 +182,9 @@ class AttributeJudge:
             xk = z[torch.from_numpy(keep)]
             best = None
             scores = {}
-            if zv is not None and val_labels is not None and attr in val_labels:
-                vv = val_labels[attr]
-                vkeep = np.array([v is not None and v in classes for v in vv])
+            vv = val_labels.get(attr) if (zv is not None and val_labels is not None) else None
+            vkeep = np.array([v is not None and v in classes for v in vv]) if vv is not None else np.zeros(0, bool)
+            if vkeep.any():
                 yv = torch.tensor([classes.index(v) for v in vv if v is not None and v in classes])
                 for l2 in cls.L2_GRID:
                     w, b = _fit_logreg(xk, y, len(classes), l2)

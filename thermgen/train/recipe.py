@@ -262,6 +262,12 @@ def run_vae(ctx: Context) -> dict:
 
 
 # ---- attribute judge -----------------------------------------------------------------------------
+def _judge_version() -> list:
+    from thermgen.metrics.attributes import JUDGE_SCHEMA_VERSION, AttributeJudge
+
+    return [JUDGE_SCHEMA_VERSION, list(AttributeJudge.L2_GRID), "inception"]
+
+
 def judge_dir(ctx: Context) -> Path:
     return ctx.run / "judge"
 
@@ -845,8 +851,9 @@ STAGES: tuple[Stage, ...] = (
           lambda ctx: [ctx.run / "ablation" / "pipeline" / "model_index.json"], run_ablation,
           enabled=lambda c: c["eval"]["enabled"] and c["eval"]["ablation"]),
     Stage("judge", ("captions",), lambda c: [c["train"]["resolution"], c["data"]["train_split"], c["data"]["val_split"],
-                                             c["data"]["test_split"]],
-          lambda ctx: [judge_dir(ctx) / "judge.json", ctx.reports_dir / "judge.md"], run_judge,
+                                             c["data"]["test_split"], _judge_version()],
+          lambda ctx: [judge_dir(ctx) / "judge.json", judge_dir(ctx) / "judge.safetensors",
+                       ctx.reports_dir / "judge.json", ctx.reports_dir / "judge.md"], run_judge,
           enabled=lambda c: c["eval"]["enabled"] and c["eval"]["judge"]),
     Stage("contrast", ("unet", "judge"), lambda c: [c["eval"]["contrast_images_per_prompt"], c["eval"]["num_inference_steps"],
                                             CONTRAST_PROMPTS],
