@@ -127,8 +127,10 @@ def markdown(rows: list[dict[str, Any]], args) -> str:
     attrs = list(rows[0]["attributes"]) if rows else []
     lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
              f"Run `{args.run}`; seed {args.seed}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
-             f"--run {args.run} --out {args.out} --split {args.split} --guidance {' '.join(map(str, args.guidance))} "
-             f"--steps {' '.join(map(str, args.steps))}`.", "",
+             f"--run {args.run} --out {args.out} --split {args.split} --checkpoints {args.checkpoints} "
+             f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
+             + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
+             + (" --raw" if args.raw else "") + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | guidance | sampler steps | FID | " + " | ".join(attrs) + " | day/night swap followed |",
              "| --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
     for r in rows:
