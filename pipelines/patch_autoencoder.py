@@ -2,9 +2,10 @@
 
 Latent diffusion trades detail for speed through its autoencoder. At thermal-camera resolutions that a CPU can
 train (64 px), a small learned VAE costs more than it saves: the recipe's 0.7M-parameter AutoencoderKL
-reconstructs HIT-UAV val frames with FID 271 against the test split (real val vs test: 70), and the attribute
-judge (:mod:`thermgen.metrics.attributes`) can no longer tell day from night on its reconstructions (0.69,
-majority 0.67; 0.98 on the originals). No UNet can be better than its decoder.
+reconstructs HIT-UAV val frames with FID 286 against the test split (the frames themselves: 73), and the attribute
+judge (:mod:`thermgen.metrics.attributes`) can no longer tell day from night on its reconstructions (0.686,
+majority 0.672; 0.979 on the originals; ``python -m thermgen.judge autoencoder``). No UNet can be better than its
+decoder.
 
 This module folds each ``p x p`` patch of a 1-channel image into ``p * p`` channels (``pixel_unshuffle``), so a
 64 px frame becomes a 16 x 16 x 16 "latent" that the UNet works on at the cost of a 16 x 16 latent, and unfolds
