@@ -27,6 +27,7 @@ incomplete stage starts over.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -457,12 +458,20 @@ def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list
                             record_ids=[r["id"] for r in recs], desc=f"generate ({mode})")
 
 
+@functools.lru_cache(maxsize=2)
+def _judge_extractor(device: str):
+    """The Inception network the judge reads, loaded once per process and device (not once per image folder)."""
+    from thermgen.metrics.fid import build_feature_extractor
+
+    return build_feature_extractor("inception", device=device)
+
+
 def _folder_features(ctx: Context, folder: Path) -> np.ndarray:
     from thermgen.metrics.fid import list_images
     from thermgen.metrics.attributes import image_features
 
-    files = [f for f in list_images(folder).files]
-    return image_features(files, ctx.cfg["train"]["resolution"], device=ctx.device, progress=False)
+    return image_features(list_images(folder).files, ctx.cfg["train"]["resolution"],
+                          feature=_judge_extractor(ctx.device), device=ctx.device, progress=False)
 
 
 def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path) -> dict:
