@@ -210,3 +210,26 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     # EMA and raw weights of the same checkpoint are different models.
     assert rows[1]["fid"] != rows[2]["fid"]
     assert (out / "control.png").stat().st_size > 0 and "| 4 | raw |" in (out / "control.md").read_text()
+
+
+def test_unet_trains_on_caption_variants(run_copy):
+    """train.caption_variants: the UNet stage encodes each image's other phrasings and draws one per step."""
+    cfg = load_config(None, TINY_RECIPE + ["train.caption_variants=true", "eval.enabled=false", "eval.judge=false"])
+    run_recipe(cfg, run_copy, progress=False, stop_after="unet")
+    report = json.loads((run_copy / "unet" / "train_report.json").read_text())
+    assert report["caption_phrasings"] == 3  # the caption and its 2 variants
+    with pytest.raises(Exception, match="captions.variants"):
+        load_config(None, TINY_RECIPE + ["captions.variants=0", "train.caption_variants=true"])
+
+
+def test_phrasing_draw_keeps_the_other_draws():
+    import torch
+
+    from thermgen.train.unet import micro_batch
+
+    kw = dict(n_samples=20, global_batch=4, seed=3, latent_shape=(2, 4, 4), num_train_timesteps=10,
+              caption_dropout=0.5, noise_offset=0.0, random_flip=True)
+    a, b = micro_batch(5, **kw), micro_batch(5, **kw, n_phrasings=3)
+    assert "phrasing" not in a and set(b["phrasing"].tolist()) <= {0, 1, 2}
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -171,3 +171,26 @@ def test_command_writes_a_pipeline_folder(sd15, tmp_path):
     assert main(["--sd", str(sd15), "--tclip", str(tmp_path / "tclip"), "--mode", "fused", "--out", str(out)]) == 0
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == "ThermalDiffusionPipeline"
     assert json.loads((out / "sd_import_report.json").read_text())["text_encoder_mode"] == "fused"
+
+
+def test_a_thermgen_unet_with_pooled_conditioning_is_kept_whole():
+    """A UNet thermgen trained (text_proj from T-CLIP's width, attention-pooled "text" addition, pooled-prompt
+    projection class embedding) can be fine-tuned again through unet.pretrained: nothing is dropped or re-initialised."""
+    from thermgen.train.sd_import import adapt_unet_to_text_width
+    from thermgen.train.unet import build_unet
+
+    cfg = dict(pooled_conditioning=True, block_out_channels=[32, 64], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+               up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], layers_per_block=1, attention_head_dim=8,
+               transformer_layers_per_block=1, cross_attention_dim=32, norm_num_groups=8, addition_embed_type="text",
+               resnet_time_scale_shift="scale_shift")
+    unet = build_unet(cfg, latent_channels=16, latent_size=8, text_width=24, pooled_dim=20)
+    same, changes = adapt_unet_to_text_width(unet, 24, pooled_dim=20)
+    assert same is unet and changes == {}
+    with pytest.raises(ValueError, match="20-wide pooled embeddings but the text encoder's pooled embedding is 12"):
+        adapt_unet_to_text_width(unet, 24, pooled_dim=12)
+    with pytest.raises(ValueError, match="needs class labels"):
+        adapt_unet_to_text_width(unet, 24)
+    # another token width: a new text projection, and the "text" addition (which pools the raw tokens) goes
+    new, changes = adapt_unet_to_text_width(unet, 40, pooled_dim=20)
+    assert changes["text_proj"] == (40, 32) and changes["dropped_addition_embed_type"] == "text"
+    assert new.config.class_embed_type == "projection" and new.config.projection_class_embeddings_input_dim == 20

@@ -156,6 +156,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "noise_offset": Field(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0),
         "caption_dropout": Field(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
                                  "(trains the unconditional branch for classifier-free guidance)", min=0),
+        "caption_variants": Field(bool, False, "each step draws one of the image's IR-Cap phrasings (its caption or "
+                                  "one of the manifest's caption_variants; captions.variants > 0) as the prompt: "
+                                  "the UNet learns the stated facts, not one sentence per image"),
         "random_flip": Field(bool, False, "horizontal flips (off by default: captions name left/right positions)"),
         "use_ema": Field(bool, True, "keep an EMA of the UNet weights and ship it"),
         "ema_decay": Field(_NUM, 0.999, "EMA decay (with warm-up)", min=0),
@@ -298,6 +301,9 @@ def _check_consistency(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}config key 'train.prediction_type': 'epsilon' with scheduler.beta_schedule="
                           "'squaredcos_cap_v2' makes the sampler divide the UNet's error by sqrt(alpha_bar) = 5e-5 at "
                           "the first step; use train.prediction_type=v_prediction (or beta_schedule=scaled_linear)")
+    if cfg["train"]["caption_variants"] and not cfg["captions"]["variants"]:
+        raise ConfigError(f"{where}config key 'train.caption_variants': needs captions.variants > 0 (the manifest's "
+                          "other phrasings of each caption)")
     if cfg["train"]["caption_dropout"] > 1:
         raise ConfigError(f"{where}config key 'train.caption_dropout': {cfg['train']['caption_dropout']} is above 1")
 

@@ -302,6 +302,21 @@ def _prompts_for_mode(mode: str, recs: list[dict]) -> tuple[list[str], list[str]
     return g, None
 
 
+def _variants_for_mode(mode: str, recs: list[dict]) -> tuple[list[list[str]], list[list[str]] | None]:
+    """Each record's other phrasings (``caption_variants``, thermgen.caption --variants) as the mode consumes them."""
+    missing = [r["id"] for r in recs if not (r.get("caption_variants") or {}).get("global")]
+    if missing:
+        raise ValueError(f"train.caption_variants: {len(missing)} training records have no caption_variants "
+                         f"(first: {missing[0]}); set captions.variants > 0")
+    g = [r["caption_variants"]["global"] for r in recs]
+    f = [r["caption_variants"]["fine"] for r in recs]
+    if mode in ("fused", "concat"):
+        return g, f
+    if mode == "fine":
+        return f, None
+    return g, None
+
+
 def load_text_encoder(ctx: Context, mode: str):
     from tclip.text_encoder import TCLIPTextEncoder
 
@@ -316,7 +331,8 @@ def load_vae(ctx: Context):
 
 def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Path, stage_hash: str) -> dict:
     """Encode the training set with the ``mode`` text encoder, train the UNet, save a pipeline folder."""
-    from thermgen.train.unet import build_pipeline, encode_training_set, load_cache, save_cache, train_unet
+    from thermgen.train.unet import (build_pipeline, encode_training_set, encode_variants, load_cache, save_cache,
+                                     train_unet)
 
     cfg = ctx.cfg
     stamp = work / "stage_hash.txt"
@@ -339,6 +355,9 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
         prompts, fine = _prompts_for_mode(mode, recs)
         cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
                                     progress=ctx.progress)
+        if cfg["train"]["caption_variants"]:
+            cache.update(encode_variants(*_variants_for_mode(mode, recs), text_encoder, device=ctx.device,
+                                         progress=ctx.progress))
         save_cache(cache, cache_path)
     latent_std = float(cache["latent_mean"].std())
     if not 0.3 < latent_std < 3.0:

@@ -40,8 +40,13 @@ logger = logging.get_logger(__name__)
 _DROPPABLE_ADDITIONS = ("text_time", "text", "text_image")
 
 
-def adapt_unet_to_text_width(unet: UNet2DConditionModel, hidden_size: int) -> tuple[UNet2DConditionModel, dict[str, Any]]:
+def adapt_unet_to_text_width(unet: UNet2DConditionModel, hidden_size: int, pooled_dim: int | None = None
+                             ) -> tuple[UNet2DConditionModel, dict[str, Any]]:
     """Make a pretrained UNet accept T-CLIP token states of width ``hidden_size``.
+
+    A UNet that thermgen trained itself passes unchanged: its ``text_proj`` already takes ``hidden_size``-wide
+    tokens, its ``addition_embed_type="text"`` pools those same tokens (kept), and its pooled-prompt
+    ``class_embed_type="projection"`` is accepted when ``pooled_dim`` (T-CLIP's pooled width) matches it.
 
     Returns ``(unet, changes)``: the same UNet when nothing needs changing, else a new one built from the modified
     config with every pretrained weight copied (strictly: only the new projection may be missing and only the
@@ -53,21 +58,29 @@ def adapt_unet_to_text_width(unet: UNet2DConditionModel, hidden_size: int) -> tu
     """
     config = dict(unet.config)
     changes: dict[str, Any] = {}
-    if config.get("class_embed_type") is not None:
+    if config.get("class_embed_type") == "projection" and pooled_dim is not None:
+        if config.get("projection_class_embeddings_input_dim") != pooled_dim:
+            raise ValueError(f"UNet class_embed_type='projection' takes {config.get('projection_class_embeddings_input_dim')}"
+                             f"-wide pooled embeddings but the text encoder's pooled embedding is {pooled_dim} wide")
+    elif config.get("class_embed_type") is not None:
         raise ValueError(f"UNet class_embed_type={config['class_embed_type']!r} needs class labels; not supported")
     if config.get("encoder_hid_dim_type") not in (None, "text_proj"):
         raise ValueError(f"UNet encoder_hid_dim_type={config['encoder_hid_dim_type']!r} is not supported (text_proj only)")
-    if config.get("addition_embed_type") is not None:
-        if config["addition_embed_type"] not in _DROPPABLE_ADDITIONS:
-            raise ValueError(f"UNet addition_embed_type={config['addition_embed_type']!r} is not supported")
-        changes["dropped_addition_embed_type"] = config["addition_embed_type"]
-        config.update(addition_embed_type=None, addition_time_embed_dim=None, projection_class_embeddings_input_dim=None)
     cross = config["cross_attention_dim"]
     if isinstance(cross, (list, tuple)):
         if len(set(cross)) != 1:
             raise ValueError(f"UNet cross_attention_dim differs per block {list(cross)}; not supported")
         cross = cross[0]
     current_in = config["encoder_hid_dim"] if config.get("encoder_hid_dim_type") == "text_proj" else cross
+    # addition_embed_type "text" pools the raw token states: it still fits when their width does not change
+    keeps_text_addition = config.get("addition_embed_type") == "text" and current_in == hidden_size
+    if config.get("addition_embed_type") is not None and not keeps_text_addition:
+        if config["addition_embed_type"] not in _DROPPABLE_ADDITIONS:
+            raise ValueError(f"UNet addition_embed_type={config['addition_embed_type']!r} is not supported")
+        changes["dropped_addition_embed_type"] = config["addition_embed_type"]
+        config.update(addition_embed_type=None, addition_time_embed_dim=None)
+        if config.get("class_embed_type") is None:
+            config.update(projection_class_embeddings_input_dim=None)
     if current_in != hidden_size:
         config.update(encoder_hid_dim=int(hidden_size), encoder_hid_dim_type="text_proj")
         changes["text_proj"] = (int(hidden_size), int(cross))

@@ -47,6 +47,8 @@ CACHE_KEYS = ("latent_mean", "latent_std", "text_states", "uncond_states")
 #: Written when the text encoder has a pooled prompt embedding (TCLIPTextEncoder.pooled); read when the UNet
 #: takes it (``unet.pooled_conditioning``).
 POOLED_KEYS = ("pooled", "uncond_pooled")
+# Optional: the text states (and pooled embeddings) of each image's other caption phrasings, (N, V, ...)
+VARIANT_KEYS = ("variant_states", "variant_pooled")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,7 +83,7 @@ def build_unet(unet_cfg: dict, *, latent_channels: int, latent_size: int, text_w
         from thermgen.train.sd_import import adapt_unet_to_text_width
 
         torch.manual_seed(seed)  # a new text projection starts from seeded random weights
-        unet, changes = adapt_unet_to_text_width(unet, text_width)
+        unet, changes = adapt_unet_to_text_width(unet, text_width, pooled_dim if pooled else None)
         if changes:
             logger.info("unet.pretrained %s adapted to %d-wide T-CLIP tokens: %s", path, text_width, changes)
         if pooled and unet.config.class_embed_type != "projection":
@@ -220,6 +222,39 @@ def make_noise_scheduler(cfg: dict):
 # --------------------------------------------------------------------------------------------------
 # Encoding the training set once
 # --------------------------------------------------------------------------------------------------
+def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | None, text_encoder, *,
+                    batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
+                    ) -> dict[str, torch.Tensor]:
+    """Encode each image's other caption phrasings once: ``variants[i]`` (and ``variants_fine[i]``) are the V
+    phrasings of image i (V the same for every image). Returns ``variant_states`` (N, V, L, D) and, when the
+    encoder has a pooled embedding, ``variant_pooled`` (N, V, P)."""
+    from tqdm.auto import tqdm
+
+    counts = {len(v) for v in variants} | ({len(v) for v in variants_fine} if variants_fine is not None else set())
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(f"encode_variants: every image needs the same positive number of phrasings, got {sorted(counts)}")
+    V = counts.pop()
+    flat = [p for v in variants for p in v]
+    flat_fine = [p for v in variants_fine for p in v] if variants_fine is not None else None
+    text_encoder = text_encoder.to(device).eval()
+    has_pooled = hasattr(text_encoder, "pooled")
+    states, pooled = [], []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(flat), batch_size), desc="encode caption variants", disable=not progress):
+            pf = flat_fine[s:s + batch_size] if flat_fine is not None else None
+            enc = text_encoder.encode_prompt(flat[s:s + batch_size], pf, device=device,
+                                             **({"return_pooled": True} if has_pooled else {}))
+            states.append((enc[0] if has_pooled else enc).float().cpu())
+            if has_pooled:
+                pooled.append(enc[1].float().cpu())
+    st = torch.cat(states)
+    out = {"variant_states": st.reshape(len(variants), V, *st.shape[1:]).contiguous()}
+    if has_pooled:
+        pl = torch.cat(pooled)
+        out["variant_pooled"] = pl.reshape(len(variants), V, pl.shape[-1]).contiguous()
+    return out
+
+
 @torch.no_grad()
 def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
                         *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
@@ -273,7 +308,7 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS if k in cache}, str(tmp))
+    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS + VARIANT_KEYS if k in cache}, str(tmp))
     tmp.replace(path)
 
 
@@ -286,7 +321,8 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
     missing = [k for k in CACHE_KEYS if k not in cache]
     if missing:
         raise ValueError(f"{path}: training cache lacks {missing}")
-    n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states", "pooled") if k in cache}
+    n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states", "pooled") + VARIANT_KEYS
+         if k in cache}
     if len(set(n.values())) != 1:
         raise ValueError(f"{path}: training cache rows disagree: {n}")
     return cache
@@ -296,12 +332,13 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
 # Step-indexed randomness (exact resume; N processes == 1 process with N x the batch)
 # --------------------------------------------------------------------------------------------------
 def micro_batch(k: int, *, n_samples: int, global_batch: int, seed: int, latent_shape: tuple[int, ...],
-                num_train_timesteps: int, caption_dropout: float, noise_offset: float, random_flip: bool
-                ) -> dict[str, torch.Tensor]:
+                num_train_timesteps: int, caption_dropout: float, noise_offset: float, random_flip: bool,
+                n_phrasings: int = 1) -> dict[str, torch.Tensor]:
     """Sample indices and every random draw of global micro-step ``k`` (deterministic in (seed, k)).
 
     Returns tensors for the whole global micro-batch of ``global_batch`` samples: ``index`` (G,),
-    ``eps_latent`` / ``noise`` (G, *latent_shape), ``timesteps`` (G,), ``drop`` (G,) bool, ``flip`` (G,) bool.
+    ``eps_latent`` / ``noise`` (G, *latent_shape), ``timesteps`` (G,), ``drop`` (G,) bool, ``flip`` (G,) bool,
+    and with ``n_phrasings`` > 1 ``phrasing`` (G,): 0 the caption itself, v >= 1 its (v-1)-th variant.
     """
     per_epoch = n_samples // global_batch
     epoch, pos = divmod(k, per_epoch)
@@ -318,6 +355,8 @@ def micro_batch(k: int, *, n_samples: int, global_batch: int, seed: int, latent_
     }
     if noise_offset:
         out["noise"] = out["noise"] + noise_offset * torch.randn((G, latent_shape[0], 1, 1), generator=g)
+    if n_phrasings > 1:  # drawn last, so runs without variants keep every other draw
+        out["phrasing"] = torch.randint(0, n_phrasings, (G,), generator=g)
     return out
 
 
@@ -633,6 +672,13 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     uncond = cache["uncond_states"][0]
     pooled_all = cache["pooled"] if use_pooled else None
     uncond_pooled = cache["uncond_pooled"][0] if use_pooled else None
+    var_states = cache.get("variant_states") if tc["caption_variants"] else None
+    var_pooled = cache.get("variant_pooled") if tc["caption_variants"] and use_pooled else None
+    if tc["caption_variants"] and (var_states is None or (use_pooled and var_pooled is None)):
+        raise ValueError("train.caption_variants: the training cache has no variant_states"
+                         + ("/variant_pooled" if use_pooled else "") + " (encode the manifest's caption_variants "
+                         "with thermgen.train.unet.encode_variants)")
+    n_phrasings = 1 + (var_states.shape[1] if var_states is not None else 0)
     accum = tc["gradient_accumulation_steps"]
     val_every = tc["validation_steps"]
     do_val = vae is not None and text_encoder is not None and accelerator.is_main_process
@@ -648,7 +694,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             mb = micro_batch(k, n_samples=n, global_batch=G, seed=seed, latent_shape=latent_shape,
                              num_train_timesteps=noise_scheduler.config.num_train_timesteps,
                              caption_dropout=tc["caption_dropout"], noise_offset=tc["noise_offset"],
-                             random_flip=tc["random_flip"])
+                             random_flip=tc["random_flip"], n_phrasings=n_phrasings)
             sl = slice(rank * bs, (rank + 1) * bs)
             idx = mb["index"][sl]
             latents = lat_mean[idx] + lat_std[idx] * mb["eps_latent"][sl]
@@ -656,12 +702,18 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             if flip.any():
                 latents[flip] = latents[flip].flip(-1)
             states = text[idx].clone()
+            phr = mb["phrasing"][sl] if n_phrasings > 1 else None
+            alt = phr > 0 if phr is not None else None
+            if alt is not None and alt.any():
+                states[alt] = var_states[idx[alt], phr[alt] - 1].to(states.dtype)
             drop = mb["drop"][sl]
             if drop.any():
                 states[drop] = uncond.to(states.dtype)
             class_labels = None
             if use_pooled:
                 class_labels = pooled_all[idx].clone()
+                if alt is not None and alt.any():
+                    class_labels[alt] = var_pooled[idx[alt], phr[alt] - 1].to(class_labels.dtype)
                 if drop.any():
                     class_labels[drop] = uncond_pooled.to(class_labels.dtype)
                 class_labels = class_labels.to(accelerator.device)
@@ -738,7 +790,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             "loss_last_10": float(np.mean([r["loss"] for r in rows[-10:]])) if rows else None,
             "num_processes": world, "global_batch": G * accum, "train_images": n,
             "trainable_parameters": n_trainable, "lora_rank": tc["lora_rank"], "ema": ema is not None,
-            "prediction_type": pred_type, "snr_gamma": tc["snr_gamma"],
+            "prediction_type": pred_type, "snr_gamma": tc["snr_gamma"], "caption_phrasings": n_phrasings,
             "noise_schedule": {k: v for k, v in schedule.items() if k != "trained_betas"},
             "resumed_from": resumed_from, "seconds": round(time.time() - t0, 2),
             "unet": str(out_dir / "unet"), "log": str(log_path), "loss_curve": str(out_dir / "loss_curve.png"),
