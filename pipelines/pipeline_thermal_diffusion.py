@@ -40,6 +40,9 @@ from .patch_autoencoder import PatchAutoencoder
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint16", "latent")
+# The start of the warning logged when a prompt is cut (diffusers' wording), followed by the dropped texts.
+TRUNCATION_WARNING = ("The following part of your input was truncated because T-CLIP can only handle sequences up to "
+                      "{n} tokens")
 
 
 @dataclass
@@ -176,8 +179,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         """Token states for prompts: float tensor (B * num_images_per_prompt, L_out, hidden_size).
 
         `prompt_fine` (same length as `prompt`) is the fine-grained prompt, or None to let the text encoder's
-        mode decide (fused/concat modes then use `prompt` for both adapters).
+        mode decide (fused/concat modes then use `prompt` for both adapters). Logs a warning naming the words cut
+        off a prompt longer than the text encoder's context (77 tokens), as diffusers' Stable Diffusion does.
         """
+        self._warn_truncated(list(prompt) + list(prompt_fine or []))
         ids = self.text_encoder.tokenize(list(prompt)).to(device)
         ids_fine = self.text_encoder.tokenize(list(prompt_fine)).to(device) if prompt_fine is not None else None
         embeds = self.text_encoder(ids, ids_fine) if ids_fine is not None else self.text_encoder(ids)
@@ -185,6 +190,20 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             embeds = embeds[0]
         embeds = embeds.to(device=device, dtype=self.unet.dtype)
         return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def truncated_text(self, prompts: list[str]) -> list[str]:
+        """Per prompt, the text the text encoder's tokenizer cuts off (``""`` when the prompt fits).
+
+        Encoders without ``truncated_text`` (only the ``tokenize``/``forward`` interface) report nothing.
+        """
+        check = getattr(self.text_encoder, "truncated_text", None)
+        return check(list(prompts)) if check is not None else ["" for _ in prompts]
+
+    def _warn_truncated(self, prompts: list[str]) -> None:
+        dropped = list(dict.fromkeys(t for t in self.truncated_text(prompts) if t))  # distinct, in order
+        if dropped:
+            n = getattr(self.text_encoder, "context_length", 77)
+            logger.warning(f"{TRUNCATION_WARNING.format(n=n)}: {dropped}")
 
     @property
     def takes_pooled(self) -> bool:

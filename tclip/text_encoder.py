@@ -23,7 +23,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-__all__ = ["TCLIPTextEncoder", "MODES"]
+__all__ = ["TCLIPTextEncoder", "MODES", "truncated_text"]
 
 MODES = ("base", "global", "fine", "fused", "concat")
 _TOWERS = {"base": ("base",), "global": ("global",), "fine": ("fine",), "fused": ("global", "fine"), "concat": ("global", "fine")}
@@ -33,6 +33,25 @@ def _build_tower(embed_dim: int, text_cfg: dict, quick_gelu: bool) -> nn.Module:
     from open_clip.model import _build_text_tower
 
     return _build_text_tower(embed_dim, dict(text_cfg), quick_gelu=quick_gelu)
+
+
+def truncated_text(tokenizer, texts: list[str], context_length: int | None = None) -> list[str]:
+    """Per text, the words an open_clip ``SimpleTokenizer`` cuts off to fit ``context_length`` tokens.
+
+    The tokenizer keeps ``context_length - 2`` BPE tokens between its start and end tokens and silently drops
+    the rest; this returns the dropped part, decoded (lower case, as the tokenizer cleans it), or ``""`` when
+    the text fits. Tokenizers without ``encode``/``decode`` (e.g. open_clip's ``HFTokenizer``) are not
+    inspected: ``""`` for every text.
+    """
+    n = int(context_length or getattr(tokenizer, "context_length", 0) or 77)
+    if not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode")):
+        return ["" for _ in texts]
+    keep = n - 2  # room left by the start and end tokens
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        out.append(" ".join(tokenizer.decode(ids[keep:]).split()) if len(ids) > keep else "")
+    return out
 
 
 class TCLIPTextEncoder(ModelMixin, ConfigMixin):
@@ -147,10 +166,17 @@ class TCLIPTextEncoder(ModelMixin, ConfigMixin):
         return self._tokenizer
 
     def tokenize(self, prompts: list[str]) -> torch.LongTensor:
-        """Prompts -> token ids (B, context_length), open_clip BPE (truncated at the context length)."""
+        """Prompts -> token ids (B, context_length), open_clip BPE (truncated at the context length;
+        :meth:`truncated_text` says what a prompt loses)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not a single string")
         return self.tokenizer(list(prompts))
+
+    def truncated_text(self, prompts: list[str]) -> list[str]:
+        """Per prompt, the text :meth:`tokenize` drops to fit ``context_length`` tokens; ``""`` when it fits."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not a single string")
+        return truncated_text(self.tokenizer, prompts, self.context_length)
 
     def _tokens(self, tower: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         x, attn_mask = tower._embeds(input_ids.to(self.device))

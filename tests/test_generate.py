@@ -92,3 +92,13 @@ def test_bad_flags_exit_2_naming_the_flag(pipeline_dir, tmp_path, capsys, extra,
 def test_missing_pipeline_folder_is_named(tmp_path, capsys):
     assert main(["--pipeline", str(tmp_path / "nope"), "--prompt", PROMPT, "--out", str(tmp_path / "o")]) == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_prompt_over_77_tokens_is_reported_once_with_the_dropped_words(pipeline_dir, tmp_path, capsys):
+    long = PROMPT + ", " + "with a warm car " * 20 + "and one cold bicycle"
+    assert main(["--pipeline", str(pipeline_dir), "--prompt", long, "--steps", "1", "--n", "3", "--batch-size", "1",
+                 "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "truncated" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "and one cold bicycle" in lines[0]
+    assert json.loads((tmp_path / "generation.json").read_text())["warnings"] == [lines[0][len("warning: "):]]

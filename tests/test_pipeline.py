@@ -279,3 +279,21 @@ def test_pooled_embeddings_given_with_a_prompt_are_repeated_per_image_and_checke
         pipe("x", pooled_prompt_embeds=torch.zeros(1, 5), num_inference_steps=1)
     with pytest.raises(ValueError, match="takes no pooled prompt embedding"):
         tiny_pipeline(mode="fused")("x", pooled_prompt_embeds=pooled, num_inference_steps=1)
+
+
+LONG_PROMPT = "An infrared thermal image of a parking lot at night, " + "with a warm car " * 20 + "and one cold bicycle"
+
+
+def test_prompt_over_77_tokens_warns_naming_the_dropped_words(pipe, caplog):
+    assert pipe.truncated_text([PROMPT]) == [""]
+    dropped = pipe.truncated_text([LONG_PROMPT])[0]
+    assert dropped.endswith("and one cold bicycle")
+    with caplog.at_level("WARNING", logger="pipelines.pipeline_thermal_diffusion"):
+        run(pipe, prompt=[PROMPT, LONG_PROMPT], num_inference_steps=1)
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(warnings) == 1  # the negative (empty) prompt fits; the long prompt is named once
+    assert "up to 77 tokens" in warnings[0] and "and one cold bicycle" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipelines.pipeline_thermal_diffusion"):
+        run(pipe, num_inference_steps=1)
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]

@@ -95,3 +95,14 @@ def test_mode_needing_a_missing_adapter_is_refused():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="mode"):
         TCLIPTextEncoder(text_cfg={"width": 32, "heads": 2, "layers": 1}, embed_dim=32, mode="mean")
+
+
+def test_truncated_text_names_the_words_past_77_tokens(model):
+    enc = TCLIPTextEncoder.from_tclip(model, mode="global")
+    long = "An infrared thermal image of a road at night. " + "warm car " * 40 + "LAST WORDS HERE"
+    short_dropped, long_dropped = enc.truncated_text([PROMPTS[0], long])
+    assert short_dropped == ""
+    assert long_dropped.endswith("last words here")  # the tokenizer lower-cases
+    ids = enc.tokenizer.encode(long)
+    assert len(ids) > 75  # 77 minus the start and end tokens
+    assert enc.tokenizer.decode(ids[:75]).split() + long_dropped.split() == enc.tokenizer.decode(ids).split()

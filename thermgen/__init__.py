@@ -2,7 +2,8 @@
 
 Stages (each a command): ``python -m thermgen.data`` (datasets, synthetic scenes), ``python -m thermgen.caption``
 (IR-Cap captions -> manifest), ``python -m tclip.train`` / ``python -m tclip.eval`` (T-CLIP),
-``python -m thermgen.train`` (the whole recipe), ``python -m thermgen.generate``, ``python -m thermgen.fid``.
+``python -m thermgen.train`` (the whole recipe), ``python -m thermgen.generate``, ``python -m thermgen.fid``;
+``python -m thermgen.demo`` tries generation, captioning and search in a browser (the optional ``demo`` extra).
 
 Heavy imports (torch, diffusers) happen only when a name that needs them is used.
 """

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,40 @@ def load_scheduler(folder: str | Path):
         raise DataError(f"{folder}: no scheduler_config.json")
     name = json.loads(config_path.read_text()).get("_class_name", "")
     return _scheduler_class(name).from_pretrained(folder)
+
+
+@contextmanager
+def pipeline_warnings(echo: bool = False) -> Iterator[list[str]]:
+    """Collect the warnings the pipeline logs inside the ``with`` block, each distinct message once.
+
+    Yields the list the messages are appended to (e.g. a prompt over the text encoder's 77 tokens: "The following
+    part of your input was truncated ...: ['dropped words']"). The pipeline warns on every call; this keeps one
+    copy. ``echo``: also print each new message to stderr as ``warning: ...``. While the block runs the messages
+    do not reach other logging handlers (the caller reports them). Warnings from every thread are collected, so
+    run one generation at a time inside the block.
+    """
+    from pipelines import pipeline_thermal_diffusion
+
+    log = logging.getLogger(pipeline_thermal_diffusion.__name__)
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if msg not in messages:
+                messages.append(msg)
+                if echo:
+                    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    handler = _Collect(logging.WARNING)
+    propagate = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield messages
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
     grid: list[list[np.ndarray]] = []
+    with pipeline_warnings(echo=True) as warnings:  # e.g. a prompt over 77 tokens: printed once, not per batch
+        status = _generate_all(args, pipe, fines, records, grid)
+    if status:
+        return status
+    return _finish(args, pipe, grid, records, warnings, t0)
+
+
+def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[list[np.ndarray]]) -> int:
+    """Run every prompt and seed, writing one PNG per image; fills ``records`` and ``grid``. Returns 0 or 2."""
     try:
         for i, prompt in enumerate(args.prompt):
             row: list[np.ndarray] = []
@@ -185,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad size etc., named by the pipeline's check_inputs
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
 
+
+def _finish(args, pipe, grid, records, warnings: list[str], t0: float) -> int:
+    """Write grid.png and generation.json, print the summary line."""
     grid_path = args.out / "grid.png"
     save_grid(grid_path, grid, args.prompt, [args.seed + k for k in range(args.n)], args.colormap)
     summary = {
@@ -198,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": list(grid[0][0].shape),
         "seconds": round(time.perf_counter() - t0, 2),
         "grid": grid_path.name,
+        "warnings": warnings,
         "images": records,
     }
     (args.out / "generation.json").write_text(json.dumps(summary, indent=2) + "\n")
