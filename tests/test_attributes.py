@@ -203,3 +203,39 @@ def test_attribute_table_lines_up_with_records():
     recs = [_rec(0, "t", "day", 60, 30, []), _rec(1, "t", "night", 120, 85, ["Person"])]
     t = attribute_table(recs)
     assert t["time_of_day"] == ["day", "night"] and t["altitude"] == ["low", "high"] and t["person"] == ["absent", "present"]
+
+
+def test_text_probe_reads_a_fact_the_captions_state_and_not_one_they_omit(tmp_path):
+    """thermgen.judge text: linear probes on the text encoder's embeddings of the captions (train -> val -> test)."""
+    from pipelines.testing import TINY_TEXT_CFG
+    from tclip.text_encoder import TCLIPTextEncoder
+    from thermgen.ircap.manifest import write_manifest
+    from thermgen.judge import main, text_probe
+
+    torch.manual_seed(0)
+    TCLIPTextEncoder(embed_dim=32, text_cfg=dict(TINY_TEXT_CFG), mode="fused").save_pretrained(tmp_path / "te")
+
+    def manifest(name, states_time):
+        recs = []
+        for split, n in (("train", 48), ("val", 24), ("test", 24)):
+            for i in range(n):
+                tod = "night" if i % 2 else "day"
+                r = _rec(i, split, tod, 60.0, 30.0, ["Car"] * (i % 3))
+                when = ("at night " if tod == "night" else "in daytime ") if states_time else ""
+                r["global_caption"] = f"An infrared thermal image {when}with {i % 3} cars."
+                r["fine_caption"] = "Thermal infrared image of a road."
+                recs.append(r)
+        write_manifest(tmp_path / name, recs)
+        return tmp_path / name
+
+    rep = text_probe(tmp_path / "te", manifest("stated.jsonl", True))
+    assert rep["mode"] == "fused" and set(rep["embeddings"]) == {"mean_tokens", "pooled"}
+    assert rep["embeddings"]["mean_tokens"]["time_of_day"]["accuracy"] == 1.0
+    # the same images with captions that never state the time of day: nothing to read beyond chance (0.5)
+    omitted = text_probe(tmp_path / "te", manifest("omitted.jsonl", False))
+    assert omitted["embeddings"]["mean_tokens"]["time_of_day"]["accuracy"] <= 0.6
+    assert main(["text", "--text-encoder", str(tmp_path / "te"), "--manifest", str(tmp_path / "stated.jsonl"),
+                 "--out", str(tmp_path / "probe.json"), "--quiet"]) == 0
+    assert "| mean_tokens | 1.000 |" in (tmp_path / "probe.md").read_text()
+    assert main(["text", "--text-encoder", str(tmp_path), "--manifest", str(tmp_path / "stated.jsonl"),
+                 "--out", str(tmp_path / "x.json"), "--quiet"]) == 2

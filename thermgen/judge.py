@@ -19,6 +19,13 @@ held-out split, beside the originals (no generator can do better than its decode
     python -m thermgen.judge autoencoder --judge RUN/judge --manifest RUN/manifest.jsonl --vae RUN/vae \
         --split val --reference test --out RUN/reports/autoencoder.json
 
+Can the conditioner read the facts at all? A linear probe per attribute on the text encoder's prompt embeddings
+(pooled, and token states averaged) of the split's captions, trained on the train captions, L2 chosen on val, read on
+test; a generator cannot follow a fact its text encoder does not carry::
+
+    python -m thermgen.judge text --text-encoder RUN/pipeline/text_encoder --manifest RUN/manifest.jsonl \
+        --out RUN/reports/text_probe.json
+
 All write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
 """
 
@@ -161,6 +168,75 @@ def autoencoder_ceiling(judge_dir: str | Path, manifest: str | Path, vae_dir: st
     return out
 
 
+def text_probe(text_encoder_dir: str | Path, manifest: str | Path, *, train_split: str = "train",
+               val_split: str = "val", test_split: str = "test", device: str | None = None) -> dict[str, Any]:
+    """Linear probes of the judge's attributes on a text encoder's embeddings of the captions (see the module doc).
+
+    ``text_encoder_dir``: a pipeline's ``text_encoder/`` folder (its conditioning mode is used) or a T-CLIP folder
+    (read in "fused" mode). Returns per embedding ("pooled" when the encoder has one, "mean_tokens") and attribute
+    the test accuracy and the majority rate.
+    """
+    import numpy as np
+    import torch
+
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images
+    from tclip.text_encoder import TCLIPTextEncoder
+
+    folder = Path(text_encoder_dir)
+    if (folder / "tclip_config.json").is_file():
+        te = TCLIPTextEncoder.from_tclip(folder, mode="fused")
+    elif (folder / "config.json").is_file():
+        te = TCLIPTextEncoder.from_pretrained(folder)
+    else:
+        raise FileNotFoundError(f"{folder}: neither a T-CLIP folder (tclip_config.json) nor a text encoder folder "
+                                "(config.json)")
+    te = te.to(device or "cpu").eval()
+    mode = te.config.mode
+    has_pooled = hasattr(te, "pooled")
+
+    @torch.no_grad()
+    def embed(recs):
+        pooled, mean_tok = [], []
+        for i in range(0, len(recs), 64):
+            g = [r["global_caption"] for r in recs[i:i + 64]]
+            f = [r["fine_caption"] for r in recs[i:i + 64]]
+            prompts, fine = (f, None) if mode == "fine" else (g, f if mode in ("fused", "concat") else None)
+            out = te.encode_prompt(prompts, fine, return_pooled=has_pooled)
+            states = out[0] if has_pooled else out
+            mean_tok.append(states.mean(1).float().cpu().numpy())
+            if has_pooled:
+                pooled.append(out[1].float().cpu().numpy())
+        feats = {"mean_tokens": np.concatenate(mean_tok)}
+        if has_pooled:
+            feats["pooled"] = np.concatenate(pooled)
+        return feats
+
+    splits = {s: _records(Path(manifest), s) for s in (train_split, val_split, test_split)}
+    feats = {s: embed(r) for s, r in splits.items()}
+    labels = {s: attribute_table(r) for s, r in splits.items()}
+    out: dict[str, Any] = {"schema_version": 1, "text_encoder": str(folder), "mode": mode, "manifest": str(manifest),
+                           "splits": {s: len(r) for s, r in splits.items()}, "embeddings": {}}
+    for kind in feats[train_split]:
+        probe = AttributeJudge.fit(feats[train_split][kind], labels[train_split], val_feats=feats[val_split][kind],
+                                   val_labels=labels[val_split], info={"kind": kind})
+        graded = judge_images(probe, feats[test_split][kind], labels[test_split])
+        out["embeddings"][kind] = {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy", "n")}
+                                   for a, r in graded.items()}
+    return out
+
+
+def text_probe_markdown(rep: dict[str, Any]) -> str:
+    kinds = list(rep["embeddings"])
+    attrs = list(rep["embeddings"][kinds[0]])
+    md = [f"# Attributes read from the text encoder `{rep['text_encoder']}` ({rep['mode']}): linear probes, test captions",
+          "", "| embedding | " + " | ".join(attrs) + " |", "| --- |" + " --- |" * len(attrs)]
+    for k in kinds:
+        md.append(f"| {k} | " + " | ".join(f"{rep['embeddings'][k][a]['accuracy']:.3f}" for a in attrs) + " |")
+    md.append("| majority class | " + " | ".join(f"{rep['embeddings'][kinds[0]][a]['majority_rate']:.3f}"
+                                                for a in attrs) + " |")
+    return "\n".join(md) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m thermgen.judge", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -190,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--split", default="val", help="split whose images are reconstructed")
     a.add_argument("--reference", default="test", help="split the FID compares against")
     a.add_argument("--out", required=True, help="report JSON path (.md beside it)")
-    for q in (t, e, a):
+    x = sub.add_parser("text", help="linear probes: can the text encoder's prompt embeddings tell each attribute?",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("--text-encoder", required=True, help="a pipeline's text_encoder/ folder or a T-CLIP folder")
+    x.add_argument("--manifest", required=True, help="manifest with the train/val/test captions")
+    x.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    for q in (t, e, a, x):
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -241,6 +322,15 @@ def main(argv: list[str] | None = None) -> int:
                                   args.cache_dir or default_cache_dir()))
             print(ceiling_markdown(rep))
             print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
+        elif args.cmd == "text":
+            rep = text_probe(args.text_encoder, args.manifest, device=args.device)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rep, indent=2))
+            text = text_probe_markdown(rep)
+            out.with_suffix(".md").write_text(text)
+            print(text)
+            print(f"wrote {out} and {out.with_suffix('.md')}")
         elif args.cmd == "autoencoder":
             rep = autoencoder_ceiling(args.judge, args.manifest, args.vae, split=args.split, reference=args.reference,
                                       device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())
