@@ -98,13 +98,22 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     has_ema = any(r.get("weights") == "ema" for r in rows)
     keep = ("ema", "final") if has_ema else ("raw", "final")
-    rows = sorted((r for r in rows if r.get("weights") in keep), key=lambda r: r["step"])
+    rows = [r for r in rows if r.get("weights") in keep]
     if not rows:
         return
-    steps = [r["step"] for r in rows]
+    # x: the first setting that varies (checkpoint step, else guidance, else sampler steps); the other settings are
+    # held at the first row's values, so a sweep over one checkpoint plots against guidance, not as one point.
+    names = {"step": "UNet optimizer step", "guidance": "guidance scale", "sampler_steps": "sampler steps"}
+    varying = [k for k in names if len({r[k] for r in rows}) > 1] or ["step"]
+    xkey = varying[0]
+    held = {k: rows[0][k] for k in varying[1:]}
+    rows = sorted((r for r in rows if all(r[k] == v for k, v in held.items())), key=lambda r: r[xkey])
+    if held:
+        title += " (" + ", ".join(f"{names[k]} {v}" for k, v in held.items()) + ")"
+    steps = [r[xkey] for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.plot(steps, [r["fid"] for r in rows], "o-")
-    a1.set_xlabel("UNet optimizer step")
+    a1.set_xlabel(names[xkey])
     a1.set_ylabel("FID (val, generator resolution)")
     a1.set_title("FID")
     for a in rows[0]["attributes"]:
@@ -112,7 +121,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         a2.axhline(rows[0]["attributes"][a]["majority_rate"], color=line.get_color(), ls=":", lw=0.8)
     a2.plot(steps, [r["swap_time_of_day"]["follows"] for r in rows], "k^--", label="day/night swap followed")
     a2.set_ylim(0, 1)
-    a2.set_xlabel("UNet optimizer step")
+    a2.set_xlabel(names[xkey])
     a2.set_ylabel("accuracy (dotted: majority rate)")
     a2.set_title("attribute judge on generated images")
     a2.legend(fontsize=7)
@@ -196,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                  | {"swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
                 (args.out / "control.json").write_text(json.dumps(rows, indent=1))
     (args.out / "control.md").write_text(markdown(rows, args))
-    first = [r for r in rows if r["guidance"] == args.guidance[0] and r["sampler_steps"] == args.steps[0]]
-    plot_curves(first, args.out / "control.png", f"{run}: {args.split}, guidance {args.guidance[0]}, "
-                                                  f"{args.steps[0]} sampler steps")
+    plot_curves(rows, args.out / "control.png", f"{run}: {args.split}")
     print(f"wrote {args.out}/control.json, control.md, control.png")
     return 0
 
