@@ -24,6 +24,7 @@ def test_package_writes_a_loadable_fp16_pipeline_with_a_model_card(tmp_path):
     dest = package(run, "tiny", fp16=True, dest=tmp_path / "models")
     card = (dest / "README.md").read_text()
     assert "CC BY 4.0" in card and "Suo et al." in card and "library_name: diffusers" in card
+    assert "change generated images by at most" in card  # fp16 storage measured against the run's weights
     assert not list(dest.rglob("*.bin")) and list(dest.rglob("*.safetensors"))
     from safetensors.torch import load_file
 
@@ -67,3 +68,19 @@ def test_generate_without_pipeline_uses_the_shipped_model_or_says_how_to_get_one
         assert rc == 0 and (tmp_path / "o" / "generation.json").is_file()
     else:
         assert rc == 2 and "thermgen.pretrained" in capsys.readouterr().err
+
+
+def test_model_card_carries_the_known_gaps_given_to_the_packaging_command(tmp_path):
+    from pipelines.testing import tiny_pipeline
+    from thermgen.pretrained import main
+
+    run = tmp_path / "run"
+    tiny_pipeline(mode="fused").save_pretrained(run / "pipeline")
+    (tmp_path / "gaps.md").write_text("- FID is far from its goal.\n")
+    from unittest import mock
+
+    with mock.patch("thermgen.pretrained.MODELS_DIR", tmp_path / "models"):
+        assert main(["--run", str(run), "--name", "tiny", "--notes", str(tmp_path / "gaps.md")]) == 0
+    card = (tmp_path / "models" / "tiny" / "README.md").read_text()
+    assert "## Known gaps\n\n- FID is far from its goal.\n" in card
+    assert "change generated images" not in card  # float32: nothing to measure

@@ -47,7 +47,8 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None, dest: Path | None = None) -> Path:
+def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None, dest: Path | None = None,
+            notes: str | None = None) -> Path:
     """Copy ``run/pipeline`` into the package as ``name`` (optionally fp16), write the model card; returns the folder."""
     import torch
 
@@ -64,7 +65,9 @@ def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "README.md").write_text(card if card is not None else model_card(run, name, fp16=fp16))
+    fp16_diff = fp16_difference(src, tmp) if fp16 else None
+    (tmp / "README.md").write_text(card if card is not None else model_card(run, name, fp16=fp16, fp16_diff=fp16_diff,
+                                                                                 notes=notes))
     size = folder_bytes(tmp)
     if size > MAX_BYTES:
         shutil.rmtree(tmp)
@@ -75,11 +78,40 @@ def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None
     return dest
 
 
-def model_card(run: Path, name: str, *, fp16: bool) -> str:
+FP16_CHECK_PROMPTS = ("An infrared thermal image of a road at night, seen from 60 m.",
+                      "An infrared thermal image of a parking lot in daytime with many cars, seen from 100 m.")
+
+
+def fp16_difference(original: Path, packaged: Path, *, steps: int = 10, seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """How much fp16 storage changes the images: the packaged pipeline (weights stored in half precision, loaded
+    in float32) against the original, same prompts, seeds and settings. ``{"max_abs", "mean_abs"}`` in [0, 1] units."""
+    import numpy as np
+    import torch
+
+    from pipelines import ThermalDiffusionPipeline
+
+    imgs = []
+    for folder in (original, packaged):
+        pipe = ThermalDiffusionPipeline.from_pretrained(folder).to(torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        prompts = [p for p in FP16_CHECK_PROMPTS for _ in seeds]
+        gens = [torch.Generator().manual_seed(s) for _ in FP16_CHECK_PROMPTS for s in seeds]
+        imgs.append(np.asarray(pipe(prompt=prompts, num_inference_steps=steps, generator=gens, output_type="np").images))
+    d = np.abs(imgs[0] - imgs[1])
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "images": len(d), "steps": steps}
+
+
+def model_card(run: Path, name: str, *, fp16: bool, fp16_diff: dict | None = None, notes: str | None = None) -> str:
     """A diffusers-style model card from the run's config and reports."""
     cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
     gen = run / "reports" / "generation.md"
     judge = run / "reports" / "judge.md"
+    fp16_note = ""
+    if fp16 and fp16_diff:
+        fp16_note = (f"\nThe evaluation below was measured with the run's float32 weights; stored in half precision and "
+                     f"loaded in float32 (the default), they change generated images by at most "
+                     f"{fp16_diff['max_abs']:.4f} of the [0, 1] range (mean {fp16_diff['mean_abs']:.5f}; "
+                     f"{fp16_diff['images']} images, {fp16_diff['steps']} steps).")
     return f"""---
 library_name: diffusers
 pipeline_tag: text-to-image
@@ -94,7 +126,7 @@ A `ThermalDiffusionPipeline` (thermgen) that turns IR-Cap-style captions ("An in
 seen from 60 m ...") into 64 x 64 white-hot thermal (LWIR) images of UAV views. Components: a UNet trained from
 scratch, a lossless `PatchAutoencoder` (4 x 4 pixel patches folded into channels: no learned VAE), and a small
 T-CLIP text encoder (open_clip text tower with global and fine LoRA adapters merged, fused 0.8 / 0.2) whose token
-states feed cross-attention and whose pooled embedding joins the timestep embedding. Weights: safetensors{' (fp16)' if fp16 else ''}.
+states feed cross-attention and whose pooled embedding joins the timestep embedding. Weights: safetensors{' (fp16)' if fp16 else ''}.{fp16_note}
 
 ## Use
 
@@ -134,7 +166,7 @@ Resolved config:
 - Prompts should follow IR-Cap's phrasing (`python -m thermgen.caption` writes it); free-form text is understood only
   as far as the small text tower trained from scratch on those captions allows.
 
-## Data and attribution
+{("## Known gaps" + chr(10) + chr(10) + notes.strip() + chr(10) + chr(10)) if notes else ""}## Data and attribution
 
 HIT-UAV: Suo et al., "HIT-UAV: A high-altitude infrared thermal dataset for Unmanned Aerial Vehicle-based object
 detection", *Scientific Data* 10, 227 (2023), doi:10.1038/s41597-023-02066-6, licensed CC BY 4.0
@@ -148,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True, help="recipe run folder (RUN/pipeline, RUN/reports)")
     p.add_argument("--name", required=True, help="model name, e.g. hituav-64")
     p.add_argument("--fp16", action="store_true", help="store the weights in half precision")
+    p.add_argument("--notes", type=Path, default=None, help="Markdown file: the model's known gaps, for the card")
     args = p.parse_args(argv)
     try:
-        dest = package(args.run, args.name, fp16=args.fp16)
+        notes = args.notes.read_text() if args.notes is not None else None
+        dest = package(args.run, args.name, fp16=args.fp16, notes=notes)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
