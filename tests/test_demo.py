@@ -264,8 +264,10 @@ def test_image_ranks_captions_as_tclip_does(client, files, tiny_tclip):
     "api, args, message",
     [
         ("/search_images", ("", "{images}", [], 3), "Enter a text query"),
-        ("/search_images", ("cars", "{root}/nope", [], 3), "no such folder"),
-        ("/search_images", ("cars", "{root}/pipeline", [], 3), "no images"),
+        ("/search_images", ("cars", "{images}/nope", [], 3), "no such folder"),
+        ("/search_images", ("cars", "{images}/empty", [], 3), "no images"),
+        ("/search_images", ("cars", "{root}/pipeline", [], 3), "Search reads folders inside"),
+        ("/search_images", ("cars", "{images}/../pipeline", [], 3), "Search reads folders inside"),
         ("/search_captions", ("{root}/photo.jpg", "a caption", 3), "photo.jpg is a true-colour image"),
         ("/search_captions", ("{root}/frame16.png", "\n \n", 3), "Give at least one caption"),
     ],
@@ -277,13 +279,24 @@ def test_bad_search_input_gets_a_readable_message(client, files, api, args, mess
             return handle_file(text) if text.endswith((".jpg", ".png")) else text
         return a
 
+    (files / "images" / "empty").mkdir(exist_ok=True)
     with pytest.raises(AppError, match=re.escape(message)):
         client.predict(*map(fill, args), api_name=api)
 
 
+def test_search_reads_no_server_folder_when_served_beyond_this_machine(files, tclip_dir):
+    from thermgen.demo import DemoError, ThermalDemo
+
+    td = ThermalDemo(files / "pipeline", tclip_dir)
+    assert len(td._image_paths(files / "images", None)) >= 2  # localhost, no --images: any folder
+    td.server_folders = False  # what main() sets for --host beyond loopback or --share
+    with pytest.raises(DemoError, match="does not read folders on the server"):
+        td._image_paths(files / "images", None)
+
+
 def test_a_colour_image_in_the_folder_is_named(client, files, tmp_path):
-    folder = tmp_path / "mixed"
-    folder.mkdir()
+    folder = files / "images" / "mixed"  # inside the demo's --images folder
+    folder.mkdir(exist_ok=True)
     (folder / "ok.png").write_bytes((files / "images" / "frame0.png").read_bytes())
     (folder / "photo.jpg").write_bytes((files / "photo.jpg").read_bytes())
     with pytest.raises(AppError, match="photo.jpg is a true-colour image"):

@@ -233,3 +233,17 @@ def test_phrasing_draw_keeps_the_other_draws():
     assert "phrasing" not in a and set(b["phrasing"].tolist()) <= {0, 1, 2}
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_phrased_takes_each_sample_from_the_phrasing_drawn_for_it():
+    import torch
+
+    from thermgen.train.unet import phrased
+
+    main = torch.arange(4.0)[:, None].repeat(1, 3)  # row i: i
+    variants = 10 * (torch.arange(4.0)[:, None] + 1) + torch.arange(2.0)[None, :]  # (4, 2): 10(i+1) + v
+    variants = variants[..., None].repeat(1, 1, 3)
+    out = phrased(main, variants, torch.tensor([3, 1, 1, 0]), torch.tensor([0, 1, 2, 2]))
+    assert out[:, 0].tolist() == [3.0, 20.0, 21.0, 11.0]
+    assert torch.equal(phrased(main, None, torch.tensor([2]), None), main[[2]])
+    assert main[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]  # the cache itself is never written

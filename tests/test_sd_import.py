@@ -188,7 +188,7 @@ def test_a_thermgen_unet_with_pooled_conditioning_is_kept_whole():
     assert same is unet and changes == {}
     with pytest.raises(ValueError, match="20-wide pooled embeddings but the text encoder's pooled embedding is 12"):
         adapt_unet_to_text_width(unet, 24, pooled_dim=12)
-    with pytest.raises(ValueError, match="needs class labels"):
+    with pytest.raises(ValueError, match="set unet.pooled_conditioning=true"):
         adapt_unet_to_text_width(unet, 24)
     # another token width: a new text projection, and the "text" addition (which pools the raw tokens) goes
     new, changes = adapt_unet_to_text_width(unet, 40, pooled_dim=20)

@@ -6,8 +6,9 @@ then open http://127.0.0.1:7860. Three tabs:
 
 * **Generate**: prompt, optional fine-grained prompt, negative prompt, seed (or "randomize seed"), steps, guidance,
   number of images and colormap -> a gallery, the seed used, and each image as a lossless 16-bit PNG. Image ``k``
-  uses seed ``seed + k`` on a CPU generator, as ``python -m thermgen.generate --seed SEED`` does, so the command
-  reproduces what the page showed. Changing the colormap re-renders the shown images without generating again.
+  uses seed ``seed + k`` on a CPU generator, as ``python -m thermgen.generate --seed SEED`` does, so on the CPU
+  (float32) the command reproduces what the page showed; on CUDA the demo runs in float16, so pixels differ
+  slightly. Changing the colormap re-renders the shown images without generating again.
 * **Caption**: a thermal image (8/16-bit PNG, TIFF, JPEG) and optional metadata -> IR-Cap's global and fine captions
   and the facts and measurements they rest on (the rules of ``python -m thermgen.caption``; no model needed).
 * **Search** (with a T-CLIP folder): a text query ranks a folder of thermal images; an image ranks a list of captions.
@@ -44,6 +45,7 @@ DEFAULT_IMAGES = 4
 MAX_STEPS = 150
 MAX_GUIDANCE = 20.0
 MAX_IMAGES = 8
+MAX_SEARCH_IMAGES = 5000  # images one Search ranks (encoded on request; keeps one query from stalling the queue)
 MAX_SEED = 2**32 - 1  # torch.Generator.manual_seed takes any 64-bit value; keep seeds short enough to type
 COLORMAPS = ("white-hot", "black-hot", "ironbow", "inferno", "viridis")
 TIMES_OF_DAY = ("unknown", "day", "night")
@@ -184,6 +186,9 @@ class ThermalDemo:
             except (FileNotFoundError, ValueError) as e:
                 raise DemoError(f"cannot load the T-CLIP folder {self.tclip_dir}: {e}") from None
         self.images_dir = Path(images_dir) if images_dir is not None else None
+        # Search's folder box reads the server's disk: inside images_dir only when one is given; anywhere else only
+        # while the demo is served to this machine alone (main() turns it off for --host beyond loopback / --share).
+        self.server_folders = True
         self._files = tempfile.TemporaryDirectory(prefix="thermgen-demo-")  # the 16-bit PNGs; removed at exit
         self._image_cache: dict[tuple, Any] = {}
 
@@ -376,10 +381,23 @@ class ThermalDemo:
             return paths
         if not folder:
             raise DemoError("Give a folder of thermal images (on the server) or upload some images.")
-        folder = Path(str(folder).strip()).expanduser()
+        folder = Path(str(folder).strip()).expanduser().resolve()
+        if self.images_dir is not None and not folder.is_relative_to(self.images_dir.resolve()):
+            raise DemoError(f"Search reads folders inside {self.images_dir} only (the demo's --images); upload "
+                            "images to search others.")
+        if self.images_dir is None and not self.server_folders:
+            raise DemoError("This demo is served beyond this machine, so Search does not read folders on the server; "
+                            "upload images, or start the demo with --images DIR.")
         if not folder.is_dir():
             raise DemoError(f"{folder}: no such folder.")
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.suffix != ".npy")
+        try:
+            paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.suffix != ".npy"
+                           and p.is_file())
+        except OSError as e:
+            raise DemoError(f"{folder}: cannot list it ({e.strerror or e}).") from None
+        if len(paths) > MAX_SEARCH_IMAGES:
+            raise DemoError(f"{folder}: {len(paths)} images; Search ranks at most {MAX_SEARCH_IMAGES} (use a smaller "
+                            "folder, or tclip's own retrieval commands for large sets).")
         if not paths:
             raise DemoError(f"{folder}: no images ({', '.join(e for e in IMAGE_EXTENSIONS if e != '.npy')}).")
         return paths
@@ -739,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    td.server_folders = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
     if td.pipe is None:
         print(f"note: {td.pipeline_error} (Caption works without a model.)", file=sys.stderr)
     print(f"thermgen demo: {td.status()}", file=sys.stderr)

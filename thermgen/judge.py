@@ -174,7 +174,8 @@ def text_probe(text_encoder_dir: str | Path, manifest: str | Path, *, train_spli
 
     ``text_encoder_dir``: a pipeline's ``text_encoder/`` folder (its conditioning mode is used) or a T-CLIP folder
     (read in "fused" mode). Returns per embedding ("pooled" when the encoder has one, "mean_tokens") and attribute
-    the test accuracy and the majority rate.
+    the test accuracy and the majority rate. "mean_tokens" averages the encoder's output states over all token
+    positions (padding included).
     """
     import numpy as np
     import torch
@@ -227,13 +228,14 @@ def text_probe(text_encoder_dir: str | Path, manifest: str | Path, *, train_spli
 
 def text_probe_markdown(rep: dict[str, Any]) -> str:
     kinds = list(rep["embeddings"])
-    attrs = list(rep["embeddings"][kinds[0]])
+    attrs = list(dict.fromkeys(a for k in kinds for a in rep["embeddings"][k]))  # a probe may skip an attribute
     md = [f"# Attributes read from the text encoder `{rep['text_encoder']}` ({rep['mode']}): linear probes, test captions",
           "", "| embedding | " + " | ".join(attrs) + " |", "| --- |" + " --- |" * len(attrs)]
     for k in kinds:
-        md.append(f"| {k} | " + " | ".join(f"{rep['embeddings'][k][a]['accuracy']:.3f}" for a in attrs) + " |")
-    md.append("| majority class | " + " | ".join(f"{rep['embeddings'][kinds[0]][a]['majority_rate']:.3f}"
-                                                for a in attrs) + " |")
+        md.append(f"| {k} | " + " | ".join(f"{rep['embeddings'][k][a]['accuracy']:.3f}" if a in rep["embeddings"][k]
+                                          else "-" for a in attrs) + " |")
+    majority = {a: r["majority_rate"] for k in reversed(kinds) for a, r in rep["embeddings"][k].items()}
+    md.append("| majority class | " + " | ".join(f"{majority[a]:.3f}" for a in attrs) + " |")
     return "\n".join(md) + "\n"
 
 

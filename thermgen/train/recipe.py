@@ -304,17 +304,14 @@ def _prompts_for_mode(mode: str, recs: list[dict]) -> tuple[list[str], list[str]
 
 def _variants_for_mode(mode: str, recs: list[dict]) -> tuple[list[list[str]], list[list[str]] | None]:
     """Each record's other phrasings (``caption_variants``, thermgen.caption --variants) as the mode consumes them."""
-    missing = [r["id"] for r in recs if not (r.get("caption_variants") or {}).get("global")]
-    if missing:
-        raise ValueError(f"train.caption_variants: {len(missing)} training records have no caption_variants "
-                         f"(first: {missing[0]}); set captions.variants > 0")
-    g = [r["caption_variants"]["global"] for r in recs]
-    f = [r["caption_variants"]["fine"] for r in recs]
-    if mode in ("fused", "concat"):
-        return g, f
-    if mode == "fine":
-        return f, None
-    return g, None
+    kinds = ("global", "fine") if mode in ("fused", "concat") else ("fine",) if mode == "fine" else ("global",)
+    for kind in kinds:
+        missing = [r["id"] for r in recs if not (r.get("caption_variants") or {}).get(kind)]
+        if missing:
+            raise ValueError(f"train.caption_variants: {len(missing)} training records have no caption_variants."
+                             f"{kind} (first: {missing[0]}); set captions.variants > 0")
+    lists = [[r["caption_variants"][kind] for r in recs] for kind in kinds]
+    return (lists[0], lists[1]) if len(lists) == 2 else (lists[0], None)
 
 
 def load_text_encoder(ctx: Context, mode: str):

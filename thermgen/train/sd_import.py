@@ -62,6 +62,9 @@ def adapt_unet_to_text_width(unet: UNet2DConditionModel, hidden_size: int, poole
         if config.get("projection_class_embeddings_input_dim") != pooled_dim:
             raise ValueError(f"UNet class_embed_type='projection' takes {config.get('projection_class_embeddings_input_dim')}"
                              f"-wide pooled embeddings but the text encoder's pooled embedding is {pooled_dim} wide")
+    elif config.get("class_embed_type") == "projection":
+        raise ValueError("this UNet takes a pooled prompt embedding (class_embed_type='projection', as thermgen's "
+                         "unet.pooled_conditioning trains it): set unet.pooled_conditioning=true to use it")
     elif config.get("class_embed_type") is not None:
         raise ValueError(f"UNet class_embed_type={config['class_embed_type']!r} needs class labels; not supported")
     if config.get("encoder_hid_dim_type") not in (None, "text_proj"):

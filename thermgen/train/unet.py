@@ -360,6 +360,19 @@ def micro_batch(k: int, *, n_samples: int, global_batch: int, seed: int, latent_
     return out
 
 
+def phrased(main: torch.Tensor, variants: torch.Tensor | None, idx: torch.Tensor,
+            phrasing: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` of ``main`` (N, ...) as a new tensor, with row j taken from ``variants[idx[j], phrasing[j] - 1]``
+    (``variants``: (N, V, ...)) where ``phrasing[j] > 0``: the cached encoding of the phrasing drawn for each sample."""
+    out = main[idx].clone()
+    if phrasing is None or variants is None:
+        return out
+    alt = phrasing > 0
+    if alt.any():
+        out[alt] = variants[idx[alt], phrasing[alt] - 1].to(out.dtype)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------------
@@ -701,19 +714,14 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             flip = mb["flip"][sl]
             if flip.any():
                 latents[flip] = latents[flip].flip(-1)
-            states = text[idx].clone()
             phr = mb["phrasing"][sl] if n_phrasings > 1 else None
-            alt = phr > 0 if phr is not None else None
-            if alt is not None and alt.any():
-                states[alt] = var_states[idx[alt], phr[alt] - 1].to(states.dtype)
+            states = phrased(text, var_states, idx, phr)
             drop = mb["drop"][sl]
             if drop.any():
                 states[drop] = uncond.to(states.dtype)
             class_labels = None
             if use_pooled:
-                class_labels = pooled_all[idx].clone()
-                if alt is not None and alt.any():
-                    class_labels[alt] = var_pooled[idx[alt], phr[alt] - 1].to(class_labels.dtype)
+                class_labels = phrased(pooled_all, var_pooled, idx, phr)
                 if drop.any():
                     class_labels[drop] = uncond_pooled.to(class_labels.dtype)
                 class_labels = class_labels.to(accelerator.device)
