@@ -246,6 +246,7 @@ class ThermalDemo:
         "notices": [str], "seconds"}``; the images are white-hot in [0, 1], image k from seed ``seed + k``."""
         import torch
 
+        from pipelines.pipeline_thermal_diffusion import TRUNCATION_WARNING
         from thermgen.generate import pipeline_warnings
         from thermgen.io import write_png16
 
@@ -285,7 +286,7 @@ class ThermalDemo:
                 generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
                 output_type="np",
             )
-        notices += [m for m in logged if "truncated" not in m]
+        notices += [m for m in logged if not m.startswith(TRUNCATION_WARNING.split("{")[0])]
         images = [np.asarray(im[..., 0], dtype=np.float32) for im in out.images]
         self._prune_files()
         folder = Path(self._files.name) / uuid.uuid4().hex[:12]

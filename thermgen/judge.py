@@ -177,11 +177,9 @@ def text_probe(text_encoder_dir: str | Path, manifest: str | Path, *, train_spli
     the test accuracy and the majority rate. "mean_tokens" averages the encoder's output states over all token
     positions (padding included).
     """
-    import numpy as np
-    import torch
-
-    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images
     from tclip.text_encoder import TCLIPTextEncoder
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images
+    from thermgen.train.unet import encode_texts
 
     folder = Path(text_encoder_dir)
     if (folder / "tclip_config.json").is_file():
@@ -193,23 +191,15 @@ def text_probe(text_encoder_dir: str | Path, manifest: str | Path, *, train_spli
                                 "(config.json)")
     te = te.to(device or "cpu").eval()
     mode = te.config.mode
-    has_pooled = hasattr(te, "pooled")
 
-    @torch.no_grad()
     def embed(recs):
-        pooled, mean_tok = [], []
-        for i in range(0, len(recs), 64):
-            g = [r["global_caption"] for r in recs[i:i + 64]]
-            f = [r["fine_caption"] for r in recs[i:i + 64]]
-            prompts, fine = (f, None) if mode == "fine" else (g, f if mode in ("fused", "concat") else None)
-            out = te.encode_prompt(prompts, fine, return_pooled=has_pooled)
-            states = out[0] if has_pooled else out
-            mean_tok.append(states.mean(1).float().cpu().numpy())
-            if has_pooled:
-                pooled.append(out[1].float().cpu().numpy())
-        feats = {"mean_tokens": np.concatenate(mean_tok)}
-        if has_pooled:
-            feats["pooled"] = np.concatenate(pooled)
+        g = [r["global_caption"] for r in recs]
+        f = [r["fine_caption"] for r in recs]
+        prompts, fine = (f, None) if mode == "fine" else (g, f if mode in ("fused", "concat") else None)
+        states, pooled = encode_texts(te, prompts, fine, batch_size=64, progress=False)
+        feats = {"mean_tokens": states.mean(1).numpy()}
+        if pooled is not None:
+            feats["pooled"] = pooled.numpy()
         return feats
 
     splits = {s: _records(Path(manifest), s) for s in (train_split, val_split, test_split)}
@@ -311,6 +301,16 @@ def eval_folder(judge_dir: str | Path, manifest: str | Path, images: str | Path,
             "attributes": judge_images(judge, feats, table)}
 
 
+def _write_report(path: str | Path, rep: dict[str, Any], markdown: str) -> None:
+    """``rep`` as JSON at ``path`` and ``markdown`` beside it (.md); the Markdown is printed too."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rep, indent=2))
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from thermgen.metrics.fid import default_cache_dir
 
@@ -326,19 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
         elif args.cmd == "text":
             rep = text_probe(args.text_encoder, args.manifest, device=args.device)
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rep, indent=2))
-            text = text_probe_markdown(rep)
-            out.with_suffix(".md").write_text(text)
-            print(text)
-            print(f"wrote {out} and {out.with_suffix('.md')}")
+            _write_report(args.out, rep, text_probe_markdown(rep))
         elif args.cmd == "autoencoder":
             rep = autoencoder_ceiling(args.judge, args.manifest, args.vae, split=args.split, reference=args.reference,
                                       device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rep, indent=2))
             attrs = list(rep["originals"]["attributes"])
             md = [f"# {rep['vae_class']} `{rep['vae']}`: {rep['split']} images ({rep['n']}) and their reconstructions", "",
                   f"| images | FID vs {rep['reference']} | " + " | ".join(attrs) + " |", "| --- | --- |" + " --- |" * len(attrs)]
@@ -348,26 +339,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['attributes'][x]['accuracy']:.3f}" for x in attrs) + " |")
             md.append("| majority class | - | " + " | ".join(
                 f"{rep['originals']['attributes'][x]['majority_rate']:.3f}" for x in attrs) + " |")
-            text = "\n".join(md) + "\n"
-            out.with_suffix(".md").write_text(text)
-            print(text)
-            print(f"wrote {out} and {out.with_suffix('.md')}")
+            _write_report(args.out, rep, "\n".join(md) + "\n")
         else:
             rep = eval_folder(args.judge, args.manifest, args.images, device=args.device, progress=not args.quiet)
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rep, indent=2))
             md = ["| attribute | accuracy | majority rate | balanced accuracy | n |", "| --- | --- | --- | --- | --- |"]
             md += [f"| {a} | {r['accuracy']:.3f} | {r['majority_rate']:.3f} | {r['balanced_accuracy']:.3f} | {r['n']} |"
                    for a, r in rep["attributes"].items()]
-            text = "\n".join(md) + "\n\n" + confusion_markdown(rep["attributes"])
-            out.with_suffix(".md").write_text(f"# Attributes of {rep['images']}\n\n" + text)
-            print(text)
-            print(f"wrote {out} and {out.with_suffix('.md')}")
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
+            _write_report(args.out, rep, f"# Attributes of {rep['images']}\n\n" + "\n".join(md) + "\n\n"
+                          + confusion_markdown(rep["attributes"]))
+    except (FileNotFoundError, ValueError) as e:  # DataError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

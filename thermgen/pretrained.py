@@ -65,9 +65,9 @@ def package(run: Path, name: str, *, fp16: bool = False, card: str | None = None
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    fp16_diff = fp16_difference(src, tmp) if fp16 else None
-    (tmp / "README.md").write_text(card if card is not None else model_card(run, name, fp16=fp16, fp16_diff=fp16_diff,
-                                                                                 notes=notes))
+    if card is None:  # the card states what fp16 storage changes, measured here
+        card = model_card(run, name, fp16=fp16, fp16_diff=fp16_difference(src, tmp) if fp16 else None, notes=notes)
+    (tmp / "README.md").write_text(card)
     size = folder_bytes(tmp)
     if size > MAX_BYTES:
         shutil.rmtree(tmp)

@@ -291,20 +291,20 @@ def run_judge(ctx: Context) -> dict:
 
 
 # ---- UNet (main and ablation) --------------------------------------------------------------------
+def _caption_kinds(mode: str) -> tuple[str, ...]:
+    """The captions a text encoder mode reads: (prompt kind,) or (prompt kind, fine-prompt kind)."""
+    return ("global", "fine") if mode in ("fused", "concat") else ("fine",) if mode == "fine" else ("global",)
+
+
 def _prompts_for_mode(mode: str, recs: list[dict]) -> tuple[list[str], list[str] | None]:
     """(prompts, fine prompts) as the text encoder's mode consumes them."""
-    g = [r["global_caption"] for r in recs]
-    f = [r["fine_caption"] for r in recs]
-    if mode in ("fused", "concat"):
-        return g, f
-    if mode == "fine":
-        return f, None
-    return g, None
+    lists = [[r[f"{kind}_caption"] for r in recs] for kind in _caption_kinds(mode)]
+    return (lists[0], lists[1]) if len(lists) == 2 else (lists[0], None)
 
 
 def _variants_for_mode(mode: str, recs: list[dict]) -> tuple[list[list[str]], list[list[str]] | None]:
     """Each record's other phrasings (``caption_variants``, thermgen.caption --variants) as the mode consumes them."""
-    kinds = ("global", "fine") if mode in ("fused", "concat") else ("fine",) if mode == "fine" else ("global",)
+    kinds = _caption_kinds(mode)
     for kind in kinds:
         missing = [r["id"] for r in recs if not (r.get("caption_variants") or {}).get(kind)]
         if missing:
@@ -609,7 +609,6 @@ def generation_markdown(report: dict) -> str:
             f"| {name} ({r['conditioning']}) | {fmt(r.get('fid'), 2)} | {fmt(r.get('kid_mean'))} ± {fmt(r.get('kid_std'))} | "
             f"{fmt(_get(r, 'tclip', 'fd'))} | {fmt(ta.get('cosine_mean'))} | {fmt(ta.get('r1'))} "
             f"({fmt(ta.get('r1_chance'))}) | {r.get('n_real')} / {r.get('n_fake')} |")
-    seeds = report.get("seeds") or []
     if any("over_seeds" in r for r in rows.values()):
         lines += judge_markdown(report)
     lines += ["", "Conditioners: " + "; ".join(f"**{k}**: {v}" for k, v in report["conditioner"].items()) + ".",

@@ -222,36 +222,43 @@ def make_noise_scheduler(cfg: dict):
 # --------------------------------------------------------------------------------------------------
 # Encoding the training set once
 # --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_texts(text_encoder, prompts: list[str], prompts_fine: list[str] | None, *, batch_size: int = 32,
+                 device: str | torch.device = "cpu", progress: bool = True, desc: str = "encode captions"
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prompts [and fine prompts] through the frozen text encoder in batches: float32 CPU ``(states (N, L, D),
+    pooled (N, P))``; pooled is None when the encoder has no pooled embedding (``TCLIPTextEncoder.pooled``)."""
+    from tqdm.auto import tqdm
+
+    text_encoder = text_encoder.to(device).eval()
+    has_pooled = hasattr(text_encoder, "pooled")
+    states, pooled = [], []
+    for s in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress):
+        pf = prompts_fine[s:s + batch_size] if prompts_fine is not None else None
+        enc = text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device,
+                                         **({"return_pooled": True} if has_pooled else {}))
+        states.append((enc[0] if has_pooled else enc).float().cpu())
+        if has_pooled:
+            pooled.append(enc[1].float().cpu())
+    return torch.cat(states).contiguous(), (torch.cat(pooled).contiguous() if has_pooled else None)
+
+
 def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | None, text_encoder, *,
                     batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
                     ) -> dict[str, torch.Tensor]:
     """Encode each image's other caption phrasings once: ``variants[i]`` (and ``variants_fine[i]``) are the V
     phrasings of image i (V the same for every image). Returns ``variant_states`` (N, V, L, D) and, when the
     encoder has a pooled embedding, ``variant_pooled`` (N, V, P)."""
-    from tqdm.auto import tqdm
-
     counts = {len(v) for v in variants} | ({len(v) for v in variants_fine} if variants_fine is not None else set())
     if len(counts) != 1 or 0 in counts:
         raise ValueError(f"encode_variants: every image needs the same positive number of phrasings, got {sorted(counts)}")
     V = counts.pop()
-    flat = [p for v in variants for p in v]
     flat_fine = [p for v in variants_fine for p in v] if variants_fine is not None else None
-    text_encoder = text_encoder.to(device).eval()
-    has_pooled = hasattr(text_encoder, "pooled")
-    states, pooled = [], []
-    with torch.no_grad():
-        for s in tqdm(range(0, len(flat), batch_size), desc="encode caption variants", disable=not progress):
-            pf = flat_fine[s:s + batch_size] if flat_fine is not None else None
-            enc = text_encoder.encode_prompt(flat[s:s + batch_size], pf, device=device,
-                                             **({"return_pooled": True} if has_pooled else {}))
-            states.append((enc[0] if has_pooled else enc).float().cpu())
-            if has_pooled:
-                pooled.append(enc[1].float().cpu())
-    st = torch.cat(states)
-    out = {"variant_states": st.reshape(len(variants), V, *st.shape[1:]).contiguous()}
-    if has_pooled:
-        pl = torch.cat(pooled)
-        out["variant_pooled"] = pl.reshape(len(variants), V, pl.shape[-1]).contiguous()
+    states, pooled = encode_texts(text_encoder, [p for v in variants for p in v], flat_fine, batch_size=batch_size,
+                                  device=device, progress=progress, desc="encode caption variants")
+    out = {"variant_states": states.reshape(len(variants), V, *states.shape[1:])}
+    if pooled is not None:
+        out["variant_pooled"] = pooled.reshape(len(variants), V, pooled.shape[-1])
     return out
 
 
@@ -273,33 +280,24 @@ def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: 
         raise ValueError(f"encode_training_set: {len(images)} images but {len(prompts)} prompts"
                          + (f" and {len(prompts_fine)} fine prompts" if prompts_fine is not None else ""))
     vae = vae.to(device).eval()
-    text_encoder = text_encoder.to(device).eval()
     sf = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    means, stds, texts, pooled = [], [], [], []
-    has_pooled = hasattr(text_encoder, "pooled")
-    for s in tqdm(range(0, len(images), batch_size), desc="encode training set", disable=not progress):
+    means, stds = [], []
+    for s in tqdm(range(0, len(images), batch_size), desc="encode training images", disable=not progress):
         x = images[s:s + batch_size].to(device) * 2 - 1
         if vae.config.in_channels == 3 and x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         dist = vae.encode(x).latent_dist
         means.append(((dist.mean - shift) * sf).float().cpu())
         stds.append((dist.std * sf).float().cpu())
-        pf = prompts_fine[s:s + batch_size] if prompts_fine is not None else None
-        enc = text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device, **(
-            {"return_pooled": True} if has_pooled else {}))
-        texts.append((enc[0] if has_pooled else enc).float().cpu())
-        if has_pooled:
-            pooled.append(enc[1].float().cpu())
-    empty_fine = [""] if prompts_fine is not None else None
+    states, pooled = encode_texts(text_encoder, prompts, prompts_fine, batch_size=batch_size, device=device,
+                                  progress=progress)
+    uncond, uncond_pooled = encode_texts(text_encoder, [""], [""] if prompts_fine is not None else None,
+                                         device=device, progress=False)
     out = {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
-           "text_states": torch.cat(texts).contiguous()}
-    if has_pooled:
-        u, up = text_encoder.encode_prompt([""], empty_fine, device=device, return_pooled=True)
-        out.update(uncond_states=u.float().cpu().contiguous(), pooled=torch.cat(pooled).contiguous(),
-                   uncond_pooled=up.float().cpu().contiguous())
-    else:
-        out["uncond_states"] = text_encoder.encode_prompt([""], empty_fine, device=device).float().cpu().contiguous()
+           "text_states": states, "uncond_states": uncond}
+    if pooled is not None:
+        out.update(pooled=pooled, uncond_pooled=uncond_pooled)
     return out
 
 
