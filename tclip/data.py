@@ -9,6 +9,7 @@ training-time text augmentation), and ignores the rest.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,13 @@ __all__ = [
     "resize_square",
     "load_images",
     "CAPTION_FIELDS",
+    "MIRROR_WORDS",
+    "swap_words",
 ]
 
 CAPTION_FIELDS = {"global": "global_caption", "fine": "fine_caption"}
+#: Words that trade places when an image is mirrored left to right (IR-Cap states positions with them).
+MIRROR_WORDS = (("left", "right"), ("leftmost", "rightmost"))
 
 
 class ManifestError(ValueError):
@@ -182,3 +187,19 @@ def load_images(paths: list[Path], size: int | tuple[int, int], workers: int = 2
     if not out:
         return torch.empty(0, 1, *((size, size) if isinstance(size, int) else size))
     return torch.stack(out).clamp_(0.0, 1.0)
+
+
+def swap_words(text: str, pairs=MIRROR_WORDS) -> str:
+    """Exchange each pair's words in `text` (whole words, keeping an initial capital): the caption of a mirrored image."""
+    table: dict[str, str] = {}
+    for a, b in pairs:
+        table[a.lower()], table[b.lower()] = b.lower(), a.lower()
+    if not table:
+        return text
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in table) + r")\b", re.IGNORECASE)
+
+    def repl(m: re.Match) -> str:
+        word = table[m.group(0).lower()]
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    return pattern.sub(repl, text)

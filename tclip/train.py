@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import load_images, read_manifest
+from .data import MIRROR_WORDS, load_images, read_manifest, swap_words  # noqa: F401 (swap_words: public here too)
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
 
@@ -74,7 +74,7 @@ DEFAULT_CONFIG: dict = {
     "base_stage": {**_STAGE_DEFAULTS, "steps": 3000, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "warmup": 150},
     "adapter_stage": {**_STAGE_DEFAULTS, "steps": 100, "batch_size": 64, "lr": 5e-3, "warmup": 10},
     # Caption-preserving augmentation (module docstring); defaults chosen on HIT-UAV val.
-    "augment": {"caption_variants": True, "hflip": True, "swap_words": [["left", "right"], ["leftmost", "rightmost"]], "shift": 0.05},
+    "augment": {"caption_variants": True, "hflip": True, "swap_words": [list(p) for p in MIRROR_WORDS], "shift": 0.05},
     "mixed_precision": "auto",
     "checkpoint_every": 100,
     "keep_checkpoints": 2,
@@ -157,22 +157,6 @@ def load_train_config(path_or_name: str | Path | None = None, overrides: dict | 
 
 
 # ---------------------------------------------------------------------------------------------- data
-def swap_words(text: str, pairs: list[list[str]]) -> str:
-    """Exchange each pair's words in `text` (whole words, keeping an initial capital): the caption of a mirrored image."""
-    table: dict[str, str] = {}
-    for a, b in pairs:
-        table[a.lower()], table[b.lower()] = b.lower(), a.lower()
-    if not table:
-        return text
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in table) + r")\b", re.IGNORECASE)
-
-    def repl(m: re.Match) -> str:
-        word = table[m.group(0).lower()]
-        return word.capitalize() if m.group(0)[0].isupper() else word
-
-    return pattern.sub(repl, text)
-
-
 class _PairData(torch.utils.data.Dataset):
     """Preloaded pairs: image (1, S, S), tokens (2 kinds, 2 flips, V variants, L), variant counts (2,).
 

@@ -290,3 +290,56 @@ def test_from_scratch_schedule_takes_the_train_betas():
     for sched in (make_noise_scheduler(cfg), make_inference_scheduler(cfg)):
         assert (sched.config.beta_start, sched.config.beta_end) == (0.002, 0.015)
         assert sched.config.prediction_type == "v_prediction"  # null from scratch
+
+
+def test_mirrored_patch_latents_are_the_patch_latents_of_the_mirrored_image():
+    import torch.nn.functional as F
+
+    from thermgen.train.unet import mirror_latents
+
+    img = torch.rand(3, 1, 16, 16)
+    z = F.pixel_unshuffle(img, 4)
+    assert torch.equal(mirror_latents(z, 4), F.pixel_unshuffle(img.flip(-1), 4))
+    assert not torch.equal(mirror_latents(z, 4), z.flip(-1))  # flipping the grid alone leaves each patch unmirrored
+    assert torch.equal(mirror_latents(z, None), z.flip(-1))   # a convolutional VAE's latent grid
+
+
+class _RecordingEncoder(torch.nn.Module):
+    """A text encoder that records what it is asked to encode; states = one row per prompt's length."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def pooled(self):  # presence marks an encoder with a pooled embedding
+        pass
+
+    def encode_prompt(self, prompts, fine=None, device="cpu", return_pooled=False):
+        self.seen += list(prompts)
+        states = torch.tensor([[float(len(p))] * 4 for p in prompts])[:, None, :].repeat(1, 2, 1)
+        return (states, states[:, 0]) if return_pooled else states
+
+
+def test_mirrored_captions_swap_left_and_right_in_every_phrasing():
+    from thermgen.train.unet import encode_mirrored
+
+    enc = _RecordingEncoder()
+    out = encode_mirrored(["A car on the left.", "Nothing."], None, enc,
+                          variants=[["Left: a car.", "a car, leftmost"], ["none", "none at all"]], progress=False)
+    assert enc.seen == ["A car on the right.", "Nothing.", "Right: a car.", "a car, rightmost", "none", "none at all"]
+    assert out["mirror_text_states"].shape == (2, 2, 4) and out["mirror_pooled"].shape == (2, 4)
+    assert out["mirror_variant_states"].shape == (2, 2, 2, 4) and out["mirror_variant_pooled"].shape == (2, 2, 4)
+
+
+def test_random_flip_trains_on_the_mirrored_captions(tmp_path):
+    cfg = tiny_cfg("train.max_train_steps=3", "train.random_flip=true", "train.use_ema=false")
+    cache = make_cache()
+    with pytest.raises(ValueError, match="random_flip.*mirror_text_states"):
+        train_unet(cfg, cache, tmp_path / "none", progress=False)
+    same = train_unet(cfg, {**cache, "mirror_text_states": cache["text_states"]}, tmp_path / "same", progress=False)
+    other = train_unet(cfg, {**cache, "mirror_text_states": -cache["text_states"]}, tmp_path / "other",
+                       progress=False)
+    unflipped = train_unet(tiny_cfg("train.max_train_steps=3", "train.use_ema=false"), cache, tmp_path / "plain",
+                           progress=False)
+    assert same["final_loss"] != other["final_loss"]  # flipped samples read the mirrored captions
+    assert same["final_loss"] != unflipped["final_loss"]  # and their latents are mirrored

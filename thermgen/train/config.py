@@ -159,7 +159,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "caption_variants": Field(bool, False, "each step draws one of the image's IR-Cap phrasings (its caption or "
                                   "one of the manifest's caption_variants; captions.variants > 0) as the prompt: "
                                   "the UNet learns the stated facts, not one sentence per image"),
-        "random_flip": Field(bool, False, "horizontal flips (off by default: captions name left/right positions)"),
+        "random_flip": Field(bool, False, "mirror half the training images left to right, each with its mirrored "
+                             "caption (left/right words swapped, tclip.data.MIRROR_WORDS): twice the layouts"),
         "use_ema": Field(bool, True, "keep an EMA of the UNet weights and ship it"),
         "ema_decay": Field(_NUM, 0.999, "EMA decay (with warm-up)", min=0),
         "lora_rank": Field(int, 0, "0: full fine-tuning; >0: LoRA of this rank on the UNet attention", min=0),

@@ -328,8 +328,8 @@ def load_vae(ctx: Context):
 
 def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Path, stage_hash: str) -> dict:
     """Encode the training set with the ``mode`` text encoder, train the UNet, save a pipeline folder."""
-    from thermgen.train.unet import (build_pipeline, encode_training_set, encode_variants, load_cache, save_cache,
-                                     train_unet)
+    from thermgen.train.unet import (build_pipeline, encode_mirrored, encode_training_set, encode_variants,
+                                     load_cache, save_cache, train_unet)
 
     cfg = ctx.cfg
     stamp = work / "stage_hash.txt"
@@ -352,9 +352,12 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
         prompts, fine = _prompts_for_mode(mode, recs)
         cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
                                     progress=ctx.progress)
-        if cfg["train"]["caption_variants"]:
-            cache.update(encode_variants(*_variants_for_mode(mode, recs), text_encoder, device=ctx.device,
-                                         progress=ctx.progress))
+        variants = _variants_for_mode(mode, recs) if cfg["train"]["caption_variants"] else (None, None)
+        if variants[0] is not None:
+            cache.update(encode_variants(*variants, text_encoder, device=ctx.device, progress=ctx.progress))
+        if cfg["train"]["random_flip"]:
+            cache.update(encode_mirrored(prompts, fine, text_encoder, variants=variants[0], variants_fine=variants[1],
+                                         device=ctx.device, progress=ctx.progress))
         save_cache(cache, cache_path)
     latent_std = float(cache["latent_mean"].std())
     if not 0.3 < latent_std < 3.0:
@@ -490,13 +493,15 @@ def _folder_features(ctx: Context, folder: Path) -> np.ndarray:
                           feature=_judge_extractor(ctx.device), device=ctx.device, progress=False)
 
 
-def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path) -> dict:
-    """Judge the images generated for ``recs`` (folder ``images``) and run the one-fact swap test, for one seed."""
+def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path,
+                   feats: np.ndarray | None = None) -> dict:
+    """Judge the images generated for ``recs`` (folder ``images``, or their judge features ``feats``) and run
+    the one-fact swap test, for one seed."""
     from thermgen.ircap.swap import SWAP_KINDS, swap_pairs
     from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, swap_report
 
     judge = AttributeJudge.load(judge_dir(ctx))
-    graded = judge_images(judge, _folder_features(ctx, images), attribute_table(recs))
+    graded = judge_images(judge, _folder_features(ctx, images) if feats is None else feats, attribute_table(recs))
     swaps = {}
     for kind in SWAP_KINDS:
         pairs = swap_pairs(recs, kind, max_pairs=ctx.cfg["eval"]["swap_pairs"])
@@ -549,6 +554,7 @@ def run_evaluate(ctx: Context) -> dict:
     for name, mode, pdir in runs:
         pipe = _load_pipeline(pdir, ctx.device)
         per_seed[name] = []
+        seed_feats = []
         for k, seed in enumerate(seeds):
             work = ctx.run / "eval" / name / (f"seed{seed}" if len(seeds) > 1 else "")
             fake = generate_for_records(ctx, pdir, mode, recs, work / "images", seed=seed, pipe=pipe)
@@ -560,11 +566,16 @@ def run_evaluate(ctx: Context) -> dict:
             row["conditioning"] = mode
             row["seed"] = seed
             if use_judge:
-                row["judge"] = attribute_eval(ctx, pipe, mode, recs, work, seed, fake)
+                seed_feats.append(_folder_features(ctx, fake))
+                row["judge"] = attribute_eval(ctx, pipe, mode, recs, work, seed, fake, feats=seed_feats[-1])
             per_seed[name].append(row)
         rows[name] = dict(per_seed[name][0])
         if use_judge:
             rows[name]["over_seeds"] = _mean_std_tree(per_seed[name])
+            if len(seed_feats) > 1:
+                from thermgen.metrics.attributes import seed_diversity
+
+                rows[name]["over_seeds"]["seed_diversity"] = seed_diversity(seed_feats)
         elif len(seeds) > 1:
             rows[name]["over_seeds"] = {"fid": mean_std([r["fid"] for r in per_seed[name]]),
                                         "kid_mean": mean_std([r["kid_mean"] for r in per_seed[name]])}
@@ -649,6 +660,15 @@ def judge_markdown(report: dict) -> list[str]:
         maj = next(iter(rows.values()))["over_seeds"]["attributes"]
         out.append("| majority class (always answer it) | - | " + " | ".join(
             f"{maj[a]['majority_rate']:.3f}" for a in attrs) + " |")
+    div = {name: r["over_seeds"]["seed_diversity"] for name, r in rows.items()
+           if "seed_diversity" in r.get("over_seeds", {})}
+    if div:
+        out += ["", "**Seed diversity** (judge's Inception features): *within*, the mean distance between two seeds' "
+                "images of one prompt; *across*, between two prompts' images under one seed; their ratio is near 0 "
+                "when the seed barely changes the image (a model recalling training layouts) and near 1 when the "
+                "seed varies it as much as the prompt.", "", "| conditioner | within | across | ratio |",
+                "| --- | --- | --- | --- |"]
+        out += [f"| {name} | {d['within']:.2f} | {d['across']:.2f} | {d['ratio']:.3f} |" for name, d in div.items()]
     swaps = next(iter(rows.values())).get("over_seeds", {}).get("swap", {})
     if swaps:
         out += ["", "**Swap test**: the same seeds with prompts that differ in one IR-Cap fact (thermgen.ircap.swap). "

@@ -49,6 +49,9 @@ CACHE_KEYS = ("latent_mean", "latent_std", "text_states", "uncond_states")
 POOLED_KEYS = ("pooled", "uncond_pooled")
 # Optional: the text states (and pooled embeddings) of each image's other caption phrasings, (N, V, ...)
 VARIANT_KEYS = ("variant_states", "variant_pooled")
+# Optional (train.random_flip): the same encodings for the mirrored image's captions (left/right words swapped,
+# tclip.train.swap_words), row for row: "mirror_" + each key of text_states/pooled/VARIANT_KEYS.
+MIRROR_KEYS = ("mirror_text_states", "mirror_pooled", "mirror_variant_states", "mirror_variant_pooled")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +265,35 @@ def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | 
     return out
 
 
+def encode_mirrored(prompts: list[str], prompts_fine: list[str] | None, text_encoder, *,
+                    variants: list[list[str]] | None = None, variants_fine: list[list[str]] | None = None,
+                    pairs=None, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
+                    ) -> dict[str, torch.Tensor]:
+    """The captions of the mirrored images, encoded once: each prompt (and variant) with its left/right words
+    swapped (:func:`tclip.data.swap_words`, ``pairs`` defaulting to :data:`tclip.data.MIRROR_WORDS`).
+
+    Returns :data:`MIRROR_KEYS` rows aligned with :func:`encode_training_set` / :func:`encode_variants`:
+    ``mirror_text_states`` (N, L, D), ``mirror_pooled`` (N, P) when the encoder has one, and with ``variants``
+    ``mirror_variant_states`` (N, V, L, D) / ``mirror_variant_pooled`` (N, V, P)."""
+    from tclip.data import MIRROR_WORDS, swap_words
+
+    pairs = MIRROR_WORDS if pairs is None else pairs
+
+    def sw(texts):
+        return [swap_words(t, pairs) for t in texts] if texts is not None else None
+
+    states, pooled = encode_texts(text_encoder, sw(prompts), sw(prompts_fine), batch_size=batch_size, device=device,
+                                  progress=progress, desc="encode mirrored captions")
+    out = {"mirror_text_states": states}
+    if pooled is not None:
+        out["mirror_pooled"] = pooled
+    if variants is not None:
+        v = encode_variants([sw(x) for x in variants], [sw(x) for x in variants_fine] if variants_fine else None,
+                            text_encoder, batch_size=batch_size, device=device, progress=progress)
+        out.update({"mirror_" + k: t for k, t in v.items()})
+    return out
+
+
 @torch.no_grad()
 def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
                         *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
@@ -306,7 +338,7 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS + VARIANT_KEYS if k in cache}, str(tmp))
+    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS + VARIANT_KEYS + MIRROR_KEYS if k in cache}, str(tmp))
     tmp.replace(path)
 
 
@@ -320,7 +352,7 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
     if missing:
         raise ValueError(f"{path}: training cache lacks {missing}")
     n = {k: cache[k].shape[0] for k in ("latent_mean", "latent_std", "text_states", "pooled") + VARIANT_KEYS
-         if k in cache}
+         + MIRROR_KEYS if k in cache}
     if len(set(n.values())) != 1:
         raise ValueError(f"{path}: training cache rows disagree: {n}")
     return cache
@@ -369,6 +401,18 @@ def phrased(main: torch.Tensor, variants: torch.Tensor | None, idx: torch.Tensor
     if alt.any():
         out[alt] = variants[idx[alt], phrasing[alt] - 1].to(out.dtype)
     return out
+
+
+def mirror_latents(latents: torch.Tensor, patch_size: int | None = None) -> torch.Tensor:
+    """The latents of the horizontally mirrored images.
+
+    For a PatchAutoencoder (``patch_size`` p) each latent pixel holds a p x p pixel patch in its channels, so the
+    patch is unfolded, mirrored and folded again (exact; a plain ``flip(-1)`` would mirror the patch order but
+    not the pixels inside each patch). Without a patch size (a convolutional VAE) the latent grid is mirrored,
+    the usual approximation."""
+    if not patch_size or patch_size == 1:
+        return latents.flip(-1)
+    return F.pixel_unshuffle(F.pixel_shuffle(latents, patch_size).flip(-1), patch_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,6 +606,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         states, rotated), ``logs/train_log.csv`` (step, loss, lr, seconds), ``loss_curve.png``,
         ``validation/step-<N>.png`` (when vae and text_encoder are given), ``train_report.json``.
     resume: False; True/"latest" (the newest checkpoint in out_dir, if any); or a checkpoint path.
+    vae: for the validation grids, and it tells how latents mirror under ``train.random_flip``
+        (:func:`mirror_latents`: exactly for a PatchAutoencoder; without a vae the latent grid is mirrored).
     step_callback: called on every process after each optimizer step (and its checkpoint) with
         (step, loss averaged over processes).
     """
@@ -690,6 +736,17 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
                          + ("/variant_pooled" if use_pooled else "") + " (encode the manifest's caption_variants "
                          "with thermgen.train.unet.encode_variants)")
     n_phrasings = 1 + (var_states.shape[1] if var_states is not None else 0)
+    if tc["random_flip"]:
+        need = ["mirror_text_states"] + (["mirror_pooled"] if use_pooled else [])
+        if var_states is not None:
+            need += ["mirror_variant_states"] + (["mirror_variant_pooled"] if use_pooled else [])
+        missing = [k for k in need if k not in cache]
+        if missing:
+            raise ValueError(f"train.random_flip: the training cache has no {', '.join(missing)}; captions name "
+                             "left and right, so a mirrored image needs its mirrored captions "
+                             "(thermgen.train.unet.encode_mirrored)")
+    # How latents mirror: exactly for a PatchAutoencoder (its patch size), by the latent grid otherwise.
+    patch = getattr(vae.config, "patch_size", None) if vae is not None else None
     accum = tc["gradient_accumulation_steps"]
     val_every = tc["validation_steps"]
     do_val = vae is not None and text_encoder is not None and accelerator.is_main_process
@@ -710,16 +767,22 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             idx = mb["index"][sl]
             latents = lat_mean[idx] + lat_std[idx] * mb["eps_latent"][sl]
             flip = mb["flip"][sl]
-            if flip.any():
-                latents[flip] = latents[flip].flip(-1)
             phr = mb["phrasing"][sl] if n_phrasings > 1 else None
             states = phrased(text, var_states, idx, phr)
+            if flip.any():  # the mirrored image with its mirrored caption (left/right swapped)
+                latents[flip] = mirror_latents(latents[flip], patch)
+                states[flip] = phrased(cache["mirror_text_states"], cache.get("mirror_variant_states") if
+                                       var_states is not None else None, idx[flip], phr[flip] if phr is not None else None)
             drop = mb["drop"][sl]
             if drop.any():
                 states[drop] = uncond.to(states.dtype)
             class_labels = None
             if use_pooled:
                 class_labels = phrased(pooled_all, var_pooled, idx, phr)
+                if flip.any():
+                    class_labels[flip] = phrased(cache["mirror_pooled"], cache.get("mirror_variant_pooled") if
+                                                 var_pooled is not None else None, idx[flip],
+                                                 phr[flip] if phr is not None else None)
                 if drop.any():
                     class_labels[drop] = uncond_pooled.to(class_labels.dtype)
                 class_labels = class_labels.to(accelerator.device)
