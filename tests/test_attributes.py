@@ -136,6 +136,20 @@ def test_judge_command_end_to_end_on_a_tiny_image_set(tmp_path):
     tod = graded["attributes"]["time_of_day"]
     assert tod["accuracy"] == 0.5 and tod["confusion"]["day"]["night"] == 10 and tod["confusion"]["night"]["night"] == 10
 
+    # Seed diversity: a second "seed" folder, same prompts, each image a little brighter or darker.
+    from thermgen.judge import diversity_folders
+
+    gen2 = tmp_path / "gen2"
+    gen2.mkdir()
+    for k in range(len(test)):
+        write_png16(gen2 / f"{k:05d}.png", (np.full((32, 32), 0.25 + 0.01 * (k % 5)) * 65535).astype(np.uint16))
+    (gen2 / "generation.json").write_text(json.dumps({"images": entries}))
+    div = diversity_folders(tmp_path / "judge", [gen, gen2], feature=PoolFeatures(), progress=False)
+    assert (div["seeds"], div["prompts"]) == (2, len(test)) and div["within"] > 0
+    (gen2 / "generation.json").write_text(json.dumps({"images": [dict(entries[0], prompt="another prompt")] + entries[1:]}))
+    with pytest.raises(ValueError, match="prompts differ"):
+        diversity_folders(tmp_path / "judge", [gen, gen2], feature=PoolFeatures(), progress=False)
+
     entries[0]["record_id"] = "t/test/missing"
     (gen / "generation.json").write_text(json.dumps({"images": entries}))
     with pytest.raises(ValueError, match=r"images\[0\]: field 'record_id'"):
@@ -239,3 +253,20 @@ def test_text_probe_reads_a_fact_the_captions_state_and_not_one_they_omit(tmp_pa
     assert "| mean_tokens | 1.000 |" in (tmp_path / "probe.md").read_text()
     assert main(["text", "--text-encoder", str(tmp_path), "--manifest", str(tmp_path / "stated.jsonl"),
                  "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
+
+
+def test_seed_diversity_is_zero_when_the_seed_does_not_matter_and_near_one_when_only_the_seed_does():
+    from thermgen.metrics.attributes import seed_diversity
+
+    rng = np.random.default_rng(0)
+    prompts = rng.normal(size=(200, 16)) * 5
+    same = seed_diversity([prompts, prompts.copy(), prompts.copy()])
+    assert same["within"] == 0 and same["ratio"] == 0 and same["across"] > 0
+    noise = seed_diversity([rng.normal(size=(200, 16)) for _ in range(3)])  # images unrelated to the prompt
+    assert 0.9 < noise["ratio"] < 1.1
+    some = seed_diversity([prompts + rng.normal(size=prompts.shape) for _ in range(2)])
+    assert 0.05 < some["ratio"] < 0.5 and some["seeds"] == 2 and some["prompts"] == 200
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_diversity([prompts])
+    with pytest.raises(ValueError, match="same >= 2 prompts"):
+        seed_diversity([prompts, prompts[:10]])

@@ -97,6 +97,19 @@ def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
     assert "captions per image: global 3.0, fine 3.0" in (run / "tclip" / "logs" / "train.log").read_text()
 
 
+def test_evaluation_over_two_seeds_reports_mean_std_and_seed_diversity(run_copy):
+    summary = run_recipe(load_config(None, TINY_RECIPE + ["eval.seeds=[0, 1]"]), run_copy, progress=False)
+    assert statuses(summary)["evaluate"] == "ran" and statuses(summary)["unet"] == "skipped (complete)"
+    gen = json.loads((run_copy / "reports" / "generation.json").read_text())
+    for row in gen["rows"].values():
+        over = row["over_seeds"]
+        assert over["attributes"]["time_of_day"]["accuracy"]["n"] == 2
+        div = over["seed_diversity"]
+        assert (div["seeds"], div["prompts"]) == (2, 4) and div["within"] > 0 and div["across"] > 0
+    md = (run_copy / "reports" / "generation.md").read_text()
+    assert "**Seed diversity**" in md and "| tclip | " in md.split("**Seed diversity**")[1]
+
+
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):
     summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
     assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}

@@ -26,6 +26,13 @@ test; a generator cannot follow a fact its text encoder does not carry::
     python -m thermgen.judge text --text-encoder RUN/pipeline/text_encoder --manifest RUN/manifest.jsonl \
         --out RUN/reports/text_probe.json
 
+How much does the seed change the image, for a fixed prompt? Folders of the same prompts under different seeds
+(e.g. the recipe's ``RUN/eval/tclip/seed<S>/images``), compared in the judge's feature space
+(:func:`thermgen.metrics.attributes.seed_diversity`)::
+
+    python -m thermgen.judge diversity --judge RUN/judge --images RUN/eval/tclip/seed0/images \
+        RUN/eval/tclip/seed42/images RUN/eval/tclip/seed123/images --out RUN/reports/diversity.json
+
 All write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
 """
 
@@ -263,7 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--text-encoder", required=True, help="a pipeline's text_encoder/ folder or a T-CLIP folder")
     x.add_argument("--manifest", required=True, help="manifest with the train/val/test captions")
     x.add_argument("--out", required=True, help="report JSON path (.md beside it)")
-    for q in (t, e, a, x):
+    d = sub.add_parser("diversity", help="how much the seed changes the image for a fixed prompt (same prompts, "
+                       "several seeds)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--judge", required=True, help="judge folder (its feature network and resolution)")
+    d.add_argument("--images", required=True, nargs="+", help="2 or more folders with generation.json, the same "
+                   "prompts in the same order, one seed each")
+    d.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    for q in (t, e, a, x, d):
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -301,6 +314,35 @@ def eval_folder(judge_dir: str | Path, manifest: str | Path, images: str | Path,
             "attributes": judge_images(judge, feats, table)}
 
 
+def diversity_folders(judge_dir: str | Path, folders: list[str | Path], *, device: str | None = None,
+                      progress: bool = True, feature: Any = "inception") -> dict[str, Any]:
+    """:func:`thermgen.metrics.attributes.seed_diversity` of folders holding the same prompts under other seeds."""
+    from thermgen.metrics.attributes import AttributeJudge, image_features, seed_diversity
+
+    if len(folders) < 2:
+        raise ValueError(f"--images: need folders of at least 2 seeds, got {len(folders)}")
+    lists = []
+    for folder in map(Path, folders):
+        index = folder / "generation.json"
+        try:
+            entries = json.loads(index.read_text())["images"]
+            lists.append([(folder / e["file"], e.get("prompt"), e.get("prompt_fine")) for e in entries])
+        except FileNotFoundError:
+            raise DataError(f"{index}: not found (each folder needs generation.json)") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{index}: expected an object with an 'images' list of entries with 'file' ({err})") from None
+    for folder, entries in zip(folders[1:], lists[1:]):
+        if [x[1:] for x in entries] != [x[1:] for x in lists[0]]:
+            raise DataError(f"{folder}/generation.json: its prompts differ from {folders[0]}'s (same prompts, same "
+                            "order, other seeds expected)")
+    judge = AttributeJudge.load(judge_dir)
+    res = int(judge.info["resolution"])
+    feats = [image_features([x[0] for x in entries], res, feature=feature, device=device, progress=progress)
+             for entries in lists]
+    return {"schema_version": 1, "judge": str(judge_dir), "folders": [str(f) for f in folders],
+            **seed_diversity(feats)}
+
+
 def _write_report(path: str | Path, rep: dict[str, Any], markdown: str) -> None:
     """``rep`` as JSON at ``path`` and ``markdown`` beside it (.md); the Markdown is printed too."""
     out = Path(path)
@@ -327,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "text":
             rep = text_probe(args.text_encoder, args.manifest, device=args.device)
             _write_report(args.out, rep, text_probe_markdown(rep))
+        elif args.cmd == "diversity":
+            rep = diversity_folders(args.judge, args.images, device=args.device, progress=not args.quiet)
+            _write_report(args.out, rep, f"# Seed diversity: {rep['prompts']} prompts x {rep['seeds']} seeds\n\n"
+                          "| within (same prompt, two seeds) | across (two prompts, one seed) | ratio |\n"
+                          f"| --- | --- | --- |\n| {rep['within']:.2f} | {rep['across']:.2f} | {rep['ratio']:.3f} |\n")
         elif args.cmd == "autoencoder":
             rep = autoencoder_ceiling(args.judge, args.manifest, args.vae, split=args.split, reference=args.reference,
                                       device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())

@@ -320,6 +320,32 @@ def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: 
     }
 
 
+def seed_diversity(per_seed: Sequence[np.ndarray], seed: int = 0) -> dict[str, float]:
+    """How much a generated image changes with the seed, for a fixed prompt, against how much it changes with
+    the prompt.
+
+    ``per_seed``: S >= 2 feature arrays (N, D) (e.g. the judge's Inception features), row i generated from
+    prompt i under each seed. ``within``: mean L2 feature distance between two seeds' images of one prompt;
+    ``across``: mean distance between images of two different prompts under one seed (each prompt paired with
+    another by a seeded derangement); ``ratio`` = within / across: near 0 the seed barely matters (one image per
+    prompt, a model that recalls training layouts), near 1 the seed varies the image as much as the prompt does.
+    """
+    if len(per_seed) < 2:
+        raise ValueError(f"seed_diversity needs images of at least 2 seeds, got {len(per_seed)}")
+    feats = [np.asarray(f, dtype=np.float64) for f in per_seed]
+    n = feats[0].shape[0]
+    if n < 2 or any(f.shape != feats[0].shape for f in feats):
+        raise ValueError(f"seed_diversity: every seed needs the same >= 2 prompts, got {[f.shape for f in feats]}")
+    within = np.mean([np.linalg.norm(feats[a] - feats[b], axis=1).mean()
+                      for a in range(len(feats)) for b in range(a + 1, len(feats))])
+    perm = np.random.default_rng(seed).permutation(n)
+    other = np.empty(n, dtype=int)
+    other[perm] = np.roll(perm, 1)  # prompt perm[k] meets prompt perm[k-1]: never itself
+    across = np.mean([np.linalg.norm(f - f[other], axis=1).mean() for f in feats])
+    return {"within": float(within), "across": float(across), "ratio": float(within / across) if across > 0 else float("nan"),
+            "seeds": len(feats), "prompts": int(n)}
+
+
 def mean_std(values: Sequence[float]) -> dict[str, float]:
     v = np.asarray([x for x in values if x is not None and not np.isnan(x)], dtype=np.float64)
     return {"mean": float(v.mean()) if len(v) else float("nan"), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
