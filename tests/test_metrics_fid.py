@@ -126,6 +126,25 @@ def test_fid_of_a_set_with_itself_is_zero(sets):
     assert r["fid"] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("dim, n", [(8, 50), (64, 400), (256, 600)])
+def test_frechet_distance_equals_clean_fids_on_full_rank_covariances(dim, n):
+    import cleanfid.fid as cfid
+
+    rng = np.random.default_rng(dim)
+    mix = rng.normal(size=(dim, dim)) / dim**0.5
+    real = rng.normal(size=(n, dim)) @ mix
+    fake = 0.8 * rng.normal(size=(n + 7, dim)) @ (mix + 0.1 * rng.normal(size=(dim, dim)) / dim**0.5) + 0.05
+    assert fid_from_features(real, fake) == pytest.approx(float(cfid.fid_from_feats(real, fake)), rel=1e-6)
+    assert fid_from_features(real, real) == pytest.approx(0.0, abs=1e-8 * dim)
+
+
+def test_frechet_distance_names_mismatched_shapes():
+    from thermgen.metrics.fid import frechet_distance
+
+    with pytest.raises(ValueError, match="do not match"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
 def test_fid_needs_two_images_per_side():
     with pytest.raises(ValueError, match="N >= 2"):
         fid_from_features(np.zeros((1, 4)), np.zeros((5, 4)))

@@ -2,7 +2,8 @@
 
 The numbers are clean-fid's: features come through clean-fid's own PIL-bicubic resizer
 (``cleanfid.resize.build_resizer("clean")``) and tensor conversion (``cleanfid.utils.ResizeDataset``),
-batches through ``cleanfid.fid.get_batch_features``, FID from ``cleanfid.fid.fid_from_feats`` and
+batches through ``cleanfid.fid.get_batch_features``, FID as ``cleanfid.fid.fid_from_feats`` computes it (its
+matrix square-root trace taken exactly by symmetric eigendecomposition, :func:`frechet_distance`) and
 KID from ``cleanfid.fid.kernel_distance``. What we add happens *before* clean-fid's processing and
 is applied identically to the real and the generated side:
 
@@ -371,12 +372,38 @@ def extract_features(
     return out
 
 
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between Gaussians: ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))``.
+
+    clean-fid's ``frechet_distance`` takes the trace term from SciPy's ``sqrtm`` of the non-symmetric product
+    S1 S2. Here it is the same trace computed exactly from symmetric eigendecompositions:
+    ``tr((S1 S2)^(1/2)) = tr((R S2 R)^(1/2))`` with ``R = S1^(1/2)`` (``S1 S2`` is similar to ``R S2 R``), and the
+    trace of the square root of the symmetric PSD matrix ``R S2 R`` is the sum of the square roots of its
+    eigenvalues. It needs no ``eps`` retry and no imaginary-part check, and at 2048 dimensions it is several
+    times faster than ``sqrtm``. Equal to clean-fid's value within float64 rounding where ``sqrtm`` is accurate
+    (full-rank covariances; tested).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.shape[0],) * 2:
+        raise ValueError(f"frechet_distance: means {mu1.shape} / {mu2.shape} and covariances {s1.shape} / "
+                         f"{s2.shape} do not match")
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID between feature arrays ``(N, D)`` and ``(M, D)`` (clean-fid's ``fid_from_feats``)."""
+    """FID between feature arrays ``(N, D)`` and ``(M, D)``: clean-fid's ``fid_from_feats`` (mean and
+    ``np.cov`` of each side) with the trace term of :func:`frechet_distance`."""
     for name, f in (("real", real), ("fake", fake)):
         if f.ndim != 2 or f.shape[0] < 2:
             raise ValueError(f"{name} features must be (N >= 2, D), got shape {f.shape}")
-    return float(cfid.fid_from_feats(real, fake))
+    return frechet_distance(np.mean(real, axis=0), np.cov(real, rowvar=False),
+                            np.mean(fake, axis=0), np.cov(fake, rowvar=False))
 
 
 def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
