@@ -276,10 +276,12 @@ def save_grid(
     row_labels: list[str],
     col_seeds: list[int],
     colormap: str | None = None,
+    col_labels: list[str] | None = None,
 ) -> Path:
     """Save a grid PNG (matplotlib): one row per prompt (labelled with it), one column per seed.
 
     rows: per row, float images (H, W) in [0, 1], white-hot. Grey unless ``colormap`` is given.
+    col_labels: column titles (default: "seed <s>" for ``col_seeds``).
     """
     import matplotlib
 
@@ -303,7 +305,7 @@ def save_grid(
             else:
                 ax.imshow(apply_colormap(images[c], colormap))
             if r == 0:
-                ax.set_title(f"seed {col_seeds[c]}", fontsize=8)
+                ax.set_title(col_labels[c] if col_labels is not None else f"seed {col_seeds[c]}", fontsize=8)
         axes[r, 0].set_ylabel(textwrap.fill(row_labels[r], 28), fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -21,6 +21,7 @@ machine and say so.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -139,15 +140,18 @@ def markdown(rows: list[dict[str, Any]], args) -> str:
              f"--run {args.run} --out {args.out} --split {args.split} --checkpoints {args.checkpoints} "
              f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
              + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
+             + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + "`. FID on few images is biased upwards: compare rows.", "",
-             "| step | weights | guidance | sampler steps | FID | " + " | ".join(attrs) + " | day/night swap followed |",
-             "| --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
+             "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
+             + " | day/night swap followed |",
+             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['weights']} | {r['guidance']} | {r['sampler_steps']} | {r['fid']:.1f} | "
+        lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {r['guidance']} | {r['sampler_steps']} | "
+                     f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
                      + f" | {r['swap_time_of_day']['follows']:.3f} |")
     if rows:
-        lines.append("| majority rate | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
+        lines.append("| majority rate | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
                                                        for a in attrs) + " | |")
     return "\n".join(lines) + "\n"
 
@@ -161,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", default="all", help="'all', 'last' or comma-separated steps")
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0], help="guidance scales to try")
     p.add_argument("--steps", type=int, nargs="+", default=[20], help="sampler steps to try")
+    p.add_argument("--scheduler", nargs="+", default=None,
+                   help="samplers to try (thermgen.generate short names, e.g. dpm++ ddpm euler-a; default: the "
+                        "pipeline's own), each built from the pipeline's scheduler config")
     p.add_argument("--raw", action="store_true", help="also judge the raw (non-EMA) weights of the last checkpoint")
     p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")
     p.add_argument("--swap-pairs", type=int, default=64, help="day/night swap pairs")
@@ -176,8 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "judge" / "judge.json").is_file():
         print(f"error: {run}/judge not found: run the recipe with eval.judge=true (or `python -m thermgen.judge train`)")
         return 2
+    from thermgen.generate import make_scheduler
+
     base = _load_pipeline(run / "pipeline", "cpu")
     mode = base.text_encoder.config.mode
+    own = base.scheduler
+    try:
+        samplers = {n: make_scheduler(n, own.config) for n in args.scheduler} if args.scheduler else {"own": own}
+    except ValueError as err:
+        print(f"error: --scheduler: {err}")
+        return 2
     ckpts = list_checkpoints(run / "unet" / "checkpoints")
     if args.checkpoints == "last":
         ckpts = ckpts[-1:]
@@ -192,18 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for step, ckpt, weights in todo:
         base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
-        for g in args.guidance:
-            for s in args.steps:
-                t0 = time.time()
-                r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
-                                      n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
-                                      work=args.out / "work", progress=not args.quiet)
-                r.update(step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1))
-                rows.append(r)
-                print(json.dumps({k: r[k] for k in ("step", "weights", "guidance", "sampler_steps", "fid")}
-                                 | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
-                                 | {"swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
-                (args.out / "control.json").write_text(json.dumps(rows, indent=1))
+        for (_, sched), g, s in itertools.product(samplers.items(), args.guidance, args.steps):
+            base.scheduler = sched
+            t0 = time.time()
+            r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
+                                  n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
+                                  work=args.out / "work", progress=not args.quiet)
+            r.update(step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
+                     sampler=type(sched).__name__)
+            rows.append(r)
+            print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "fid")}
+                             | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
+                             | {"swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
+            (args.out / "control.json").write_text(json.dumps(rows, indent=1))
     (args.out / "control.md").write_text(markdown(rows, args))
     plot_curves(rows, args.out / "control.png", f"{run}: {args.split}")
     print(f"wrote {args.out}/control.json, control.md, control.png")
