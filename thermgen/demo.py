@@ -321,7 +321,7 @@ class ThermalDemo:
     ) -> dict[str, Any]:
         """IR-Cap captions of one uploaded image. Returns ``{"image": float (H, W), "global_caption", "fine_caption",
         "facts": [[name, value, subject, rule, evidence]], "measurements": dict, "tokens": dict}``."""
-        from thermgen.caption import caption_one, read_for_measurement
+        from thermgen.ircap.captioner import caption_one, read_for_measurement
         from thermgen.data.sample import DataError, ThermalSample
         from thermgen.io import image_size
 

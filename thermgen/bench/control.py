@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "judge" / "judge.json").is_file():
         print(f"error: {run}/judge not found: run the recipe with eval.judge=true (or `python -m thermgen.judge train`)")
         return 2
-    from thermgen.generate import make_scheduler
+    from thermgen.schedulers import make_scheduler
 
     base = _load_pipeline(run / "pipeline", "cpu")
     mode = base.text_encoder.config.mode

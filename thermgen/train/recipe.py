@@ -190,7 +190,7 @@ def run_data(ctx: Context) -> dict:
 
 # ---- captions ------------------------------------------------------------------------------------
 def run_captions(ctx: Context) -> dict:
-    from thermgen.caption import caption_samples
+    from thermgen.ircap.captioner import caption_samples
     from thermgen.data import load_samples
 
     d, c = ctx.cfg["data"], ctx.cfg["captions"]

@@ -202,7 +202,7 @@ def build_pipeline_from_sd(
             f"{sd_dir}: vae latent_channels={vae.config.latent_channels} but unet in_channels={unet.config.in_channels}"
         )
 
-    from thermgen.generate import load_scheduler, make_scheduler
+    from thermgen.schedulers import load_scheduler, make_scheduler
 
     sched = load_scheduler(sd_dir / "scheduler")
     if scheduler is not None:
