@@ -10,9 +10,6 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("thermgen.caption", "thermgen.generate", "thermgen.judge", "thermgen.demo", "thermgen.demo_browser",
             "thermgen.fid", "thermgen.bench", "thermgen.pretrained")
 LIBRARY = ("thermgen/ircap", "thermgen/metrics", "thermgen/io", "thermgen/data", "thermgen/train", "pipelines", "tclip")
-# Known debt, removed by the config/scaffold redesign (issue "scale the recipe past one machine"): the recipe still
-# trains and reads the attribute judge through thermgen.judge.
-ALLOWED = {("thermgen/train/recipe.py", "thermgen.judge")}
 
 
 def _imports(path: Path):
@@ -33,11 +30,7 @@ def test_library_modules_import_no_command_module_and_tclip_no_thermgen():
             for mod in _imports(path):
                 if rel.startswith("tclip/") and (mod == "thermgen" or mod.startswith("thermgen.")):
                     bad.append((rel, mod))
-                elif any(mod == c or mod.startswith(c + ".") for c in COMMANDS) and (rel, mod) not in ALLOWED:
+                elif any(mod == c or mod.startswith(c + ".") for c in COMMANDS):
                     bad.append((rel, mod))
     assert not bad, bad
 
-
-def test_the_known_exceptions_still_exist():  # so that a fixed one is taken off the list
-    for rel, mod in ALLOWED:
-        assert mod in set(_imports(REPO / rel)), (rel, mod)

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.judge:
             if not Path(args.real).is_file():
                 raise ValueError(f"--judge needs a manifest as --real (the records give the expected attributes), got {args.real}")
-            from thermgen.judge import eval_folder
+            from thermgen.metrics.judging import eval_folder
 
             report["attributes"] = eval_folder(args.judge, args.real, args.fake, device=args.device,
                                                progress=not args.quiet)["attributes"]

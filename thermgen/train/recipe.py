@@ -278,8 +278,8 @@ def feature_cache(ctx: Context) -> Path:
 
 
 def run_judge(ctx: Context) -> dict:
-    """The attribute judge on the real splits (thermgen.judge.train_judge); its ceiling goes to reports/judge.md."""
-    from thermgen.judge import train_judge
+    """The attribute judge on the real splits (thermgen.metrics.judging.train_judge); its ceiling goes to reports/judge.md."""
+    from thermgen.metrics.judging import train_judge
 
     d = ctx.cfg["data"]
     rep = train_judge(ctx.manifest, judge_dir(ctx), resolution=ctx.cfg["train"]["resolution"], train_split=d["train_split"],
@@ -681,7 +681,7 @@ def judge_markdown(report: dict) -> list[str]:
                            f"{_ms(sw['verdict_changed'])} |")
     conf = {name: r.get("judge", {}).get("attributes", {}) for name, r in rows.items()}
     if any(conf.values()):
-        from thermgen.judge import confusion_markdown
+        from thermgen.metrics.judging import confusion_markdown
 
         for name, c in conf.items():
             out += ["", f"Confusion tables, {name}, seed {seeds[0] if seeds else ''}:", "", confusion_markdown(c)]
