@@ -50,7 +50,7 @@ POOLED_KEYS = ("pooled", "uncond_pooled")
 # Optional: the text states (and pooled embeddings) of each image's other caption phrasings, (N, V, ...)
 VARIANT_KEYS = ("variant_states", "variant_pooled")
 # Optional (train.random_flip): the same encodings for the mirrored image's captions (left/right words swapped,
-# tclip.train.swap_words), row for row: "mirror_" + each key of text_states/pooled/VARIANT_KEYS.
+# tclip.data.swap_words), row for row: "mirror_" + each key of text_states/pooled/VARIANT_KEYS.
 MIRROR_KEYS = ("mirror_text_states", "mirror_pooled", "mirror_variant_states", "mirror_variant_pooled")
 
 
