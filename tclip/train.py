@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import MIRROR_WORDS, load_images, read_manifest, swap_words  # noqa: F401 (swap_words: public here too)
+from .data import MIRROR_WORDS, load_images, read_manifest, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
 

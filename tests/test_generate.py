@@ -35,6 +35,7 @@ def test_writes_one_png_per_image_a_grid_and_a_summary(pipeline_dir, tmp_path):
         im = PIL.Image.open(tmp_path / f)
         assert im.mode == "L" and im.size == (16, 16)
     assert PIL.Image.open(tmp_path / "grid.png").size[0] > 100
+    assert PIL.Image.open(tmp_path / "grid.png").mode == "L"  # grey images: a 1-channel grid
 
 
 def test_same_seed_reproduces_and_images_do_not_depend_on_n(pipeline_dir, tmp_path):

@@ -224,6 +224,16 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert rows[1]["fid"] != rows[2]["fid"]
     assert (out / "control.png").stat().st_size > 0 and "| 4 | raw |" in (out / "control.md").read_text()
 
+    # --scheduler: each sampler built from the pipeline's scheduler config, one row each; an unknown one is named.
+    out2 = tmp_path / "samplers"
+    assert control(["--run", str(run), "--out", str(out2), "--split", "val", "--checkpoints", "last", "--steps", "2",
+                    "--scheduler", "dpm++", "ddim", "--quiet"]) == 0
+    rows = json.loads((out2 / "control.json").read_text())
+    assert [(r["step"], r["sampler"]) for r in rows] == [(4, "DPMSolverMultistepScheduler"), (4, "DDIMScheduler")]
+    assert rows[0]["fid"] != rows[1]["fid"] and "| DDIMScheduler |" in (out2 / "control.md").read_text()
+    assert (out2 / "control.png").stat().st_size > 0
+    assert control(["--run", str(run), "--out", str(out2), "--scheduler", "nope", "--quiet"]) == 2
+
 
 def test_unet_trains_on_caption_variants(run_copy):
     """train.caption_variants: the UNet stage encodes each image's other phrasings and draws one per step."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thermgen.schedulers import SCHEDULER_NAMES, load_scheduler, make_scheduler  # noqa: F401  (re-exported)
+from thermgen.schedulers import SCHEDULER_NAMES, make_scheduler
 from thermgen.schedulers import scheduler_class as _scheduler_class
 
 
@@ -237,7 +237,8 @@ def save_grid(
 ) -> Path:
     """Save a grid PNG (matplotlib): one row per prompt (labelled with it), one column per seed.
 
-    rows: per row, float images (H, W) in [0, 1], white-hot. Grey unless ``colormap`` is given.
+    rows: per row, float images (H, W) in [0, 1], white-hot. Grey unless ``colormap`` is given (a grey grid is
+    stored as a 1-channel PNG, a third of matplotlib's RGBA size).
     col_labels: column titles (default: "seed <s>" for ``col_seeds``).
     """
     import matplotlib
@@ -265,7 +266,16 @@ def save_grid(
                 ax.set_title(col_labels[c] if col_labels is not None else f"seed {col_seeds[c]}", fontsize=8)
         axes[r, 0].set_ylabel(textwrap.fill(row_labels[r], 28), fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if colormap is None:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=100, format="png")
+        Image.open(buf).convert("L").save(path, optimize=True)
+    else:
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -108,6 +107,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     varying = [k for k in names if len({r[k] for r in rows}) > 1] or ["step"]
     xkey = varying[0]
     held = {k: rows[0][k] for k in varying[1:]}
+    if len({r.get("sampler") for r in rows}) > 1:  # one curve: the first row's sampler (control.md has them all)
+        names["sampler"] = "sampler"
+        held["sampler"] = rows[0].get("sampler")
     rows = sorted((r for r in rows if all(r[k] == v for k, v in held.items())), key=lambda r: r[xkey])
     if held:
         title += " (" + ", ".join(f"{names[k]} {v}" for k, v in held.items()) + ")"
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0], help="guidance scales to try")
     p.add_argument("--steps", type=int, nargs="+", default=[20], help="sampler steps to try")
     p.add_argument("--scheduler", nargs="+", default=None,
-                   help="samplers to try (thermgen.generate short names, e.g. dpm++ ddpm euler-a; default: the "
+                   help="samplers to try (thermgen.schedulers short names, e.g. dpm++ ddpm euler-a; default: the "
                         "pipeline's own), each built from the pipeline's scheduler config")
     p.add_argument("--raw", action="store_true", help="also judge the raw (non-EMA) weights of the last checkpoint")
     p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")

@@ -98,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(args.out, rows, labels, args.seeds,
               col_labels=(["real frame"] if args.real_column else []) + [f"seed {s}" for s in args.seeds])
-    from PIL import Image
-
-    Image.open(args.out).convert("L").save(args.out, optimize=True)  # grey pictures: a third of the RGBA size
     side = args.out.with_suffix(".json")
     side.write_text(json.dumps({"pipeline": str(pipeline), "manifest": str(args.manifest), "split": args.split,
                                 "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
