@@ -244,3 +244,55 @@ def test_negative_variants_is_a_usage_error(tmp_path):
     assert exc.value.code == 2
     with pytest.raises(ValueError, match="variants must be >= 0"):
         caption_samples([], tmp_path / "m.jsonl", variants=-1, progress=False)
+
+
+def _folder_with_bad_images(root):
+    """Three good grey PNGs, one true-colour PNG and one truncated JPEG."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((32, 40)) * 255).astype(np.uint8)).save(root / f"ok{i}.png")
+    Image.fromarray((rng.random((32, 40, 3)) * 255).astype(np.uint8)).save(root / "colour.png")
+    Image.fromarray((rng.random((32, 40)) * 255).astype(np.uint8)).save(root / "cut.jpg")
+    data = (root / "cut.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: len(data) // 2])
+
+
+def test_skip_invalid_leaves_out_unreadable_images_and_reports_each(tmp_path, capsys):
+    root = tmp_path / "cam"
+    _folder_with_bad_images(root)
+    out = tmp_path / "run" / "manifest.jsonl"
+    assert main(["--source", "folder", "--root", str(root), "--out", str(out), "--no-progress", "--skip-invalid"]) == 0
+    assert sorted(r["id"].rsplit("/", 1)[-1] for r in read_manifest(out)) == ["ok0", "ok1", "ok2"]
+    assert "skipped 2" in capsys.readouterr().out
+    skipped = json.loads(out.with_name("manifest.report.json").read_text())["skipped"]
+    assert skipped["total"] == 2
+    assert skipped["counts"] == {"true colour image": 1, "truncated or corrupt image": 1}
+    assert "colour.png" in skipped["examples"]["true colour image"][0]
+    assert "cut.jpg" in skipped["examples"]["truncated or corrupt image"][0]
+    assert "skipped as invalid" in out.with_name("manifest.report.md").read_text()
+
+
+def test_without_skip_invalid_a_bad_image_stops_the_run_naming_the_file(tmp_path, capsys):
+    root = tmp_path / "cam"
+    _folder_with_bad_images(root)
+    rc = main(["--source", "folder", "--root", str(root), "--out", str(tmp_path / "m.jsonl"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "colour.png" in err or "cut.jpg" in err
+
+
+def test_skip_invalid_with_every_image_bad_is_an_error(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "cam"
+    root.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.arange(3, dtype=np.uint8) * 80).save(root / "a.png")
+    rc = main(["--source", "folder", "--root", str(root), "--out", str(tmp_path / "m.jsonl"), "--no-progress",
+               "--skip-invalid"])
+    assert rc == 2
+    assert "every image was skipped" in capsys.readouterr().err

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report JSON path (a .md and a token-length .png are written beside it); "
                         "default: <out stem>.report.json beside the manifest")
     p.add_argument("--skip-invalid", action="store_true",
-                   help="skip bad dataset records (counted in the report) instead of stopping at the first one")
+                   help="skip bad dataset records and unreadable images (truncated, true colour, ...; counted with reasons "
+                        "and files in the report) instead of stopping at the first one")
     p.add_argument("--limit", type=int, default=None, help="caption at most this many images (for quick looks); default: all")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown by default)")
     return p
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             opts = {"model": args.model, "base_url": args.base_url, "api_key_env": args.api_key_env}
         report = caption_samples(samples, args.out, backend=args.backend, seed=args.seed,
                                  progress=not args.no_progress, report_path=args.report, backend_options=opts,
-                                 skip_report=skipped.to_dict(), variants=args.variants)
+                                 skip_report=skipped.to_dict(), variants=args.variants,
+                                 skip_invalid=args.skip_invalid)
     except (DataError, ValueError) as e:
         logger.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
               f"people/vehicles with a state claim: {gt['state_claim_share']:.1%}")
     print(f"{s['records']} records -> {args.out} ({report['elapsed_s']:.1f} s); "
           f"distinct global captions {s['distinct_global_share']:.1%}, fine {s['distinct_fine_share']:.1%}; "
-          f"max tokens {s['max_tokens_global']}/{s['max_tokens_fine']}; skipped {skipped.total}")
+          f"max tokens {s['max_tokens_global']}/{s['max_tokens_fine']}; "
+          f"skipped {(report.get('skipped') or {}).get('total', 0)}")
     return 0
 
 

@@ -7,6 +7,7 @@ the recipe runner and the demo call it directly.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from thermgen.data.sample import DataError, ThermalSample
+from thermgen.data.sample import DataError, SkipReport, ThermalSample
 from thermgen.ircap.backends import Backend, make_backend
 from thermgen.ircap.facts import infer_facts
 from thermgen.ircap.manifest import SCHEMA_VERSION, image_ref, write_manifest
@@ -129,6 +130,7 @@ def caption_samples(
     backend_options: dict[str, Any] | None = None,
     skip_report: dict[str, Any] | None = None,
     variants: int = 0,
+    skip_invalid: bool = False,
 ) -> dict[str, Any]:
     """Caption ``samples``, write the manifest to ``out_path`` and the report beside it.
 
@@ -143,6 +145,9 @@ def caption_samples(
         backend_options: keyword arguments for :func:`thermgen.ircap.backends.make_backend`.
         skip_report: the loader's :meth:`SkipReport.to_dict`, copied into the report.
         variants: extra rule-rendered phrasings of each caption to store (see :func:`caption_one`).
+        skip_invalid: an image that cannot be read or measured (truncated, true colour, NaN, size unlike its
+            annotation) is left out and counted in the report's ``skipped`` (reason and file) instead of stopping
+            the run with a :class:`DataError` naming the file. Raises :class:`DataError` when every image is skipped.
 
     Returns:
         The report dict (see :func:`thermgen.ircap.report.build_report`).
@@ -154,23 +159,56 @@ def caption_samples(
     t0 = time.perf_counter()
     # Stream records to the manifest; keep only what the report needs (a large dataset's full
     # measurements would not fit in memory).
-    slim, extras = [], []
+    slim, extras, kept = [], [], []
+    skipped = _skip_report_from(skip_report)
 
     def records():
         for s in tqdm(samples, desc="captioning", unit="img", disable=not progress, file=sys.stderr):
-            rec, ex = caption_one(s, out_path, seed=seed, backend=be, variants=variants)
+            try:
+                rec, ex = caption_one(s, out_path, seed=seed, backend=be, variants=variants)
+            except DataError as e:
+                if not skip_invalid:
+                    raise
+                skipped.add(skip_reason(e, s.image_path), str(e))
+                logger.warning("skipped: %s", e)
+                continue
             slim.append(_slim(rec))
             extras.append(ex)
+            kept.append(s)
             yield rec
 
     n = write_manifest(out_path, records())
+    if samples and not n:
+        raise DataError(f"every image was skipped as invalid ({skipped.summary()}); nothing written to {out_path}")
     elapsed = time.perf_counter() - t0
-    truth = {r["id"]: s for r, s in zip(slim, samples)}
-    report = build_report(slim, extras, samples=truth, elapsed_s=elapsed, backend=be.name, skipped=skip_report)
+    truth = {r["id"]: s for r, s in zip(slim, kept)}
+    if skipped.total:
+        logger.warning("%s", skipped.summary())
+    report = build_report(slim, extras, samples=truth, elapsed_s=elapsed, backend=be.name,
+                          skipped=skipped.to_dict() if (skip_report is not None or skipped.total) else None)
     report_path = Path(report_path) if report_path else out_path.with_name(out_path.stem + ".report.json")
     write_report(report, report_path)
     logger.info("wrote %d records to %s in %.1f s; report %s", n, out_path, elapsed, report_path)
     return report
+
+
+def _skip_report_from(d: dict[str, Any] | None) -> SkipReport:
+    """A :class:`SkipReport` continuing the loader's (``SkipReport.to_dict()``) counts and examples."""
+    rep = SkipReport()
+    for reason, count in (d or {}).get("counts", {}).items():
+        rep.counts[reason] = int(count)
+        rep.examples[reason] = list((d or {}).get("examples", {}).get(reason, []))
+    return rep
+
+
+def skip_reason(err: Exception, path: str | Path) -> str:
+    """The reason of a bad-image error, without its file name and numbers: one count per kind of fault."""
+    msg = str(err)
+    prefix = f"{path}: "
+    if msg.startswith(prefix):
+        msg = msg[len(prefix):]
+    msg = re.split(r" \(|; |\. ", msg, maxsplit=1)[0]
+    return re.sub(r"\d+", "N", msg).strip() or type(err).__name__
 
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:

@@ -264,6 +264,11 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"- backend: {report['backend']['name']}, fallbacks to rules: {report['backend']['fallbacks']}"]
     if report.get("elapsed_s") is not None:
         lines.append(f"- time: {report['elapsed_s']:.1f} s ({report['images_per_s']} images/s)")
+    sk = report.get("skipped") or {}
+    if sk.get("total"):
+        lines.append(f"- skipped as invalid (`--skip-invalid`): **{sk['total']}**: "
+                     + "; ".join(f"{n} x {reason} (e.g. `{sk['examples'][reason][0].split(': ')[0]}`)"
+                                 for reason, n in sorted(sk["counts"].items())))
     c = report["checks"]
     lines += [f"- time of day stated in agreement with metadata: {c['time_of_day']['agree']}/{c['time_of_day']['with_metadata']}",
               f"- global-caption counts agreeing with the annotation: {c['counts']['agree']}/{c['counts']['records']}",
