@@ -14,7 +14,8 @@ import tclip
 from thermgen.data.sample import DataError
 from thermgen.metrics import evaluate_generation
 from thermgen.metrics.fid import fid_from_features, to_uint8
-from thermgen.metrics.tclip_metrics import TCLIP_REPORT_KEYS, TCLIPImageFeatures, text_alignment
+from thermgen.metrics.features import TCLIPImageFeatures
+from thermgen.metrics.tclip_metrics import TCLIP_REPORT_KEYS, text_alignment
 
 
 @pytest.fixture(scope="module")

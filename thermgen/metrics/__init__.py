@@ -1,5 +1,8 @@
 """Generation metrics: FID/KID through clean-fid (offline Inception), and T-CLIP thermal-domain metrics.
 
+Layers, imported one way: ``features`` (extractors by name) <- ``fid`` (FID/KID) <- ``tclip_metrics`` <- ``report``
+(the generation report); ``attributes`` / ``judging`` (the attribute judge) build on ``fid``.
+
 >>> from thermgen.metrics import evaluate_generation
 >>> report = evaluate_generation("RUN/manifest.jsonl", "RUN/samples", prompts, "RUN/reports",
 ...                              split="test", tclip_dir="RUN/tclip")
@@ -9,12 +12,9 @@ Command: ``python -m thermgen.fid``. Report keys: :data:`GENERATION_REPORT_KEYS`
 """
 
 from .fid import (
-    GENERATION_REPORT_KEYS,
     REPORT_KEYS,
     ImageSet,
-    comparison_markdown,
     compute_metrics,
-    evaluate_generation,
     extract_features,
     fid_from_features,
     kid_from_features,
@@ -22,11 +22,10 @@ from .fid import (
     match_prompts,
     read_grey,
     read_manifest_images,
-    report_markdown,
     resolve_fake,
     resolve_images,
-    write_report,
 )
+from .report import GENERATION_REPORT_KEYS, comparison_markdown, evaluate_generation, report_markdown, write_report
 from .inception import INSTALL_HINT, InceptionFeatures, find_inception_weights
 
 __all__ = [

@@ -19,19 +19,16 @@ without a model, as in open_clip's ``get_clip_metrics``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from thermgen.metrics.fid import ImageSet, compute_metrics, default_device, fid_from_features, kid_from_features, size_warnings
-
-IMAGE_VARIANT = "dual"
+from thermgen.metrics.features import TCLIPImageFeatures
+from thermgen.metrics.fid import ImageSet, compute_metrics, fid_from_features, kid_from_features, size_warnings
 
 TCLIP_REPORT_KEYS: dict[str, str] = {
     "dir": "str, the T-CLIP folder",
@@ -46,56 +43,6 @@ TCLIP_REPORT_KEYS: dict[str, str] = {
     "text_alignment": "dict or null (no prompts): cosine_mean, cosine_std, r1, r1_chance, n, n_unique_prompts, text_variant, image_variant",
     "real_text_alignment": "dict or null: the same on the real images and their own manifest captions (a reference ceiling)",
 }
-
-
-def folder_sha256(folder: str | os.PathLike) -> str:
-    """sha256 over every file (relative path + bytes) under ``folder``: identifies a T-CLIP folder's weights."""
-    root = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        with open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
-
-
-def load_tclip(tclip_dir: str | os.PathLike, device: torch.device | str | None = None) -> nn.Module:
-    """``tclip.load(dir)`` in eval mode on ``device``."""
-    import tclip
-
-    path = Path(tclip_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"T-CLIP folder not found: {path}")
-    return tclip.load(path, device=device or default_device()).eval()
-
-
-class TCLIPImageFeatures(nn.Module):
-    """T-CLIP image embeddings as a feature extractor for :func:`thermgen.metrics.fid.compute_metrics`.
-
-    forward: float ``(B, 1, H, W)`` in [0, 1], white-hot -> float32 ``(B, D)``, L2-normalised
-    (``model.encode_image(images, variant)``). ``input_kind = "thermal"`` tells the metric code to
-    feed thermal images at the comparison resolution rather than clean-fid's 299x299 RGB.
-    """
-
-    input_kind = "thermal"
-
-    def __init__(self, tclip: str | os.PathLike | nn.Module, variant: str = IMAGE_VARIANT, device: torch.device | str | None = None):
-        super().__init__()
-        if isinstance(tclip, nn.Module):
-            self.model, self.tclip_dir, self.cache_id = tclip, None, None  # an in-memory model cannot be identified: no cache
-        else:
-            self.model = load_tclip(tclip, device)
-            self.tclip_dir = str(Path(tclip))
-            self.cache_id = f"tclip-{variant}:{folder_sha256(tclip)}"
-        self.variant = variant
-        self.name = f"tclip-{variant}"
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"TCLIPImageFeatures expects (B, 1, H, W) in [0, 1], got {tuple(x.shape)}")
-        return self.model.encode_image(x, variant=self.variant).float()
 
 
 @torch.no_grad()

@@ -78,7 +78,8 @@ def prompt_faithfulness(tclip_dir: Path, images: np.ndarray, prompts: list[str],
     (U + 1) / 2 for U distinct prompts) and ``per_image`` (``rank`` and ``cosine`` lists, row i <-> prompt i,
     for paired comparisons between modes).
     """
-    from thermgen.metrics.tclip_metrics import encode_prompts, load_tclip, text_alignment
+    from thermgen.metrics.features import load_tclip
+    from thermgen.metrics.tclip_metrics import encode_prompts, text_alignment
 
     model = load_tclip(tclip_dir, device)
     x = torch.from_numpy(np.asarray(images, dtype=np.float32))[:, None]

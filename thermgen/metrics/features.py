@@ -1,0 +1,87 @@
+"""Feature extractors by name, for FID/KID and the attribute judge: the lowest layer of :mod:`thermgen.metrics`.
+
+``build_feature_extractor("inception")`` is the standard FID Inception (offline weights,
+:mod:`thermgen.metrics.inception`); ``"tclip:DIR"`` is :class:`TCLIPImageFeatures`, T-CLIP's image tower.
+Nothing here imports the metric modules (:mod:`~thermgen.metrics.fid`, :mod:`~thermgen.metrics.tclip_metrics`,
+:mod:`~thermgen.metrics.report`), which all import this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGE_VARIANT = "dual"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def folder_sha256(folder: str | os.PathLike) -> str:
+    """sha256 over every file (relative path + bytes) under ``folder``: identifies a T-CLIP folder's weights."""
+    root = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_tclip(tclip_dir: str | os.PathLike, device: torch.device | str | None = None) -> nn.Module:
+    """``tclip.load(dir)`` in eval mode on ``device``."""
+    import tclip
+
+    path = Path(tclip_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"T-CLIP folder not found: {path}")
+    return tclip.load(path, device=device or default_device()).eval()
+
+
+class TCLIPImageFeatures(nn.Module):
+    """T-CLIP image embeddings as a feature extractor for :func:`thermgen.metrics.fid.compute_metrics`.
+
+    forward: float ``(B, 1, H, W)`` in [0, 1], white-hot -> float32 ``(B, D)``, L2-normalised
+    (``model.encode_image(images, variant)``). ``input_kind = "thermal"`` tells the metric code to
+    feed thermal images at the comparison resolution rather than clean-fid's 299x299 RGB.
+    """
+
+    input_kind = "thermal"
+
+    def __init__(self, tclip: str | os.PathLike | nn.Module, variant: str = IMAGE_VARIANT, device: torch.device | str | None = None):
+        super().__init__()
+        if isinstance(tclip, nn.Module):
+            self.model, self.tclip_dir, self.cache_id = tclip, None, None  # an in-memory model cannot be identified: no cache
+        else:
+            self.model = load_tclip(tclip, device)
+            self.tclip_dir = str(Path(tclip))
+            self.cache_id = f"tclip-{variant}:{folder_sha256(tclip)}"
+        self.variant = variant
+        self.name = f"tclip-{variant}"
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"TCLIPImageFeatures expects (B, 1, H, W) in [0, 1], got {tuple(x.shape)}")
+        return self.model.encode_image(x, variant=self.variant).float()
+
+
+def build_feature_extractor(feature: str | Callable, device: torch.device | str | None = None, inception_path: str | os.PathLike | None = None) -> Callable:
+    """``"inception"`` -> :class:`~thermgen.metrics.inception.InceptionFeatures`; ``"tclip:DIR"`` ->
+    :class:`TCLIPImageFeatures` (dual variant); a callable is returned as is."""
+    if callable(feature):
+        return feature
+    if feature == "inception":
+        from thermgen.metrics.inception import InceptionFeatures
+
+        return InceptionFeatures(inception_path, device=device or default_device())
+    if isinstance(feature, str) and feature.startswith("tclip:") and len(feature) > len("tclip:"):
+        return TCLIPImageFeatures(feature.split(":", 1)[1], device=device or default_device())
+    raise ValueError(f"feature must be 'inception', 'tclip:DIR' or a callable, got {feature!r}")
