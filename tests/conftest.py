@@ -34,6 +34,23 @@ def _local_only_connect(self, address):
 
 socket.socket.connect = _local_only_connect  # the tripwire for code paths that ignore HF_HUB_OFFLINE
 
+NEEDS_CUDA = "needs CUDA: run `pytest -m gpu` on a GPU machine"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu (tests/gpu/) are collected everywhere and skipped, with the reason, where CUDA is absent."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NEEDS_CUDA)
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 REPO = Path(__file__).resolve().parents[1]
 HIT_UAV = Path(os.environ.get("THERMGEN_HIT_UAV", REPO.parent / "shared" / "data" / "hit-uav"))
 

@@ -293,3 +293,18 @@ def test_training_with_variants_flips_and_shifts_runs_and_logs_the_settings(mani
         assert tclip_train.main(args) == 0
     assert any("captions per image: global 2.0, fine 1.0" in r.getMessage() for r in caplog.records)
     assert tclip.load(tmp_path / "aug").adapters == ["global", "fine"]
+
+
+def test_resnet_tower_trains_with_finite_losses_and_its_folder_embeds(manifest, tmp_path):
+    """The CPU default tower is a ResNet: its LoRA rides the attention pool through every stage."""
+    cfg = tmp_path / "rn.json"
+    cfg.write_text(json.dumps({"base": "tclip-tiny-rn"}))
+    assert tclip_train.main(["--manifest", str(manifest), "--out", str(tmp_path / "rn"), "--config", str(cfg),
+                             "--base-steps", "2", "--adapter-steps", "1", "--batch-size", "8", "--no-progress"]) == 0
+    rows = list(csv.DictReader((tmp_path / "rn" / "logs" / "loss.csv").open()))
+    assert {r["stage"] for r in rows} == {"base", "global", "fine"}
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    model = tclip.load(tmp_path / "rn")
+    with torch.no_grad():
+        emb = (model.encode_image(torch.rand(2, 1, 64, 64)), model.encode_text(["a warm scene"] * 2, ["a hot square"] * 2))
+    assert all(torch.isfinite(e).all() for e in emb)
