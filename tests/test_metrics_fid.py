@@ -388,3 +388,18 @@ def test_bad_prompt_line_names_file_and_line(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"image": "000.png", "prompt": "x"}) + "\n" + json.dumps({"image": "001.png"}) + "\n")
     with pytest.raises(DataError, match=r"p\.jsonl:2: needs an image field"):
         read_prompts(tmp_path / "p.jsonl")
+
+
+@pytest.mark.parametrize("shape,ext", [((32, 32), "png"), ((51, 64), "jpg")])
+def test_dataset_items_equal_cleanfid_resize_dataset_bit_for_bit(tmp_path, shape, ext):
+    """One bicubic resize of the grey channel, copied three times, equals clean-fid's three per-channel resizes."""
+    from cleanfid.utils import ResizeDataset
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / f"img.{ext}"
+    Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(path)
+    ours = ThermalImageDataset([path], size=(shape[1], shape[0]))[0]  # already at the comparison size
+    theirs = ResizeDataset([str(path)], mode="clean")[0]
+    assert ours.shape == theirs.shape == (3, 299, 299)
+    assert ours.dtype == theirs.dtype
+    assert torch.equal(ours, theirs)
