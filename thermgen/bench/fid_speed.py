@@ -1,0 +1,124 @@
+"""``python -m thermgen.fid`` against clean-fid's own ``compute_fid`` on the same two folders, side by side.
+
+    OMP_NUM_THREADS=2 python -m thermgen.bench.fid_speed --real ../shared/data/hit-uav/normal_json/val \\
+        --fake ../shared/data/hit-uav/normal_json/test --out bench_out/fid_speed
+
+Both compute the FID of the same files with the same Inception network (clean-fid is handed it as
+``custom_feat_extractor``: it cannot download its own here) in clean-fid's "clean" mode, on the same device,
+batch size and data-loader workers. Timed per repeat, in alternating order (so neither side always reads the
+files from a warm page cache first):
+
+- ``cleanfid``: ``cleanfid.fid.compute_fid(real, fake, mode="clean", ...)``;
+- ``thermgen``: ``thermgen.fid.main`` (the command without the interpreter start) with ``--no-cache``: every
+  image read and embedded, FID, KID, the sample sheet and the report written;
+- ``thermgen_warm`` (once, last): the same command with the reference-feature cache filled, as a second
+  evaluation against the same real set runs.
+
+Prints a table and writes ``OUT/fid_speed.json`` and ``.md``: wall seconds per run, the ratio to clean-fid's, both
+FIDs and their relative difference (which must stay below 1e-6: exits 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def time_cleanfid(real: Path, fake: Path, device: str, batch_size: int, workers: int) -> tuple[float, float]:
+    import cleanfid.fid as cfid
+    import torch
+
+    from thermgen.metrics.inception import InceptionFeatures
+
+    t0 = time.perf_counter()
+    model = InceptionFeatures(device=device)
+    fid = cfid.compute_fid(str(real), str(fake), mode="clean", custom_feat_extractor=model, device=torch.device(device),
+                           batch_size=batch_size, num_workers=workers, verbose=False)
+    return float(fid), time.perf_counter() - t0
+
+
+def time_thermgen(real: Path, fake: Path, out: Path, device: str, batch_size: int, workers: int, cache: Path | None
+                  ) -> tuple[float, float]:
+    from thermgen.fid import main as fid_main
+
+    argv = ["--real", str(real), "--fake", str(fake), "--out", str(out), "--device", device, "--batch-size",
+            str(batch_size), "--workers", str(workers), "--quiet"]
+    argv += ["--cache-dir", str(cache)] if cache else ["--no-cache"]
+    t0 = time.perf_counter()
+    rc = fid_main(argv)
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"thermgen.fid failed (exit {rc}) on {argv}")
+    return float(json.loads(out.read_text())["fid"]), seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thermgen.bench.fid_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--real", type=Path, required=True, help="folder of real images")
+    p.add_argument("--fake", type=Path, required=True, help="second folder (generated or another real split)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="torch device for both (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch, both sides (default: 32)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader workers, both sides (default: 0)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of each (default: 1)")
+    args = p.parse_args(argv)
+    for d in (args.real, args.fake):
+        if not d.is_dir():
+            p.error(f"not a folder: {d}")
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {"torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+           "cpu_count": os.cpu_count(), "device": args.device, "batch_size": args.batch_size, "workers": args.workers}
+    print(f"[fid_speed] {env}", flush=True)
+    runs: dict[str, list[dict]] = {"cleanfid": [], "thermgen": []}
+    for k in range(args.repeats):
+        order = ("cleanfid", "thermgen") if k % 2 == 0 else ("thermgen", "cleanfid")
+        for name in order:
+            if name == "cleanfid":
+                fid, s = time_cleanfid(args.real, args.fake, args.device, args.batch_size, args.workers)
+            else:
+                fid, s = time_thermgen(args.real, args.fake, args.out / "thermgen_fid.json", args.device,
+                                       args.batch_size, args.workers, None)
+            runs[name].append({"fid": fid, "seconds": round(s, 2)})
+            print(f"[fid_speed] repeat {k + 1}/{args.repeats} {name}: FID {fid:.6f} in {s:.1f} s", flush=True)
+    cache = args.out / "cache"
+    time_thermgen(args.real, args.fake, args.out / "thermgen_fid_warm.json", args.device, args.batch_size,
+                  args.workers, cache)  # fills the cache
+    fid, s = time_thermgen(args.real, args.fake, args.out / "thermgen_fid_warm.json", args.device, args.batch_size,
+                           args.workers, cache)
+    runs["thermgen_warm"] = [{"fid": fid, "seconds": round(s, 2)}]
+    print(f"[fid_speed] thermgen, reference features cached: FID {fid:.6f} in {s:.1f} s", flush=True)
+
+    base = statistics.median(r["seconds"] for r in runs["cleanfid"])
+    ref_fid = runs["cleanfid"][0]["fid"]
+    rows = {}
+    for name, rs in runs.items():
+        sec = statistics.median(r["seconds"] for r in rs)
+        rows[name] = {"seconds_median": sec, "seconds": [r["seconds"] for r in rs], "ratio_to_cleanfid": round(sec / base, 3),
+                      "fid": rs[0]["fid"], "fid_rel_diff": abs(rs[0]["fid"] - ref_fid) / abs(ref_fid)}
+    report = {"real": str(args.real), "fake": str(args.fake), "environment": env, "repeats": args.repeats, "rows": rows}
+    (args.out / "fid_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# thermgen.fid vs clean-fid's compute_fid, same folders", "",
+             f"`{args.real}` vs `{args.fake}`; {env['device']}, {env['torch_threads']} torch threads, batch "
+             f"{args.batch_size}, {args.workers} workers, {args.repeats} repeat(s), median wall seconds.", "",
+             "| run | seconds | × clean-fid | FID | relative difference to clean-fid's FID |", "| --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['seconds_median']:.1f} | {r['ratio_to_cleanfid']:.2f} | {r['fid']:.6f} | "
+                     f"{r['fid_rel_diff']:.1e} |")
+    (args.out / "fid_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[4:]))
+    bad = [n for n, r in rows.items() if r["fid_rel_diff"] > 1e-6]
+    if bad:
+        print(f"error: FID differs from clean-fid's by more than 1e-6 (relative) for {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
