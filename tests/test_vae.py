@@ -248,3 +248,55 @@ def _save_kl(path):
     AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8,), norm_num_groups=8, latent_channels=4,
                   down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).save_pretrained(path)
     return path
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+# 12 images at batch 4: 3 batches an epoch. Stopped at 5, it resumes from checkpoint-4 (mid-epoch: 1 of 3 batches
+# done); stopped at 7, from checkpoint-6 (an epoch boundary).
+@pytest.mark.parametrize("stop_at", [5, 7])
+def test_interrupted_training_resumes_to_bit_identical_weights(tmp_path, stop_at):
+    cfg = {**TINY, "steps": 9, "checkpointing_steps": 2, "checkpoints_total_limit": 2, "log_every": 1}
+    train, val = thermal_images(12), thermal_images(2, seed=1)
+    full = train_vae(cfg, train, val, tmp_path / "full", show_progress=False)
+
+    def interrupt(step, loss):
+        if step == stop_at:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_vae(cfg, train, val, tmp_path / "cut", show_progress=False, step_callback=interrupt)
+    ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert ckpts == [f"checkpoint-{stop_at - 3}", f"checkpoint-{stop_at - 1}"]  # rotated: the newest 2
+    steps_after = []
+    resumed = train_vae(cfg, train, val, tmp_path / "cut", show_progress=False, resume=True,
+                        step_callback=lambda step, loss: steps_after.append(step))
+    assert resumed["resumed_from"].endswith(f"checkpoint-{stop_at - 1}")
+    assert steps_after == list(range(stop_at, 10))  # it went on from the checkpoint, it did not start over
+
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["final_loss"] == full["final_loss"]
+    read = lambda p: list(csv.DictReader(open(p / "vae_log.csv")))  # noqa: E731
+    assert read(tmp_path / "cut") == read(tmp_path / "full")  # every step's row, the resumed ones included
+
+
+def test_resume_refuses_a_checkpoint_of_another_config_naming_the_keys(tmp_path):
+    cfg = {**TINY, "steps": 4, "checkpointing_steps": 2}
+    train, val = thermal_images(8), thermal_images(2, seed=1)
+    train_vae(cfg, train, val, tmp_path / "run", show_progress=False)
+    with pytest.raises(ValueError, match="vae.learning_rate"):
+        train_vae({**cfg, "learning_rate": 1e-4}, train, val, tmp_path / "run", show_progress=False, resume=True)
+    from thermgen.train.vae import resumable_checkpoint
+
+    assert resumable_checkpoint(tmp_path / "run", cfg).name == "checkpoint-4"
+    assert resumable_checkpoint(tmp_path / "run", {**cfg, "learning_rate": 1e-4}) is None
+    assert resumable_checkpoint(tmp_path / "run", {**cfg, "checkpointing_steps": 3}) is not None  # no effect on training

@@ -20,7 +20,7 @@ exist. The stage hash covers the config the stage reads plus the markers of the 
 so a changed key reruns exactly the stages that read it and everything downstream. ``--rerun STAGE``
 forces a stage (and so its dependants).
 
-**Resume.** ``--resume`` continues an interrupted UNet training (main or ablation) from its newest
+**Resume.** ``--resume`` continues an interrupted VAE, T-CLIP or UNet training (main or ablation) from its newest
 ``save_state`` checkpoint when the checkpoint was written under the same stage hash; without it an
 incomplete stage starts over.
 """
@@ -257,9 +257,14 @@ def run_vae(ctx: Context) -> dict:
     d = ctx.cfg["data"]
     train = _load(ctx, _train_records(ctx))
     val = _load(ctx, _records(ctx, d["val_split"]))
-    if ctx.vae_dir.exists():
+    from thermgen.train.vae import resumable_checkpoint
+
+    ckpt = resumable_checkpoint(ctx.vae_dir, vae_config(ctx.cfg)) if ctx.resume else None
+    if ctx.resume and ckpt is None and ctx.vae_dir.exists():
+        logger.warning("--resume: %s holds no VAE checkpoint of this config; the VAE stage starts over", ctx.vae_dir)
+    if ctx.vae_dir.exists() and ckpt is None:
         shutil.rmtree(ctx.vae_dir)
-    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress)
+    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=ckpt or False)
 
 
 # ---- attribute judge -----------------------------------------------------------------------------
@@ -1140,7 +1145,7 @@ def build_parser():
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default: runs/<config name>-<data source>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted UNet training from its newest checkpoint (same config only); "
+                   help="continue an interrupted T-CLIP, VAE or UNet training from its newest checkpoint (same config only); "
                         "default: an incomplete stage starts over")
     p.add_argument("--rerun", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
                    help="force this stage (and so everything after it) to run again; repeatable; stages: "

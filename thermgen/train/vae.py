@@ -75,6 +75,9 @@ VAE_DEFAULTS: dict[str, Any] = {
     # latent scale written into the saved config: "auto" = 1 / std of training latents;
     # None = "auto" from scratch, keep the pretrained value otherwise; or a number
     "scaling_factor": None,
+    # checkpoints (accelerate state + pickle-free extra state) for resume
+    "checkpointing_steps": 100,  # save every N steps and at the last step; null: never
+    "checkpoints_total_limit": 2,  # keep the newest N; null: all
     # reporting
     "log_every": 10,
     "num_preview": 8,
@@ -127,6 +130,8 @@ def validate_vae_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     factor = 2 ** (len(out["block_out_channels"]) - 1)
     if out["pretrained"] is None:
         need("resolution", out["resolution"] % factor == 0, f"divisible by the VAE's downsampling factor {factor}")
+    for key in ("checkpointing_steps", "checkpoints_total_limit"):
+        need(key, out[key] is None or (is_int(out[key]) and out[key] >= 1), "null or a positive integer")
     for key in ("mid_block_attention", "center_crop", "random_flip"):
         need(key, isinstance(out[key], bool), "true or false")
     for key in ("steps", "lr_warmup_steps", "seed"):
@@ -394,6 +399,8 @@ def train_vae(
     *,
     accelerator=None,
     show_progress: bool = True,
+    resume: bool | str = False,
+    step_callback=None,
 ) -> dict[str, Any]:
     """Train (or adapt) a thermal VAE, save it to ``out_dir`` and report reconstruction error on ``val_images``.
 
@@ -412,6 +419,13 @@ def train_vae(
         accelerator: an ``accelerate.Accelerator`` to run under (e.g. shared with the recipe); default a new one
             (CPU unless CUDA is present, ``cfg["mixed_precision"]``).
         show_progress: tqdm progress bar.
+        resume: False; True (the newest ``out_dir/checkpoints/checkpoint-<step>``, if any) or a checkpoint folder.
+            Checkpoints (every ``checkpointing_steps``, the newest ``checkpoints_total_limit`` kept) hold
+            accelerate's state (model, optimizer, RNG) plus, without pickles, the lr schedule, the data order's
+            and the flips' and posterior samples' generator states, the log rows and the config: a resumed run
+            ends with the same weights, bit for bit, as one never interrupted (tested on CPU). A checkpoint
+            written under another config is refused, naming the keys that differ.
+        step_callback: called as ``step_callback(step, loss)`` after every optimizer step (and its checkpoint).
 
     Returns:
         The report (also written to ``vae_report.json``)::
@@ -423,6 +437,7 @@ def train_vae(
              "val_before": {"l1", "mse", "psnr_db", "l1_worst"} (before training; [0, 1] pixel scale),
              "val": {...same keys, after training...}, "val_mean_image_l1": float (error of predicting each
              image's own mean: a trivial baseline to judge "l1" against), "final_loss": float | None,
+             "resumed_from": the checkpoint folder training continued from, or None,
              "files": {"model", "log", "loss_plot", "reconstructions", "report_md"}}
     """
     cfg = validate_vae_config(cfg)
@@ -472,8 +487,10 @@ def train_vae(
         perceptual = VGGPerceptualLoss(cfg["perceptual_weights"]).to(accelerator.device)
 
     rows: list[dict[str, float]] = []
+    resumed_from = None
     if cfg["steps"] > 0:
-        rows = _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress)
+        rows, resumed_from = _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir, resume,
+                                      step_callback)
 
     vae.eval()
     recons = reconstruct(vae, val_x, cfg["eval_batch_size"])
@@ -505,6 +522,7 @@ def train_vae(
         "val": val_after,
         "val_mean_image_l1": float((val_x - val_x.mean(dim=(1, 2, 3), keepdim=True)).abs().mean()),
         "final_loss": rows[-1]["loss"] if rows else None,
+        "resumed_from": resumed_from,
         "files": {
             "model": str(out_dir),
             "log": str(out_dir / "vae_log.csv"),
@@ -526,34 +544,50 @@ def train_vae(
     return report
 
 
-def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress) -> list[dict[str, float]]:
+def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir: Path, resume: bool | str = False,
+             step_callback=None) -> tuple[list[dict[str, float]], str | None]:
     from diffusers.optimization import get_scheduler
+
+    from thermgen.train.unet import list_checkpoints, rotate_checkpoints
 
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
-    lr_scheduler = get_scheduler(
-        cfg["lr_scheduler"],
-        optimizer,
-        num_warmup_steps=cfg["lr_warmup_steps"] * accelerator.num_processes,
-        num_training_steps=cfg["steps"] * accelerator.num_processes,
-    )
+    # Stepped once per optimizer step by hand (not prepared), so its state saves as JSON; the same schedule as a
+    # prepared one, which steps num_processes times per step over num_processes x the steps.
+    lr_scheduler = get_scheduler(cfg["lr_scheduler"], optimizer, num_warmup_steps=cfg["lr_warmup_steps"],
+                                 num_training_steps=cfg["steps"])
+    loader_gen = torch.Generator().manual_seed(cfg["seed"])
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(train_x),
         batch_size=cfg["batch_size"],
         shuffle=True,
         drop_last=len(train_x) >= cfg["batch_size"],
-        generator=torch.Generator().manual_seed(cfg["seed"]),
+        generator=loader_gen,
     )
     model = _EncodeDecode(vae)
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     flip_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     sample_gen = torch.Generator(device=accelerator.device).manual_seed(cfg["seed"] + 2)
+    gens = {"flip": flip_gen, "sample": sample_gen}
     pixels = cfg["resolution"] ** 2
     rows: list[dict[str, float]] = []
-    bar = tqdm(total=cfg["steps"], desc="vae", disable=not (show_progress and accelerator.is_local_main_process))
-    step = 0
+    ckpt_dir = out_dir / "checkpoints"
+    step, skip = 0, 0
+    epoch_start = loader_gen.get_state()
+    resumed_from = None
+    if resume:
+        path = (list_checkpoints(ckpt_dir) or [None])[-1] if resume is True or resume == "latest" else Path(resume)
+        if path is not None:
+            step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, accelerator, lr_scheduler, gens)
+            resumed_from = str(path)
+            accelerator.print(f"vae: resumed from {path} (step {step})")
+    bar = tqdm(total=cfg["steps"], initial=step, desc="vae",
+               disable=not (show_progress and accelerator.is_local_main_process))
     while step < cfg["steps"]:
-        for (x,) in loader:
+        loader_gen.set_state(epoch_start)  # the state this epoch's order is drawn from (restored on resume)
+        for b, (x,) in enumerate(loader):
+            if b < skip:  # batches of this epoch a resumed run already trained on
+                continue
             if cfg["random_flip"]:
                 flip = torch.rand(len(x), generator=flip_gen) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
@@ -573,7 +607,8 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress) -> list[
             if cfg["max_grad_norm"] > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
             optimizer.step()
-            lr_scheduler.step()
+            if not accelerator.optimizer_step_was_skipped:
+                lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             row = {
@@ -588,12 +623,86 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress) -> list[
                 raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
             if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
                 rows.append(row)
+            every = cfg["checkpointing_steps"]
+            if every and (step % every == 0 or step == cfg["steps"]):
+                if accelerator.is_main_process:
+                    rotate_checkpoints(ckpt_dir, cfg["checkpoints_total_limit"])
+                accelerator.wait_for_everyone()
+                path = ckpt_dir / f"checkpoint-{step}"
+                accelerator.save_state(str(path))
+                if accelerator.is_main_process:
+                    _save_vae_checkpoint(path, cfg, step, b + 1, epoch_start, rows, lr_scheduler, gens)
+                accelerator.wait_for_everyone()
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if step_callback is not None:
+                step_callback(step, row["loss"])
             if step >= cfg["steps"]:
                 break
+        skip = 0
+        epoch_start = loader_gen.get_state()
     bar.close()
-    return rows
+    return rows, resumed_from
+
+
+def _save_vae_checkpoint(path: Path, cfg: dict, step: int, batches_done: int, epoch_start: torch.Tensor,
+                         rows: list[dict], lr_scheduler, gens: dict[str, torch.Generator]) -> None:
+    """Beside accelerate's state: ``vae_state.json`` (step, position in the epoch, config, log rows) and
+    ``vae_generators.safetensors`` (the generator states), plus the lr schedule as JSON."""
+    from safetensors.torch import save_file
+
+    from thermgen.train.unet import save_extra_state
+
+    save_extra_state(path, lr_scheduler, None)
+    save_file({"epoch_start": epoch_start.contiguous(), **{k: g.get_state().cpu().contiguous() for k, g in gens.items()}},
+              str(path / "vae_generators.safetensors"))
+    (path / "vae_state.json").write_text(json.dumps({"step": step, "batches_done_in_epoch": batches_done,
+                                                     "config": _jsonable(cfg), "rows": rows}))
+
+
+def _load_vae_checkpoint(path: Path, cfg: dict, accelerator, lr_scheduler, gens: dict[str, torch.Generator]):
+    """Restore what :func:`_save_vae_checkpoint` and ``accelerator.save_state`` wrote. Returns
+    ``(step, batches done in its epoch, the epoch's generator state, log rows)``."""
+    from safetensors.torch import load_file
+
+    from thermgen.train.unet import load_extra_state
+
+    meta_file = path / "vae_state.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"resume: {path} is not a VAE checkpoint (no {meta_file.name})")
+    meta = json.loads(meta_file.read_text())
+    saved, now = meta["config"], _jsonable(cfg)
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
+    if diff:
+        raise ValueError(f"resume: {path} was written under another VAE config (keys differ: "
+                         f"{', '.join('vae.' + k for k in diff)}); start over without resume")
+    accelerator.load_state(str(path))
+    load_extra_state(path, lr_scheduler, None)
+    states = load_file(str(path / "vae_generators.safetensors"))
+    for k, g in gens.items():
+        g.set_state(states[k])
+    return int(meta["step"]), int(meta["batches_done_in_epoch"]), states["epoch_start"], list(meta["rows"])
+
+
+# Keys that may change between an interrupted run and its resume: they do not touch the training trajectory.
+_RESUME_FREE_KEYS = ("checkpointing_steps", "checkpoints_total_limit", "num_preview", "eval_batch_size")
+
+
+def resumable_checkpoint(out_dir: str | Path, cfg: dict[str, Any] | None) -> Path | None:
+    """The newest VAE checkpoint in ``out_dir/checkpoints`` written under this config (keys as ``train_vae``
+    takes them), or None."""
+    from thermgen.train.unet import list_checkpoints
+
+    ckpts = list_checkpoints(Path(out_dir) / "checkpoints")
+    if not ckpts or not (ckpts[-1] / "vae_state.json").is_file():
+        return None
+    saved, now = json.loads((ckpts[-1] / "vae_state.json").read_text())["config"], _jsonable(validate_vae_config(cfg))
+    same = all(saved.get(k) == now.get(k) for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS)
+    return ckpts[-1] if same else None
+
+
+def _jsonable(cfg: dict) -> dict:
+    return json.loads(json.dumps(cfg, default=str))
 
 
 class _EncodeDecode(torch.nn.Module):
@@ -735,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="YAML file holding the VAE keys (top level or under 'vae:') (default: none)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the model and reports")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in OUT/checkpoints (same config; default: start over)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=200 resolution=64")
     args = parser.parse_args(argv)
 
@@ -757,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
             n_val = max(1, round(len(files) * args.val_fraction))
             val = [files[i] for i in sorted(order[:n_val])]
             train = [files[i] for i in sorted(order[n_val:])]
-        report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress)
+        report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress, resume=args.resume)
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
