@@ -292,7 +292,9 @@ def test_skip_invalid_with_every_image_bad_is_an_error(tmp_path, capsys):
     root = tmp_path / "cam"
     root.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.arange(3, dtype=np.uint8) * 80).save(root / "a.png")
-    rc = main(["--source", "folder", "--root", str(root), "--out", str(tmp_path / "m.jsonl"), "--no-progress",
-               "--skip-invalid"])
+    out = tmp_path / "m.jsonl"
+    out.write_text("an earlier manifest\n")
+    rc = main(["--source", "folder", "--root", str(root), "--out", str(out), "--no-progress", "--skip-invalid"])
     assert rc == 2
     assert "every image was skipped" in capsys.readouterr().err
+    assert out.read_text() == "an earlier manifest\n"  # left as it was, as the message says

@@ -289,14 +289,27 @@ def test_interrupted_training_resumes_to_bit_identical_weights(tmp_path, stop_at
     assert read(tmp_path / "cut") == read(tmp_path / "full")  # every step's row, the resumed ones included
 
 
-def test_resume_refuses_a_checkpoint_of_another_config_naming_the_keys(tmp_path):
-    cfg = {**TINY, "steps": 4, "checkpointing_steps": 2}
-    train, val = thermal_images(8), thermal_images(2, seed=1)
-    train_vae(cfg, train, val, tmp_path / "run", show_progress=False)
-    with pytest.raises(ValueError, match="vae.learning_rate"):
-        train_vae({**cfg, "learning_rate": 1e-4}, train, val, tmp_path / "run", show_progress=False, resume=True)
+def test_resume_refuses_another_config_or_other_images_and_a_finished_run_keeps_no_checkpoints(tmp_path):
     from thermgen.train.vae import resumable_checkpoint
 
+    cfg = {**TINY, "steps": 6, "checkpointing_steps": 2}
+    train, val = thermal_images(8), thermal_images(2, seed=1)
+
+    def stop(step, loss):
+        if step == 5:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_vae(cfg, train, val, tmp_path / "run", show_progress=False, step_callback=stop)
+    with pytest.raises(ValueError, match="vae.learning_rate"):
+        train_vae({**cfg, "learning_rate": 1e-4}, train, val, tmp_path / "run", show_progress=False, resume=True)
+    with pytest.raises(ValueError, match="other images"):
+        train_vae(cfg, thermal_images(8, seed=5), val, tmp_path / "run", show_progress=False, resume=True)
     assert resumable_checkpoint(tmp_path / "run", cfg).name == "checkpoint-4"
     assert resumable_checkpoint(tmp_path / "run", {**cfg, "learning_rate": 1e-4}) is None
     assert resumable_checkpoint(tmp_path / "run", {**cfg, "checkpointing_steps": 3}) is not None  # no effect on training
+    (tmp_path / "run" / "checkpoints" / "checkpoint-4" / "vae_state.json").unlink()  # as if killed while saving it
+    assert resumable_checkpoint(tmp_path / "run", cfg).name == "checkpoint-2"  # the newest complete one
+    rep = train_vae(cfg, train, val, tmp_path / "run", show_progress=False, resume=True)
+    assert rep["resumed_from"].endswith("checkpoint-2")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # finished: checkpoints deleted

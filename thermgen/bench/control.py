@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tclip.text_encoder  # noqa: F401
     from thermgen.train.recipe import _load_pipeline
-    from thermgen.train.unet import list_checkpoints
+    from thermgen.train.checkpoints import list_checkpoints
 
     run = args.run
     if not (run / "judge" / "judge.json").is_file():

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rs in runs.items():
         sec = statistics.median(r["seconds"] for r in rs)
         rows[name] = {"seconds_median": sec, "seconds": [r["seconds"] for r in rs], "ratio_to_cleanfid": round(sec / base, 3),
-                      "fid": rs[0]["fid"], "fid_rel_diff": abs(rs[0]["fid"] - ref_fid) / abs(ref_fid)}
+                      "fid": rs[0]["fid"], "fid_rel_diff": abs(rs[0]["fid"] - ref_fid) / max(abs(ref_fid), 1e-12)}
     report = {"real": str(args.real), "fake": str(args.fake), "environment": env, "repeats": args.repeats, "rows": rows}
     (args.out / "fid_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# thermgen.fid vs clean-fid's compute_fid, same folders", "",

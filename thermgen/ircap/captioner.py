@@ -176,10 +176,10 @@ def caption_samples(
             extras.append(ex)
             kept.append(s)
             yield rec
+        if samples and not kept:  # raised inside the write, so an existing manifest at out_path is left as it was
+            raise DataError(f"every image was skipped as invalid ({skipped.summary()}); nothing written to {out_path}")
 
     n = write_manifest(out_path, records())
-    if samples and not n:
-        raise DataError(f"every image was skipped as invalid ({skipped.summary()}); nothing written to {out_path}")
     elapsed = time.perf_counter() - t0
     truth = {r["id"]: s for r, s in zip(slim, kept)}
     if skipped.total:

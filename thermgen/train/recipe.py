@@ -259,11 +259,16 @@ def run_vae(ctx: Context) -> dict:
     val = _load(ctx, _records(ctx, d["val_split"]))
     from thermgen.train.vae import resumable_checkpoint
 
-    ckpt = resumable_checkpoint(ctx.vae_dir, vae_config(ctx.cfg)) if ctx.resume else None
+    # --resume continues a checkpoint written under this stage hash (config and upstream data) only.
+    stamp = ctx.vae_dir / "stage_hash.txt"
+    same_stage = stamp.is_file() and stamp.read_text().strip() == ctx.current_hash
+    ckpt = resumable_checkpoint(ctx.vae_dir, vae_config(ctx.cfg)) if ctx.resume and same_stage else None
     if ctx.resume and ckpt is None and ctx.vae_dir.exists():
-        logger.warning("--resume: %s holds no VAE checkpoint of this config; the VAE stage starts over", ctx.vae_dir)
+        logger.warning("--resume: %s holds no VAE checkpoint of this stage; the VAE stage starts over", ctx.vae_dir)
     if ctx.vae_dir.exists() and ckpt is None:
         shutil.rmtree(ctx.vae_dir)
+    ctx.vae_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(ctx.current_hash + "\n")
     return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=ckpt or False)
 
 
@@ -442,7 +447,12 @@ def _seed_base(seed: int) -> int:
 def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | None, out: Path, *, seed: int,
                      record_ids: list[str] | None = None, desc: str = "generate") -> Path:
     """One 16-bit PNG per prompt (``<index:05d>.png``, generated with seed ``_seed_base(seed) + index``) and a
-    ``generation.json`` index (file, prompt, fine prompt, record id, seed) that thermgen.fid / thermgen.judge read."""
+    ``generation.json`` index (file, prompt, fine prompt, record id, seed) that thermgen.fid / thermgen.judge read.
+
+    The index also records the ``settings`` the images were made with (:func:`pipeline_fingerprint`, sampler steps,
+    guidance, resolution, batch, device, library versions). A folder whose index records the same settings for the
+    same prompts, fine prompts, seeds and record ids, every file present, is reused as it is (logged), so an
+    evaluation that adds a row or resumes does not regenerate the rows it already has."""
     from thermgen.io import write_png16
 
     cfg = ctx.cfg
@@ -450,7 +460,7 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
     res = cfg["train"]["resolution"]
     settings = {"pipeline": pipeline_fingerprint(pipe), "num_inference_steps": cfg["eval"]["num_inference_steps"],
                 "guidance_scale": cfg["train"]["guidance_scale"], "resolution": res, "batch": batch,
-                "device": str(pipe.device)}
+                "device": str(pipe.device), "versions": _generation_versions()}
     wanted = [{"prompt": p, "prompt_fine": None if fine is None else fine[i], "seed": _seed_base(seed) + i,
                "record_id": None if record_ids is None else record_ids[i]} for i, p in enumerate(prompts)]
     if _reusable(out, settings, wanted):
@@ -482,26 +492,35 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
     return out
 
 
+def _generation_versions() -> dict[str, str]:
+    """Versions of the code that turns weights into images (thermgen's pipeline, diffusers' samplers, torch)."""
+    import diffusers
+
+    import thermgen
+
+    return {"thermgen": getattr(thermgen, "__version__", "unknown"), "diffusers": diffusers.__version__,
+            "torch": torch.__version__}
+
+
 def pipeline_fingerprint(pipe) -> str:
-    """sha256 over everything of a pipeline that decides its images: each component's class, config and weights
-    (the text encoder's mode and fusion alpha are config). Cached on the pipeline object."""
+    """sha256 over everything of a pipeline that decides its images: each component's class, config (without
+    ``_``-prefixed bookkeeping such as the folder it was loaded from) and weights (the text encoder's mode and
+    fusion alpha are config). Computed afresh on every call (about 0.1 s per 30 MB of weights), since a caller may
+    swap a component or change weights in place between two generations (thermgen.bench.control does)."""
     import hashlib
 
-    cached = getattr(pipe, "_thermgen_fingerprint", None)
-    if cached:
-        return cached
     h = hashlib.sha256()
     for name, comp in sorted(pipe.components.items()):
         h.update(f"{name}:{type(comp).__module__}.{type(comp).__qualname__}".encode())
         config = getattr(comp, "config", None)
         if config is not None:
-            h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+            h.update(json.dumps({k: v for k, v in dict(config).items() if not str(k).startswith("_")},
+                                sort_keys=True, default=str).encode())
         if isinstance(comp, torch.nn.Module):
             for key, t in sorted(comp.state_dict().items()):
                 h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    pipe._thermgen_fingerprint = h.hexdigest()
-    return pipe._thermgen_fingerprint
+    return h.hexdigest()
 
 
 def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:

@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -422,9 +423,10 @@ def train_vae(
         resume: False; True (the newest ``out_dir/checkpoints/checkpoint-<step>``, if any) or a checkpoint folder.
             Checkpoints (every ``checkpointing_steps``, the newest ``checkpoints_total_limit`` kept) hold
             accelerate's state (model, optimizer, RNG) plus, without pickles, the lr schedule, the data order's
-            and the flips' and posterior samples' generator states, the log rows and the config: a resumed run
-            ends with the same weights, bit for bit, as one never interrupted (tested on CPU). A checkpoint
-            written under another config is refused, naming the keys that differ.
+            and the flips' and posterior samples' generator states, the log rows, the config and the training
+            images' sha256: a resumed run ends with the same weights, bit for bit, as one never interrupted (tested
+            on CPU). A checkpoint written under another config (naming the keys) or on other images is refused.
+            A finished run deletes its checkpoints.
         step_callback: called as ``step_callback(step, loss)`` after every optimizer step (and its checkpoint).
 
     Returns:
@@ -533,6 +535,7 @@ def train_vae(
     }
     if accelerator.is_main_process:
         vae.save_pretrained(out_dir, safe_serialization=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
         _write_log(out_dir / "vae_log.csv", rows)
         _plot_loss(out_dir / "vae_loss.png", rows)
         _plot_reconstructions(out_dir / "vae_reconstructions.png", val_x[: cfg["num_preview"]], recons[: cfg["num_preview"]])
@@ -548,7 +551,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
              step_callback=None) -> tuple[list[dict[str, float]], str | None]:
     from diffusers.optimization import get_scheduler
 
-    from thermgen.train.unet import list_checkpoints, rotate_checkpoints
+    from thermgen.train.checkpoints import rotate_checkpoints
 
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
@@ -575,10 +578,13 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     step, skip = 0, 0
     epoch_start = loader_gen.get_state()
     resumed_from = None
+    data_sha = images_sha256(train_x)
     if resume:
-        path = (list_checkpoints(ckpt_dir) or [None])[-1] if resume is True or resume == "latest" else Path(resume)
-        if path is not None:
-            step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, accelerator, lr_scheduler, gens)
+        path = _latest_vae_checkpoint(ckpt_dir) if resume is True or resume == "latest" else Path(resume)
+        if path is None:
+            accelerator.print(f"vae: --resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        else:
+            step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, data_sha, accelerator, lr_scheduler, gens)
             resumed_from = str(path)
             accelerator.print(f"vae: resumed from {path} (step {step})")
     bar = tqdm(total=cfg["steps"], initial=step, desc="vae",
@@ -631,7 +637,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
                 path = ckpt_dir / f"checkpoint-{step}"
                 accelerator.save_state(str(path))
                 if accelerator.is_main_process:
-                    _save_vae_checkpoint(path, cfg, step, b + 1, epoch_start, rows, lr_scheduler, gens)
+                    _save_vae_checkpoint(path, cfg, data_sha, step, b + 1, epoch_start, rows, lr_scheduler, gens)
                 accelerator.wait_for_everyone()
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -645,27 +651,48 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     return rows, resumed_from
 
 
-def _save_vae_checkpoint(path: Path, cfg: dict, step: int, batches_done: int, epoch_start: torch.Tensor,
+def images_sha256(x: torch.Tensor) -> str:
+    """sha256 of a training tensor's shape and bytes: a checkpoint resumes only on the images it trained on."""
+    import hashlib
+
+    h = hashlib.sha256(str(tuple(x.shape)).encode())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _latest_vae_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint that was written to the end (its ``vae_state.json`` is written last), or None."""
+    from thermgen.train.checkpoints import list_checkpoints
+
+    done = [c for c in list_checkpoints(ckpt_dir) if (c / "vae_state.json").is_file()]
+    return done[-1] if done else None
+
+
+def _save_vae_checkpoint(path: Path, cfg: dict, data_sha: str, step: int, batches_done: int, epoch_start: torch.Tensor,
                          rows: list[dict], lr_scheduler, gens: dict[str, torch.Generator]) -> None:
-    """Beside accelerate's state: ``vae_state.json`` (step, position in the epoch, config, log rows) and
+    """Beside accelerate's state: ``vae_state.json`` (step, position in the epoch, config, training images' sha256,
+    log rows; written last, so its presence marks a complete checkpoint) and
     ``vae_generators.safetensors`` (the generator states), plus the lr schedule as JSON."""
     from safetensors.torch import save_file
 
-    from thermgen.train.unet import save_extra_state
+    from thermgen.train.checkpoints import save_extra_state
 
     save_extra_state(path, lr_scheduler, None)
     save_file({"epoch_start": epoch_start.contiguous(), **{k: g.get_state().cpu().contiguous() for k, g in gens.items()}},
               str(path / "vae_generators.safetensors"))
-    (path / "vae_state.json").write_text(json.dumps({"step": step, "batches_done_in_epoch": batches_done,
-                                                     "config": _jsonable(cfg), "rows": rows}))
+    tmp = path / "vae_state.json.tmp"
+    tmp.write_text(json.dumps({"step": step, "batches_done_in_epoch": batches_done, "config": _jsonable(cfg),
+                               "data_sha256": data_sha, "rows": rows}))
+    tmp.replace(path / "vae_state.json")
 
 
-def _load_vae_checkpoint(path: Path, cfg: dict, accelerator, lr_scheduler, gens: dict[str, torch.Generator]):
+def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_scheduler,
+                         gens: dict[str, torch.Generator]):
     """Restore what :func:`_save_vae_checkpoint` and ``accelerator.save_state`` wrote. Returns
     ``(step, batches done in its epoch, the epoch's generator state, log rows)``."""
     from safetensors.torch import load_file
 
-    from thermgen.train.unet import load_extra_state
+    from thermgen.train.checkpoints import load_extra_state
 
     meta_file = path / "vae_state.json"
     if not meta_file.is_file():
@@ -676,6 +703,9 @@ def _load_vae_checkpoint(path: Path, cfg: dict, accelerator, lr_scheduler, gens:
     if diff:
         raise ValueError(f"resume: {path} was written under another VAE config (keys differ: "
                          f"{', '.join('vae.' + k for k in diff)}); start over without resume")
+    if meta.get("data_sha256") != data_sha:
+        raise ValueError(f"resume: {path} was trained on other images (their sha256 differs from these "
+                         f"{data_sha[:12]}...); start over without resume")
     accelerator.load_state(str(path))
     load_extra_state(path, lr_scheduler, None)
     states = load_file(str(path / "vae_generators.safetensors"))
@@ -691,14 +721,12 @@ _RESUME_FREE_KEYS = ("checkpointing_steps", "checkpoints_total_limit", "num_prev
 def resumable_checkpoint(out_dir: str | Path, cfg: dict[str, Any] | None) -> Path | None:
     """The newest VAE checkpoint in ``out_dir/checkpoints`` written under this config (keys as ``train_vae``
     takes them), or None."""
-    from thermgen.train.unet import list_checkpoints
-
-    ckpts = list_checkpoints(Path(out_dir) / "checkpoints")
-    if not ckpts or not (ckpts[-1] / "vae_state.json").is_file():
+    ckpt = _latest_vae_checkpoint(Path(out_dir) / "checkpoints")
+    if ckpt is None:
         return None
-    saved, now = json.loads((ckpts[-1] / "vae_state.json").read_text())["config"], _jsonable(validate_vae_config(cfg))
+    saved, now = json.loads((ckpt / "vae_state.json").read_text())["config"], _jsonable(validate_vae_config(cfg))
     same = all(saved.get(k) == now.get(k) for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS)
-    return ckpts[-1] if same else None
+    return ckpt if same else None
 
 
 def _jsonable(cfg: dict) -> dict:
@@ -869,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
             val = [files[i] for i in sorted(order[:n_val])]
             train = [files[i] for i in sorted(order[n_val:])]
         report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress, resume=args.resume)
-    except (ValueError, DataError) as err:
+    except (ValueError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     v = report["val"]
