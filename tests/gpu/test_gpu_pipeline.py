@@ -12,18 +12,12 @@ import importlib
 import numpy as np
 import pytest
 
+from thermgen.bench.gpu_throughput import FINE, PROMPTS  # the throughput bench's prompts
+
 pytestmark = pytest.mark.gpu
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-PROMPTS = [
-    "An infrared thermal image of a parking lot with many cars at night.",
-    "An infrared thermal image of a road with a few people during the day.",
-]
-FINE = [
-    "Thermal infrared image: several hot engine blocks in rows.",
-    "Thermal infrared image: warm bodies on a cooler road.",
-]
 KW = dict(prompt=PROMPTS, prompt_fine=FINE, num_inference_steps=4, guidance_scale=3.0)
 
 
