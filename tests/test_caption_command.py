@@ -298,3 +298,17 @@ def test_skip_invalid_with_every_image_bad_is_an_error(tmp_path, capsys):
     assert rc == 2
     assert "every image was skipped" in capsys.readouterr().err
     assert out.read_text() == "an earlier manifest\n"  # left as it was, as the message says
+
+
+def test_skip_report_round_trips_so_captioning_counts_on_from_the_loader():
+    from thermgen.data.sample import SkipReport
+
+    loader = SkipReport()
+    loader.add("missing image file", "a.png")
+    loader.add("missing image file", "b.png")
+    again = SkipReport.from_dict(loader.to_dict())
+    again.add("truncated or corrupt image", "c.jpg")
+    assert again.to_dict() == {"total": 3, "counts": {"missing image file": 2, "truncated or corrupt image": 1},
+                               "examples": {"missing image file": ["a.png", "b.png"],
+                                            "truncated or corrupt image": ["c.jpg"]}}
+    assert SkipReport.from_dict(None).total == 0

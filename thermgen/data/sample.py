@@ -111,6 +111,13 @@ class SkipReport:
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()}}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "SkipReport":
+        """The report :meth:`to_dict` wrote (None: an empty one), to go on counting in a later stage."""
+        d = d or {}
+        return cls(counts={k: int(v) for k, v in d.get("counts", {}).items()},
+                   examples={k: list(v) for k, v in d.get("examples", {}).items()})
+
     def summary(self) -> str:
         if not self.total:
             return "no records skipped"

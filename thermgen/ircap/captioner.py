@@ -160,7 +160,7 @@ def caption_samples(
     # Stream records to the manifest; keep only what the report needs (a large dataset's full
     # measurements would not fit in memory).
     slim, extras, kept = [], [], []
-    skipped = _skip_report_from(skip_report)
+    skipped = SkipReport.from_dict(skip_report)
 
     def records():
         for s in tqdm(samples, desc="captioning", unit="img", disable=not progress, file=sys.stderr):
@@ -190,15 +190,6 @@ def caption_samples(
     write_report(report, report_path)
     logger.info("wrote %d records to %s in %.1f s; report %s", n, out_path, elapsed, report_path)
     return report
-
-
-def _skip_report_from(d: dict[str, Any] | None) -> SkipReport:
-    """A :class:`SkipReport` continuing the loader's (``SkipReport.to_dict()``) counts and examples."""
-    rep = SkipReport()
-    for reason, count in (d or {}).get("counts", {}).items():
-        rep.counts[reason] = int(count)
-        rep.examples[reason] = list((d or {}).get("examples", {}).get(reason, []))
-    return rep
 
 
 def skip_reason(err: Exception, path: str | Path) -> str:

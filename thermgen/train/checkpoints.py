@@ -52,7 +52,7 @@ def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
 
     f = ckpt / "lr_scheduler.json"
     if not f.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by thermgen.train.unet?)")
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by thermgen.train?)")
     state = json.loads(f.read_text())
     state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
     lr_scheduler.load_state_dict(state)

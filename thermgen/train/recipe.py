@@ -197,8 +197,8 @@ def run_captions(ctx: Context) -> dict:
     samples, skipped = load_samples(d["source"], ctx.data_root, split=None, skip_invalid=d["skip_invalid"])
     rep = caption_samples(samples, ctx.manifest, backend=c["backend"], seed=c["seed"], progress=ctx.progress,
                           skip_report=skipped.to_dict(), variants=c["variants"], skip_invalid=d["skip_invalid"])
-    return {"records": rep["summary"]["records"], "skipped": (rep.get("skipped") or {}).get("total", 0), "report": str(ctx.manifest.with_name(ctx.manifest.stem + ".report.json")),
-            "seconds": rep.get("elapsed_s")}
+    return {"records": rep["summary"]["records"], "skipped": (rep.get("skipped") or {}).get("total", 0),
+            "report": str(ctx.manifest.with_name(ctx.manifest.stem + ".report.json")), "seconds": rep.get("elapsed_s")}
 
 
 # ---- T-CLIP --------------------------------------------------------------------------------------
