@@ -322,37 +322,44 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     bar = tqdm(total=steps, initial=start, desc=f"tclip {stage}", disable=not (ctx.progress and acc.is_local_main_process))
     step, t0 = start, time.time()
     step_module.train()
-    while step < steps:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        batches = acc.skip_first_batches(loader, skip) if skip else loader
-        skip = 0
-        for pixels, tok_all, counts in batches:
-            draw = torch.rand(pixels.shape[0], 5, generator=caption_gen)
-            pixels, tokens = _augment_batch(pixels, tok_all, counts, draw, caption, ctx.cfg["augment"])
-            with acc.autocast():
-                loss = step_module(pixels, tokens)
-            acc.backward(loss)
-            if acc.sync_gradients and stage_cfg["grad_clip"] > 0:
-                acc.clip_grad_norm_([p for _, p in params], stage_cfg["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss_value = acc.reduce(loss.detach(), reduction="mean").item()
-            if acc.is_main_process and (step % ctx.cfg["log_every"] == 0 or step == steps):
-                scale = acc.unwrap_model(step_module).loss.scale.item()
-                ctx.log_rows.append(
-                    {"stage": stage, "step": step, "loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0], "scale": round(scale, 4), "seconds": round(time.time() - t0, 2)}
-                )
-                _append_csv(ctx.out / "logs" / "loss.csv", ctx.log_rows[-1])
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            bar.update(1)
-            if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
-                _save_checkpoint(acc, ckpt_root, step, ctx.cfg["keep_checkpoints"])
-            if step >= steps:
-                break
-        epoch += 1
+    batches = loader
+    try:
+        while step < steps:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            batches = acc.skip_first_batches(loader, skip) if skip else loader
+            skip = 0
+            for pixels, tok_all, counts in batches:
+                draw = torch.rand(pixels.shape[0], 5, generator=caption_gen)
+                pixels, tokens = _augment_batch(pixels, tok_all, counts, draw, caption, ctx.cfg["augment"])
+                with acc.autocast():
+                    loss = step_module(pixels, tokens)
+                acc.backward(loss)
+                if acc.sync_gradients and stage_cfg["grad_clip"] > 0:
+                    acc.clip_grad_norm_([p for _, p in params], stage_cfg["grad_clip"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                loss_value = acc.reduce(loss.detach(), reduction="mean").item()
+                if acc.is_main_process and (step % ctx.cfg["log_every"] == 0 or step == steps):
+                    scale = acc.unwrap_model(step_module).loss.scale.item()
+                    ctx.log_rows.append(
+                        {"stage": stage, "step": step, "loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0], "scale": round(scale, 4), "seconds": round(time.time() - t0, 2)}
+                    )
+                    _append_csv(ctx.out / "logs" / "loss.csv", ctx.log_rows[-1])
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+                bar.update(1)
+                if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
+                    _save_checkpoint(acc, ckpt_root, step, ctx.cfg["keep_checkpoints"])
+                if step >= steps:
+                    break
+            epoch += 1
+    finally:
+        # Left early (the last step, or an exception), a prepared loader never runs its own end(): accelerate's
+        # process-wide GradientState would keep it as the active loader of later stages in this process.
+        for dl in {id(loader): loader, id(batches): batches}.values():
+            getattr(dl, "end", lambda: None)()
     bar.close()
     final_scale = acc.unwrap_model(step_module).loss.scale.item()
     acc.wait_for_everyone()

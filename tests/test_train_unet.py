@@ -343,3 +343,27 @@ def test_random_flip_trains_on_the_mirrored_captions(tmp_path):
                            progress=False)
     assert same["final_loss"] != other["final_loss"]  # flipped samples read the mirrored captions
     assert same["final_loss"] != unflipped["final_loss"]  # and their latents are mirrored
+
+
+def test_accumulation_ignores_a_loader_another_loop_left_open(tmp_path):
+    """accelerate's GradientState is process-wide: a prepared loader that another training loop left at its last
+    batch (end_of_dataloader True) must not make the UNet sync on every micro-step."""
+    from accelerate import Accelerator
+    from accelerate.state import GradientState
+
+    cfg = tiny_cfg("train.max_train_steps=4", "train.gradient_accumulation_steps=2", "train.use_ema=false")
+    cache = make_cache()
+    clean = train_unet(cfg, cache, tmp_path / "clean", progress=False)
+
+    other = Accelerator(cpu=True).prepare(torch.utils.data.DataLoader(torch.arange(4.0), batch_size=2))
+    for i, _ in enumerate(other):
+        if i == 1:
+            break  # left at its last batch, its end() never run, as a loop that stops at its final step does
+    assert GradientState().end_of_dataloader  # the stale state this test is about
+    try:
+        stale = train_unet(cfg, cache, tmp_path / "stale", progress=False)
+    finally:
+        other.end()
+    assert stale["final_loss"] == clean["final_loss"]
+    a, b = weights(tmp_path / "clean" / "unet"), weights(tmp_path / "stale" / "unet")
+    assert all(torch.equal(a[k], b[k]) for k in a)

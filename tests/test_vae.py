@@ -272,8 +272,12 @@ def test_interrupted_training_resumes_to_bit_identical_weights(tmp_path, stop_at
         if step == stop_at:
             raise _Interrupt
 
+    from accelerate.state import GradientState
+
+    assert not GradientState().in_dataloader  # a finished loop leaves no active loader for later stages
     with pytest.raises(_Interrupt):
         train_vae(cfg, train, val, tmp_path / "cut", show_progress=False, step_callback=interrupt)
+    assert not GradientState().in_dataloader  # nor does an interrupted one
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert ckpts == [f"checkpoint-{stop_at - 3}", f"checkpoint-{stop_at - 1}"]  # rotated: the newest 2
     steps_after = []

@@ -553,7 +553,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         (step, loss averaged over processes).
     """
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel, compute_snr
     from tqdm.auto import tqdm
@@ -568,9 +568,13 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     text_width = cache["text_states"].shape[-1]
 
     use_cpu = rc["device"] == "cpu" or (rc["device"] == "auto" and not torch.cuda.is_available())
+    # The micro-batches come from micro_batch(), not from a prepared DataLoader: gradient sync must follow the step
+    # count alone, never the end-of-epoch flag of some other loop's loader left in accelerate's process-wide
+    # GradientState (an earlier stage in the same process, or one interrupted).
     accelerator = Accelerator(
         cpu=use_cpu,
-        gradient_accumulation_steps=tc["gradient_accumulation_steps"],
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=tc["gradient_accumulation_steps"],
+                                                                sync_with_dataloader=False),
         mixed_precision=tc["mixed_precision"],
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
     )

@@ -589,64 +589,69 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
             accelerator.print(f"vae: resumed from {path} (step {step})")
     bar = tqdm(total=cfg["steps"], initial=step, desc="vae",
                disable=not (show_progress and accelerator.is_local_main_process))
-    while step < cfg["steps"]:
-        loader_gen.set_state(epoch_start)  # the state this epoch's order is drawn from (restored on resume)
-        for b, (x,) in enumerate(loader):
-            if b < skip:  # batches of this epoch a resumed run already trained on
-                continue
-            if cfg["random_flip"]:
-                flip = torch.rand(len(x), generator=flip_gen) < 0.5
-                x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
-            target = x * 2.0 - 1.0
-            with accelerator.autocast():
-                dec, kl = model(target, sample_gen)
-                rec = (F.l1_loss if cfg["recon_loss"] == "l1" else F.mse_loss)(dec.float(), target.float())
-                # LDM: kl summed over latent elements per image; dividing by the pixel count keeps its weight
-                # relative to a per-pixel reconstruction mean the same as LDM's summed losses.
-                kl = kl.mean() / pixels
-                loss = rec + cfg["kl_weight"] * kl
-                perc = None
-                if perceptual is not None:
-                    perc = perceptual(dec.float(), target.float())
-                    loss = loss + cfg["perceptual_weight"] * perc
-            accelerator.backward(loss)
-            if cfg["max_grad_norm"] > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
-            optimizer.step()
-            if not accelerator.optimizer_step_was_skipped:
-                lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            row = {
-                "step": step,
-                "loss": float(loss.detach()),
-                "recon": float(rec.detach()),
-                "kl": float(kl.detach()),
-                "perceptual": float(perc.detach()) if perc is not None else float("nan"),
-                "lr": float(lr_scheduler.get_last_lr()[0]),
-            }
-            if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
-            if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
-                rows.append(row)
-            every = cfg["checkpointing_steps"]
-            if every and (step % every == 0 or step == cfg["steps"]):
-                if accelerator.is_main_process:
-                    rotate_checkpoints(ckpt_dir, cfg["checkpoints_total_limit"])
-                accelerator.wait_for_everyone()
-                path = ckpt_dir / f"checkpoint-{step}"
-                accelerator.save_state(str(path))
-                if accelerator.is_main_process:
-                    _save_vae_checkpoint(path, cfg, data_sha, step, b + 1, epoch_start, rows, lr_scheduler, gens)
-                accelerator.wait_for_everyone()
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if step_callback is not None:
-                step_callback(step, row["loss"])
-            if step >= cfg["steps"]:
-                break
-        skip = 0
-        epoch_start = loader_gen.get_state()
+    try:
+        while step < cfg["steps"]:
+            loader_gen.set_state(epoch_start)  # the state this epoch's order is drawn from (restored on resume)
+            for b, (x,) in enumerate(loader):
+                if b < skip:  # batches of this epoch a resumed run already trained on
+                    continue
+                if cfg["random_flip"]:
+                    flip = torch.rand(len(x), generator=flip_gen) < 0.5
+                    x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+                target = x * 2.0 - 1.0
+                with accelerator.autocast():
+                    dec, kl = model(target, sample_gen)
+                    rec = (F.l1_loss if cfg["recon_loss"] == "l1" else F.mse_loss)(dec.float(), target.float())
+                    # LDM: kl summed over latent elements per image; dividing by the pixel count keeps its weight
+                    # relative to a per-pixel reconstruction mean the same as LDM's summed losses.
+                    kl = kl.mean() / pixels
+                    loss = rec + cfg["kl_weight"] * kl
+                    perc = None
+                    if perceptual is not None:
+                        perc = perceptual(dec.float(), target.float())
+                        loss = loss + cfg["perceptual_weight"] * perc
+                accelerator.backward(loss)
+                if cfg["max_grad_norm"] > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
+                optimizer.step()
+                if not accelerator.optimizer_step_was_skipped:
+                    lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                row = {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "recon": float(rec.detach()),
+                    "kl": float(kl.detach()),
+                    "perceptual": float(perc.detach()) if perc is not None else float("nan"),
+                    "lr": float(lr_scheduler.get_last_lr()[0]),
+                }
+                if not math.isfinite(row["loss"]):
+                    raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
+                if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
+                    rows.append(row)
+                every = cfg["checkpointing_steps"]
+                if every and (step % every == 0 or step == cfg["steps"]):
+                    if accelerator.is_main_process:
+                        rotate_checkpoints(ckpt_dir, cfg["checkpoints_total_limit"])
+                    accelerator.wait_for_everyone()
+                    path = ckpt_dir / f"checkpoint-{step}"
+                    accelerator.save_state(str(path))
+                    if accelerator.is_main_process:
+                        _save_vae_checkpoint(path, cfg, data_sha, step, b + 1, epoch_start, rows, lr_scheduler, gens)
+                    accelerator.wait_for_everyone()
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if step_callback is not None:
+                    step_callback(step, row["loss"])
+                if step >= cfg["steps"]:
+                    break
+            skip = 0
+            epoch_start = loader_gen.get_state()
+    finally:
+        # A loop left early (the last step, or an exception) never reaches the loader's own end(): without it
+        # accelerate's process-wide GradientState keeps this loader as the active one for later stages.
+        getattr(loader, "end", lambda: None)()
     bar.close()
     return rows, resumed_from
 
@@ -698,8 +703,7 @@ def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_s
     if not meta_file.is_file():
         raise FileNotFoundError(f"resume: {path} is not a VAE checkpoint (no {meta_file.name})")
     meta = json.loads(meta_file.read_text())
-    saved, now = meta["config"], _jsonable(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
+    diff = _config_diff(meta["config"], cfg)
     if diff:
         raise ValueError(f"resume: {path} was written under another VAE config (keys differ: "
                          f"{', '.join('vae.' + k for k in diff)}); start over without resume")
@@ -724,9 +728,15 @@ def resumable_checkpoint(out_dir: str | Path, cfg: dict[str, Any] | None) -> Pat
     ckpt = _latest_vae_checkpoint(Path(out_dir) / "checkpoints")
     if ckpt is None:
         return None
-    saved, now = json.loads((ckpt / "vae_state.json").read_text())["config"], _jsonable(validate_vae_config(cfg))
-    same = all(saved.get(k) == now.get(k) for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS)
-    return ckpt if same else None
+    saved = json.loads((ckpt / "vae_state.json").read_text())["config"]
+    return None if _config_diff(saved, validate_vae_config(cfg)) else ckpt
+
+
+def _config_diff(saved: dict, cfg: dict) -> list[str]:
+    """Keys whose value in a checkpoint's saved config differs from ``cfg`` (validated), bar
+    :data:`_RESUME_FREE_KEYS`."""
+    now = _jsonable(cfg)
+    return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
 
 
 def _jsonable(cfg: dict) -> dict:
