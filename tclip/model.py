@@ -12,7 +12,9 @@ Base specs (`--base SPEC`), grammar `ARCH[:WEIGHTS]`:
 
     ARCH     a tclip config name (tclip/model_configs/*.json: tclip-tiny, tclip-cpu, tclip-cpu-rn, ...), an open_clip
              model name (ViT-B-16, ...), or the path of an open_clip-style JSON model config;
-             or one of open_clip's schemas `hf-hub:ORG/REPO` / `local-dir:PATH` (weights included).
+             or one of open_clip's schemas `hf-hub:ORG/REPO` / `local-dir:PATH` (weights included; a local-dir
+             base, e.g. one written by `save_open_clip_folder` / `TCLIP.export_base`, is copied into the T-CLIP
+             folder, so that folder stays loadable on its own).
     WEIGHTS  omitted: random init (`tclip.train` then trains the whole base on the manifest first);
              a path to a local checkpoint (.safetensors, or .pt/.pth/.bin read with weights_only=True);
              otherwise an open_clip pretrained tag for ARCH (e.g. `ViT-B-16:openai`; downloads once).
@@ -39,6 +41,8 @@ __all__ = [
     "TCLIP",
     "BaseSpec",
     "parse_base_spec",
+    "read_open_clip_folder",
+    "save_open_clip_folder",
     "build_base",
     "build_tokenizer",
     "fuse",
@@ -107,6 +111,60 @@ class BaseSpec:
         return self.arch if self.weights is None else f"{self.arch}:{self.weights}"
 
 
+LOCAL_DIR = "local-dir:"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
+
+
+def _read_json(path: Path, missing: str):
+    """A JSON file's content; `missing` is the FileNotFoundError message, bad JSON a ValueError naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+
+
+def read_open_clip_folder(folder: str | Path) -> dict:
+    """The `open_clip_config.json` of an open_clip checkpoint folder (`model_cfg`, `preprocess_cfg`)."""
+    path = Path(folder) / OPEN_CLIP_CONFIG
+    cfg = _read_json(path, f"{folder}: not an open_clip checkpoint folder ({OPEN_CLIP_CONFIG} missing)")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
+        raise ValueError(f"{path}: missing key 'model_cfg'")
+    return cfg
+
+
+def save_open_clip_folder(model: nn.Module | dict, arch_config: dict, folder: str | Path, mean=DEFAULT_MEAN, std=DEFAULT_STD,
+                          extra: dict | None = None) -> Path:
+    """Write `model` (an open_clip CLIP, or its state dict) as an open_clip checkpoint folder.
+
+    The folder holds `open_clip_config.json` and `open_clip_model.safetensors`, the layout of open_clip's
+    hub repos: `open_clip.create_model("local-dir:FOLDER")` loads it without tclip, and
+    `tclip.train --base local-dir:FOLDER` adapts it like any pretrained base. `extra` is stored under
+    "thermgen" in the config (provenance: corpus, steps); open_clip ignores it.
+    """
+    from safetensors.torch import save_file
+
+    from .lora import fuse_attention_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_cfg = {k: v for k, v in copy.deepcopy(arch_config).items() if k != "preprocess_cfg"}
+    size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": list(mean), "std": list(std), "size": size, "interpolation": "bilinear", "resize_mode": "squash"},
+    }
+    if extra:
+        config["thermgen"] = extra
+    state = model if isinstance(model, dict) else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in fuse_attention_state_dict(state).items()}
+    save_file(state, str(folder / OPEN_CLIP_WEIGHTS))
+    (folder / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
 def parse_base_spec(spec: str) -> BaseSpec:
     """Parse `ARCH[:WEIGHTS]`; see the module docstring."""
     spec = spec.strip()
@@ -155,6 +213,11 @@ def build_base(spec: str | BaseSpec, arch_config: dict | None = None) -> tuple[n
 
     spec = parse_base_spec(spec) if isinstance(spec, str) else spec
     mean, std = DEFAULT_MEAN, DEFAULT_STD
+    if spec.weights_kind == "schema" and spec.arch.startswith(LOCAL_DIR) and arch_config is None:
+        # An open_clip checkpoint folder on disk: its architecture is known, so the T-CLIP folder can
+        # store it and the weights and stay loadable without that folder (and the text tower can be
+        # rebuilt for the diffusion pipeline).
+        arch_config = read_open_clip_folder(spec.arch[len(LOCAL_DIR):])["model_cfg"]
     if spec.weights_kind in ("pretrained", "schema"):
         # Named pretrained weights and hub schemas go through open_clip (network on first use).
         model = open_clip.create_model(
@@ -162,8 +225,8 @@ def build_base(spec: str | BaseSpec, arch_config: dict | None = None) -> tuple[n
         )
         pp = open_clip.get_model_preprocess_cfg(model)
         mean, std = tuple(pp.get("mean", mean)), tuple(pp.get("std", std))
-        if arch_config is None:
-            arch_config = open_clip.get_model_config(spec.arch) if spec.weights_kind == "pretrained" else None
+        if arch_config is None and spec.weights_kind == "pretrained":
+            arch_config = open_clip.get_model_config(spec.arch)
     else:
         arch_config = copy.deepcopy(arch_config) if arch_config is not None else get_arch_config(spec.arch)
         model = _instantiate(arch_config)
@@ -190,6 +253,12 @@ def build_tokenizer(base_info: dict):
     """The tokenizer of a base: open_clip's BPE tokenizer (ships in the wheel) or the HF text tower's."""
     from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
+    arch = str(base_info.get("arch", ""))
+    if arch.startswith(LOCAL_DIR) and Path(arch[len(LOCAL_DIR):]).is_dir():
+        import open_clip
+
+        # the folder's own tokenizer settings (tokenizer_kwargs, a local HF tokenizer), as open_clip reads them
+        return open_clip.get_tokenizer(arch)
     text_cfg = (base_info.get("arch_config") or {}).get("text_cfg", {})
     context_length = int(text_cfg.get("context_length", 77))
     if "hf_tokenizer_name" in text_cfg or "hf_model_name" in text_cfg:
@@ -335,7 +404,8 @@ class TCLIP(nn.Module):
         save_dir.mkdir(parents=True, exist_ok=True)
         info = copy.deepcopy(self.base_info)
         if save_base is None:
-            save_base = info["weights_kind"] not in ("pretrained", "schema")
+            # Named weights and hub repos can be fetched again; a local folder may move or vanish.
+            save_base = info["weights_kind"] not in ("pretrained", "schema") or str(info["arch"]).startswith(LOCAL_DIR)
         if save_base:
             state = {k: v.detach().contiguous().cpu() for k, v in merged_base_state_dict(self.clip, None).items()}
             save_file(state, str(save_dir / BASE_WEIGHTS_NAME))
@@ -347,6 +417,16 @@ class TCLIP(nn.Module):
         self.clip.save_pretrained(str(save_dir / "adapters"), selected_adapters=list(self.adapters))
         (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return save_dir
+
+    def export_base(self, folder: str | Path, adapter: str | None = None, extra: dict | None = None) -> Path:
+        """Write the base (with `adapter` merged in, or plain) as an open_clip checkpoint folder
+        (:func:`save_open_clip_folder`): a pretrained base for `tclip.train --base local-dir:FOLDER`."""
+        if adapter is not None:
+            self._check_adapter(adapter)
+        if not self.base_info.get("arch_config"):
+            raise ValueError("this T-CLIP's base has no architecture config (a hub schema base); cannot export it")
+        state = merged_base_state_dict(self.clip, adapter)
+        return save_open_clip_folder(state, self.base_info["arch_config"], folder, self.base_info["mean"], self.base_info["std"], extra)
 
     # ------------------------------------------------------------------ adapter control
     def _check_adapter(self, name: str) -> None:
@@ -360,6 +440,16 @@ class TCLIP(nn.Module):
         self.clip.set_adapter(name, inference_mode=False)
         self._trainable = name
         return [p for p in self.clip.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> "TCLIP":
+        """Train mode for the adapters only: the frozen base's batch-norm layers (ResNet image towers) stay
+        in eval mode, so training an adapter never moves the base's running statistics (its buffers)."""
+        super().train(mode)
+        if mode:
+            for m in self.clip.get_base_model().modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def freeze_adapters(self) -> None:
         for n, p in self.clip.named_parameters():
@@ -475,12 +565,7 @@ def load(model_dir: str | Path, device: str | torch.device = "cpu") -> TCLIP:
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{model_dir}: not a T-CLIP folder ({CONFIG_NAME} missing)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path}: invalid JSON ({exc})") from None
+    config = _read_json(cfg_path, f"{model_dir}: not a T-CLIP folder ({CONFIG_NAME} missing)")
     for key in ("format_version", "base", "lora", "fusion_alpha", "adapters"):
         if key not in config:
             raise ValueError(f"{cfg_path}: missing key {key!r}")

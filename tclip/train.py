@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="base model SPEC = ARCH[:WEIGHTS]. ARCH: a tclip config (tclip-tiny, tclip-cpu, tclip-cpu-rn), an open_clip model name or a "
         "JSON config path; WEIGHTS: omitted = random init (base trained here first), a local checkpoint path, or an open_clip "
-        "pretrained tag (ViT-B-16:openai; needs network once). Default: the config's 'base' (tclip-cpu-rn)",
+        "pretrained tag (ViT-B-16:openai; needs network once). Or an open_clip checkpoint folder: local-dir:PATH (e.g. the "
+        "synthetic-pretrained base of python -m thermgen.bench.sim2real). Default: the config's 'base' (tclip-cpu-rn)",
     )
     p.add_argument("--adapter", choices=["global", "fine", "both"], default="both", help="which adapter(s) to train")
     p.add_argument(

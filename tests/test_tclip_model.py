@@ -177,3 +177,18 @@ def test_the_suite_cannot_reach_the_network():
     with pytest.raises(RuntimeError, match="must run offline") as err:
         socket.create_connection(("203.0.113.1", 443), timeout=1)  # TEST-NET-3: never routable
     assert type(err.value).__name__ == "NetworkUsed"
+
+
+def test_training_an_adapter_leaves_the_frozen_bases_batch_norm_statistics_alone():
+    """A ResNet image tower's running statistics are part of the frozen base: train mode must not move them."""
+    torch.manual_seed(0)
+    m = tclip.TCLIP.from_base("tclip-tiny-rn")
+    before = {k: v.clone() for k, v in m.base_model.state_dict().items() if "running_" in k or "num_batches" in k}
+    assert before
+    m.train_adapter("global")
+    m.train()
+    img, txt = m(m.preprocess(torch.rand(4, 1, 64, 64)), m.tokenize(["a", "b", "c", "d"]), "global")
+    (img.sum() + txt.sum()).backward()
+    after = m.base_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(p.grad is not None for n, p in m.clip.named_parameters() if "lora_" in n and "visual" in n)
