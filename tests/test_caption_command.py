@@ -312,3 +312,17 @@ def test_skip_report_round_trips_so_captioning_counts_on_from_the_loader():
                                "examples": {"missing image file": ["a.png", "b.png"],
                                             "truncated or corrupt image": ["c.jpg"]}}
     assert SkipReport.from_dict(None).total == 0
+
+
+def test_terse_variants_are_stored_after_the_rephrasings_within_the_token_budget(hit_uav_root, tmp_path):
+    out = tmp_path / "m.jsonl"
+    assert main(["--source", "hit-uav", "--root", str(hit_uav_root), "--split", "val", "--limit", "12", "--out", str(out),
+                 "--variants", "1", "--terse-variants", "2", "--no-progress"]) == 0
+    for r in read_manifest(out):
+        g = r["caption_variants"]["global"]
+        assert len(g) == 3 and len(r["caption_variants"]["fine"]) == 1
+        assert g[0].startswith(GLOBAL_PREFIX) and not any(t.startswith(GLOBAL_PREFIX) for t in g[1:])
+        assert all(count_tokens(t) <= 77 for t in g)
+        assert all(parse_counts(t, HIT_LABELS) == parse_counts(r["global_caption"], HIT_LABELS) for t in g[1:])
+    with pytest.raises(SystemExit):
+        main(["--source", "hit-uav", "--root", str(hit_uav_root), "--out", str(out), "--terse-variants", "-1"])

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=0,
                    help="also store K other phrasings of each caption (same facts, phrasing seeds seed+1..seed+K) "
                         "under 'caption_variants'; tclip.train draws from them as text augmentation")
+    p.add_argument("--terse-variants", type=int, default=0,
+                   help="also store K terse global variants (the facts as fragments in random order, part of them, counts as "
+                        "digits or words) under 'caption_variants', for retrieval by a user's own words")
     p.add_argument("--report", type=Path, default=None,
                    help="report JSON path (a .md and a token-length .png are written beside it); "
                         "default: <out stem>.report.json beside the manifest")
@@ -79,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.variants < 0:
-        parser.error(f"--variants must be >= 0, got {args.variants}")
+    if args.variants < 0 or args.terse_variants < 0:
+        parser.error(f"--variants and --terse-variants must be >= 0, got {args.variants}, {args.terse_variants}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # A log file beside the manifest keeps the run's settings and outcome with its output.
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = {"model": args.model, "base_url": args.base_url, "api_key_env": args.api_key_env}
         report = caption_samples(samples, args.out, backend=args.backend, seed=args.seed,
                                  progress=not args.no_progress, report_path=args.report, backend_options=opts,
-                                 skip_report=skipped.to_dict(), variants=args.variants,
+                                 skip_report=skipped.to_dict(), variants=args.variants, terse_variants=args.terse_variants,
                                  skip_invalid=args.skip_invalid)
     except (DataError, ValueError) as e:
         logger.error("%s", e)

@@ -22,7 +22,7 @@ from thermgen.ircap.backends import Backend, make_backend
 from thermgen.ircap.facts import infer_facts
 from thermgen.ircap.manifest import SCHEMA_VERSION, image_ref, write_manifest
 from thermgen.ircap.measure import measure_image
-from thermgen.ircap.render import count_tokens, render_captions
+from thermgen.ircap.render import count_tokens, render_captions, render_terse
 from thermgen.ircap.report import build_report, write_report
 
 __all__ = ["CAPTIONER_VERSION", "caption_one", "caption_samples", "read_for_measurement"]
@@ -60,12 +60,14 @@ def _object_fact_values(facts) -> dict[str, Any]:
 
 
 def caption_one(sample: ThermalSample, manifest_path: Path, seed: int = 0,
-                backend: Backend | None = None, variants: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+                backend: Backend | None = None, variants: int = 0, terse_variants: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Caption one sample. Returns ``(manifest record, extras for the report)``.
 
     The record's ``image`` is written relative to ``manifest_path``'s folder. ``variants`` > 0 adds
     ``caption_variants``: the same measured facts rendered by the rules with phrasing seeds
     ``seed + 1 .. seed + variants`` (training-time text augmentation; the main captions are unchanged).
+    ``terse_variants`` > 0 appends that many terse global variants (:func:`render_terse`: fragments in
+    another order, part of the facts) to ``caption_variants["global"]``.
     """
     img, kpu, off = read_for_measurement(sample)
     if not np.isfinite(img).all():
@@ -115,6 +117,9 @@ def caption_one(sample: ThermalSample, manifest_path: Path, seed: int = 0,
     if variants > 0:
         alts = [render_captions(scene, per_obj, labels, meas, seed=seed + 1 + k, key=rid) for k in range(variants)]
         rec["caption_variants"] = {"global": [a.global_caption for a in alts], "fine": [a.fine_caption for a in alts]}
+    if terse_variants > 0:
+        cv = rec.setdefault("caption_variants", {"global": [], "fine": []})
+        cv["global"] = cv["global"] + [render_terse(scene, labels, meas, seed=seed + 1 + k, key=rid) for k in range(terse_variants)]
     if sample.captions:
         rec["source_captions"] = dict(sample.captions)  # captions shipped with the data, kept for comparison
     return rec, {"fallback": fallback, "dropped": caps.dropped}
@@ -131,6 +136,7 @@ def caption_samples(
     skip_report: dict[str, Any] | None = None,
     variants: int = 0,
     skip_invalid: bool = False,
+    terse_variants: int = 0,
 ) -> dict[str, Any]:
     """Caption ``samples``, write the manifest to ``out_path`` and the report beside it.
 
@@ -145,6 +151,7 @@ def caption_samples(
         backend_options: keyword arguments for :func:`thermgen.ircap.backends.make_backend`.
         skip_report: the loader's :meth:`SkipReport.to_dict`, copied into the report.
         variants: extra rule-rendered phrasings of each caption to store (see :func:`caption_one`).
+        terse_variants: extra terse global variants to store (see :func:`caption_one`).
         skip_invalid: an image that cannot be read or measured (truncated, true colour, NaN, size unlike its
             annotation) is left out and counted in the report's ``skipped`` (reason and file) instead of stopping
             the run with a :class:`DataError` naming the file. Raises :class:`DataError` when every image is skipped.
@@ -153,8 +160,8 @@ def caption_samples(
         The report dict (see :func:`thermgen.ircap.report.build_report`).
     """
     out_path = Path(out_path)
-    if variants < 0:
-        raise ValueError(f"variants must be >= 0, got {variants}")
+    if variants < 0 or terse_variants < 0:
+        raise ValueError(f"variants must be >= 0, got {variants} (terse: {terse_variants})")
     be = backend if isinstance(backend, Backend) else make_backend(backend or "rules", **(backend_options or {}))
     t0 = time.perf_counter()
     # Stream records to the manifest; keep only what the report needs (a large dataset's full
@@ -165,7 +172,7 @@ def caption_samples(
     def records():
         for s in tqdm(samples, desc="captioning", unit="img", disable=not progress, file=sys.stderr):
             try:
-                rec, ex = caption_one(s, out_path, seed=seed, backend=be, variants=variants)
+                rec, ex = caption_one(s, out_path, seed=seed, backend=be, variants=variants, terse_variants=terse_variants)
             except DataError as e:
                 if not skip_invalid:
                     raise

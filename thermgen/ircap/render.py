@@ -526,3 +526,66 @@ def _fine_scene_clauses(sf: dict[str, Fact], rng: random.Random) -> list[Clause]
         out.append(Clause(rng.choice(["large surface areas are markedly warm", "broad warm patches cover the ground"]), 23,
                           [{"fact": "warm_areas", "value": True}]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- terse variants
+_TERSE_TIME = {"day": ["day", "daytime", "by day"], "night": ["night", "night-time", "after dark"]}
+
+
+def render_terse(scene: list[Fact], labels: list[str], measurements: dict[str, Any], seed: int = 0, key: str = "") -> str:
+    """A terse global-caption variant: the same facts as fragments, in another structure.
+
+    Text augmentation for retrieval by a user's own words (``thermgen.caption --terse-variants K``): the
+    fragments come in random order, counts as digits or words, each object group with or without where it
+    lies, and any of time, weather, altitude and view may be left out (counts never are), so the model meets
+    captions that state part of the facts in an order of their own. Every fragment is a fact the global
+    caption states too (an image without annotated people or vehicles says so, as the global caption does).
+    Drawn from ``random.Random(f"{seed}:{key}:terse")``.
+    """
+    rng = random.Random(f"{seed}:{key}:terse")
+    text = _terse(scene, labels, measurements, rng, layout=True)
+    # Within the token budget: without the object positions (counts are never dropped).
+    return text if count_tokens(text) <= MAX_TOKENS else _terse(scene, labels, measurements, rng, layout=False)
+
+
+def _terse(scene: list[Fact], labels: list[str], measurements: dict[str, Any], rng: random.Random, layout: bool) -> str:
+    sf = {f.name: f for f in scene}
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        if not is_ignored(lab):
+            groups.setdefault(lab, []).append(i)
+    centres = {i: o.get("center") for i, o in enumerate(measurements["objects"]) if o.get("measurable")}
+    digits = rng.random() < 0.5
+    items = []
+    for lab, idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        n = len(idx)
+        item = f"{n if digits else number(n)} {noun(lab, n)}"
+        pts = [centres[i] for i in idx if centres.get(i) is not None]
+        if layout and pts and len(pts) == n and rng.random() < 0.5:  # a place only when every box was measured
+            item += " " + layout_phrase(pts, rng)[1]
+        items.append(item)
+    context = []
+    if "time_of_day" in sf and sf["time_of_day"].value in _TERSE_TIME:
+        context.append(rng.choice(_TERSE_TIME[sf["time_of_day"].value]))
+    if "weather" in sf:
+        context.append(rng.choice({"clear": ["clear sky", "clear"], "overcast": ["overcast"], "rain": ["rain"], "fog": ["fog"],
+                                   "snow": ["snow"]}.get(sf["weather"].value, [sf["weather"].value])))
+    if "altitude" in sf:
+        context.append(rng.choice([f"altitude {_fmt_alt(sf['altitude'].value)}", f"{_fmt_alt(sf['altitude'].value)} high",
+                                   f"flying at {_fmt_alt(sf['altitude'].value)}"]))
+    if "view" in sf:
+        a = int(round(sf["view"].evidence.get("view_angle_deg", 90)))
+        context.append(rng.choice(["straight down", "top-down", "nadir view"]) if sf["view"].value == "nadir"
+                       else rng.choice([f"camera at {a}°", f"{sf['view'].value} view at {a}°", f"{a}° below the horizon"]))
+    context = [c for c in context if rng.random() >= 0.3]  # a part of the facts, as a user would state them
+    parts = items + context
+    rng.shuffle(parts)
+    if not items:
+        parts.append("no annotated objects")
+    sep = rng.choice([", ", "; ", ". "])
+    if sep == ". ":
+        parts = [q[:1].upper() + q[1:] for q in parts]
+    text = sep.join(parts)
+    if rng.random() < 0.5:
+        text = rng.choice(["thermal image: ", "infrared: ", "IR frame, "]) + text
+    return text[:1].upper() + text[1:] + "."
