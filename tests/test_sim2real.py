@@ -1,0 +1,252 @@
+"""The sim2real study (thermgen.bench.sim2real), the open_clip export of a base, and held-out user queries."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+import torch
+
+from thermgen.ircap.queries import STYLES, build_queries, fact_ceiling, heldout_overlap, query_facts, render_query
+from thermgen.ircap.render import parse_counts
+
+
+# ---------------------------------------------------------------------------------------------- queries
+def _rec(rid="x/test/1", tod="night", alt=60.0, angle=30.0, labels=("Car",) * 5 + ("Person",) * 2):
+    return {"id": rid, "meta": {"time_of_day": tod, "altitude_m": alt, "view_angle_deg": angle},
+            "objects": [{"label": lab, "box": [0, 0, 1, 1]} for lab in labels]}
+
+
+def test_query_facts_come_from_metadata_and_boxes():
+    f = query_facts(_rec(labels=("Car", "Car", "Person", "DontCare")))
+    assert f == {"time": "night", "altitude": 60, "angle": 30, "counts": {"Car": 2, "Person": 1}, "absence_known": False}
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("words", [False, True])
+def test_every_query_states_every_fact_truly(style, words):
+    for seed in range(20):
+        rec = _rec(tod=random.Random(seed).choice(["day", "night"]), angle=random.Random(seed).choice([30.0, 90.0]))
+        q = render_query(query_facts(rec), style, random.Random(seed), words=words)
+        counts = parse_counts(q, ["Car", "Person"])
+        assert counts == {"Car": [5], "Person": [2]}, q
+        assert ("sixty" in q) if words else re.search(r"\b60 ?m", q), q
+        tod = rec["meta"]["time_of_day"]
+        assert re.search(r"night|dark" if tod == "night" else r"day", q), q
+        assert not re.search(r"night|dark" if tod == "day" else r"\bday", q), q
+        if rec["meta"]["view_angle_deg"] < 80:
+            assert "30" in q, q
+        else:
+            assert re.search(r"top-down|nadir|overhead|straight|vertically|90", q), q
+
+
+def test_absent_people_are_said_as_no_people_or_not_at_all():
+    qs = [render_query(query_facts(_rec(labels=("Car",))), s, random.Random(i)) for s in STYLES for i in range(30)]
+    assert any("no people" in q for q in qs) and any("people" not in q for q in qs)
+    assert not any(re.search(r"\b(one|1|two|2) (person|people)", q) for q in qs)
+
+
+def test_dont_care_boxes_forbid_absence_claims():
+    rec = _rec(labels=("Car", "DontCare"))
+    assert query_facts(rec)["absence_known"] is False
+    qs = [render_query(query_facts(rec), s, random.Random(i)) for s in STYLES for i in range(40)]
+    assert not any("no people" in q or "no cars" in q or "no people or vehicles" in q for q in qs)
+    empty = _rec(labels=("DontCare",))
+    assert not any(re.search(r"\bno (people|cars)", render_query(query_facts(empty), s, random.Random(i))) for s in STYLES for i in range(20))
+
+
+def test_fact_ceiling_treats_80_and_90_degrees_as_one_top_down_view():
+    recs = [_rec(rid="a", angle=80.0), _rec(rid="b", angle=90.0)]
+    assert fact_ceiling(recs)["r1"] == pytest.approx(0.5)
+    assert fact_ceiling([_rec(rid="a", angle=40.0), _rec(rid="b", angle=50.0)])["r1"] == pytest.approx(1.0)
+
+
+def test_queries_are_deterministic_and_differ_by_seed():
+    recs = [_rec(rid=f"x/test/{i}", alt=60.0 + 10 * (i % 3)) for i in range(10)]
+    assert build_queries(recs, seed=0) == build_queries(recs, seed=0)
+    assert build_queries(recs, seed=0) != build_queries(recs, seed=1)
+
+
+def test_fact_ceiling_counts_images_with_equal_facts():
+    recs = [_rec(rid="a"), _rec(rid="b"), _rec(rid="c", tod="day")]
+    c = fact_ceiling(recs)
+    assert c["r1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert c["distinct"] == pytest.approx(1 / 3)
+
+
+def test_heldout_overlap_finds_copied_captions():
+    train = ["An infrared thermal image of a road at night, seen from 60 m, showing five cars."]
+    h = heldout_overlap([train[0], "night, 60 m, five cars"], train)
+    assert h["exact_matches"] == 1
+    assert 0.0 < h["word_4gram_overlap"] < 1.0
+
+
+def test_queries_use_no_ircap_caption_on_synthetic_scenes(tmp_path):
+    from thermgen.data import load_samples
+    from thermgen.data.synthetic import generate
+    from thermgen.ircap.captioner import caption_samples
+    from thermgen.ircap.manifest import read_manifest
+
+    generate(tmp_path / "s", 12, size=48, seed=3, progress=False)
+    samples, _ = load_samples("synthetic", tmp_path / "s")
+    caption_samples(samples, tmp_path / "m.jsonl", variants=4, progress=False)
+    recs = read_manifest(tmp_path / "m.jsonl")
+    texts = [t for r in recs for k in ("global", "fine") for t in [r[f"{k}_caption"], *r["caption_variants"][k]]]
+    for style, qs in build_queries(recs).items():
+        h = heldout_overlap(qs, texts)
+        assert h["exact_matches"] == 0
+        assert h["word_4gram_overlap"] < 0.2, (style, h)
+
+
+# ---------------------------------------------------------------------------------------------- open_clip export
+def test_exported_base_loads_in_plain_open_clip_and_as_a_tclip_base(tmp_path):
+    import open_clip
+
+    from tclip.model import TCLIP, load
+
+    torch.manual_seed(0)
+    m = TCLIP.from_base("tclip-tiny-rn").eval()
+    folder = m.export_base(tmp_path / "oc", extra={"note": "test"})
+    assert sorted(p.name for p in folder.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+    oc = open_clip.create_model(f"local-dir:{folder}").eval()
+    x = torch.rand(2, 1, *m.image_size)
+    tok = m.tokenize(["a night scene with two cars", "people"])
+    with torch.no_grad():
+        assert torch.allclose(m.encode_image(x, variant="base"), torch.nn.functional.normalize(oc.encode_image(m.preprocess(x)), dim=-1), atol=1e-5)
+        assert torch.allclose(m.encode_text(tok, variant="base"), torch.nn.functional.normalize(oc.encode_text(tok), dim=-1), atol=1e-5)
+    # as a pretrained base: the T-CLIP folder stores the weights, so it loads after the open_clip folder is gone
+    t = TCLIP.from_base(f"local-dir:{folder}")
+    assert t.base_info["arch_config"]["embed_dim"] == 64
+    t.save(tmp_path / "t")
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    with torch.no_grad():
+        assert torch.allclose(load(tmp_path / "t").encode_image(x, variant="base"), m.encode_image(x, variant="base"), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- the bench, tiny
+def _tiny_configs(tmp_path):
+    base = {"base_stage": {"steps": 8, "batch_size": 8, "lr": 2e-3, "warmup": 2}, "adapter_stage": {"steps": 0},
+            "checkpoint_every": 50, "log_every": 2, "augment": {"hflip": True, "shift": 0.0}}
+    adapters = {"adapter_stage": {"steps": 4, "batch_size": 8, "lr": 2e-3, "warmup": 1}, "checkpoint_every": 50, "log_every": 2}
+    ref = {"base_stage": {"steps": 4, "batch_size": 8, "warmup": 1}, "adapter_stage": {"steps": 2, "batch_size": 8, "warmup": 1},
+           "checkpoint_every": 50, "log_every": 2}
+    paths = []
+    for name, cfg in (("base", base), ("adapters", adapters), ("ref", ref)):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(cfg))
+        paths.append(str(p))
+    return paths
+
+
+@pytest.mark.slow
+def test_sim2real_tiny_end_to_end(tmp_path, capsys):
+    from thermgen.bench import sim2real
+    from thermgen.data import load_samples
+    from thermgen.data.synthetic import generate
+    from thermgen.ircap.captioner import caption_samples
+
+    # the "real camera": another synthetic set, captioned per split as HIT-UAV would be
+    generate(tmp_path / "real", 48, size=64, seed=7, progress=False)
+    for split in ("train", "val", "test"):
+        samples, _ = load_samples("synthetic", tmp_path / "real", split=split)
+        caption_samples(samples, tmp_path / "hit" / f"{split}.jsonl", variants=2, progress=False)
+    base_cfg, ad_cfg, ref_cfg = _tiny_configs(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--manifests", str(tmp_path / "hit"), "--out", str(out), "--seeds", "0", "1", "--fractions", "0.5", "1.0",
+            "--scenes", "40", "--size", "64", "--variants", "2", "--arch", "tclip-tiny-rn", "--base-config", base_cfg,
+            "--adapter-config", ad_cfg, "--reference-config", ref_cfg, "--workers", "1", "--no-progress"]
+    assert sim2real.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["fractions"]) == {"0.5", "1.0"}
+    assert len(res["fractions"]["1.0"]["variants"]["dual"]["runs"]) == 2
+    assert res["zero_shot"]["variants"]["base"]["runs"] and res["reference"]["variants"]["dual"]["runs"]
+    assert set(res["queries"]) == {"zero_shot", "f0.5", "f1.0", "reference"}
+    assert set(res["queries"]["f1.0"]) == set(STYLES)
+    assert res["heldout"]["keywords"]["hit-uav train"]["exact_matches"] == 0
+    assert 0.0 < res["vocabulary"]["real_vocabulary_covered"] <= 1.0
+    assert (out / "label_efficiency.png").stat().st_size > 0 and (out / "examples.png").stat().st_size > 0
+    md = (out / "results.md").read_text()
+    assert "zero-shot" in md and "T-CLIP dual" in md and "held-out" in md
+    # the base is an ordinary open_clip folder, trained on the synthetic corpus only
+    cfg = json.loads((out / "synthetic-base" / "open_clip_config.json").read_text())
+    assert cfg["thermgen"]["corpus_manifest"].endswith("manifest.agc.jsonl")
+    # the adapters trained on the frozen synthetic base: its weights are unchanged in every adapted folder
+    from safetensors.torch import load_file
+
+    base_w = load_file(str(out / "synthetic-base" / "open_clip_model.safetensors"))
+    adapted = load_file(str(out / "adapt" / "f1.0" / "seed0" / "base.safetensors"))
+    assert base_w.keys() == adapted.keys() and all(torch.equal(base_w[k], adapted[k]) for k in base_w)
+    # and `tclip.train --base local-dir:...` adapts it like any pretrained base (no base stage)
+    from tclip import train as tclip_train
+
+    cli_out = tmp_path / "cli"
+    assert tclip_train.main(["--manifest", str(tmp_path / "hit" / "train.jsonl"), "--out", str(cli_out), "--base",
+                             f"local-dir:{out / 'synthetic-base'}", "--config", ad_cfg, "--adapter-steps", "2", "--no-progress"]) == 0
+    state = json.loads((cli_out / "train_state.json").read_text())
+    assert state["finished"] and state["completed"] == ["base", "global", "fine"]
+    assert "base," not in (cli_out / "logs" / "loss.csv").read_text()  # no row of a base stage
+    # the 0.5 subsets differ between seeds and hold half the images
+    a = (out / "subsets" / "train-f0.5-seed0.jsonl").read_text().splitlines()
+    b = (out / "subsets" / "train-f0.5-seed1.jsonl").read_text().splitlines()
+    n_train = len((tmp_path / "hit" / "train.jsonl").read_text().splitlines())
+    assert len(a) == len(b) == round(0.5 * n_train) and a != b
+    # the synthetic corpus is complete (stamp written last), its AGC frames are 8-bit and span the range
+    import numpy as np
+    from PIL import Image
+
+    assert json.loads((out / "synthetic" / "corpus.json").read_text()) == {"n": 40, "size": 64, "seed": 0, "variants": 2}
+    frame = np.asarray(Image.open(next((out / "synthetic" / "agc" / "train").glob("*.png"))))
+    assert frame.dtype == np.uint8 and frame.min() == 0 and frame.max() == 255
+    # a rerun reuses every step and every report
+    timing = json.loads((out / "timing.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "reports").glob("*.json")}
+    assert sim2real.main(argv) == 0
+    assert json.loads((out / "timing.json").read_text()) == timing
+    assert {p: p.stat().st_mtime_ns for p in (out / "reports").glob("*.json")} == stamps
+    # another corpus setting into the same folder is refused, and so is an edited config file
+    assert sim2real.main([*argv[:-1], "--scenes", "41", "--no-progress"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    (tmp_path / "adapters.json").write_text(json.dumps({"adapter_stage": {"steps": 5, "batch_size": 8}}))
+    assert sim2real.main(argv) == 2
+    assert "other settings" in capsys.readouterr().err
+    # a fraction smaller than one adapter batch is refused before any training
+    assert sim2real.main([*argv[:-1], "--out", str(tmp_path / "o2"), "--fractions", "0.1", "--no-progress"]) == 2
+    assert "fewer than one adapter batch" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "adapt").exists()
+
+
+# ---------------------------------------------------------------------------------------------- terse variants
+def test_terse_variants_state_true_counts_and_only_measured_facts(tmp_path):
+    from collections import Counter
+
+    from thermgen.data import load_samples
+    from thermgen.data.synthetic import generate
+    from thermgen.ircap.captioner import caption_one
+    from thermgen.ircap.render import GLOBAL_PREFIX
+
+    generate(tmp_path / "s", 16, size=48, seed=5, progress=False)
+    samples, _ = load_samples("synthetic", tmp_path / "s")
+    seen_digits = seen_words = 0
+    for s in samples:
+        rec, _ = caption_one(s, tmp_path / "m.jsonl", variants=2, terse_variants=3)
+        plain, again = rec["caption_variants"]["global"], caption_one(s, tmp_path / "m.jsonl", variants=2, terse_variants=3)[0]
+        assert again["caption_variants"] == rec["caption_variants"]  # deterministic
+        assert len(plain) == 5 and len(rec["caption_variants"]["fine"]) == 2
+        truth = Counter(b.label for b in s.boxes)
+        for t in plain[2:]:
+            assert not t.startswith(GLOBAL_PREFIX)
+            counts = parse_counts(t, list(truth))
+            assert counts == {lab: [n] for lab, n in truth.items()}, (t, truth)
+            seen_digits += bool(re.search(r"\b\d+ (car|person|people|bicycle)", t))
+            seen_words += bool(re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|ten) (car|person|people|bicycle)", t))
+            tod = s.meta["time_of_day"]
+            assert not re.search(r"\bnight|after dark" if tod == "day" else r"\bday", t), t
+            alt = re.search(r"(\d+) m\b", t)
+            assert alt is None or int(alt.group(1)) == round(s.meta["altitude_m"]), t
+            ang = re.search(r"(\d+)°", t)
+            assert ang is None or int(ang.group(1)) == round(s.meta["view_angle_deg"]), t
+    assert seen_digits and seen_words
