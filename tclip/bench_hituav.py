@@ -40,11 +40,10 @@ PROTOCOL = 2  # 1: one shared base for all seeds; 2: every seed trains its own b
 
 
 def _train(args_list: list[str], out: Path) -> None:
-    state = out / "train_state.json"
-    if state.is_file() and json.loads(state.read_text()).get("finished"):
+    if tclip_train.run_finished(out):
         print(f"[bench] {out}: already trained, skipped")
         return
-    code = tclip_train.main([*args_list, "--out", str(out), *(["--resume"] if state.is_file() else [])])
+    code = tclip_train.main([*args_list, "--out", str(out), *(["--resume"] if (out / "train_state.json").is_file() else [])])
     if code != 0:
         raise RuntimeError(f"tclip.train failed for {out} (exit {code})")
 
@@ -91,9 +90,7 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
     val_report["command"] = "(tclip.bench_hituav) val, --alpha-sweep"
     tclip_eval.write_report(val_report, reports / "val.json")
     sweep = val_report["alpha_sweep"]["mean_R@1"]
-    # Best on val; ties go to the paper's 0.8, then to the larger alpha.
-    alpha = max(sweep, key=lambda a: (round(sweep[a], 12), a == "0.8", float(a)))
-    alpha = float(alpha)
+    alpha = tclip_eval.choose_alpha(val_report)  # best on val
 
     test_report = tclip_eval.evaluate(seed_dirs, test_m, split="test", alpha=alpha, progress=progress)
     test_report["command"] = f"(tclip.bench_hituav) test, --alpha {alpha}"

@@ -35,7 +35,7 @@ from .data import load_images, read_manifest
 from .metrics import DEFAULT_KS, mean_std, recall_at_k
 from .model import fuse, load
 
-__all__ = ["main", "evaluate", "VARIANTS", "embed_split", "variant_embeddings"]
+__all__ = ["main", "evaluate", "choose_alpha", "VARIANTS", "embed_split", "variant_embeddings"]
 
 # name -> (image side, text side, needed adapters). Text side: (caption kind via global, caption kind via fine)
 VARIANTS = {
@@ -202,6 +202,13 @@ def evaluate(
         save_embeddings.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(save_embeddings, **arrays)
     return report
+
+
+def choose_alpha(val_report: dict) -> float:
+    """The fusion alpha of a validation report's `--alpha-sweep`: best mean R@1 of I2T and T2I; ties go to the
+    paper's 0.8, then to the larger alpha."""
+    sweep = val_report["alpha_sweep"]["mean_R@1"]
+    return float(max(sweep, key=lambda a: (round(sweep[a], 12), a == "0.8", float(a))))
 
 
 def markdown_table(report: dict) -> str:

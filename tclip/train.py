@@ -49,7 +49,7 @@ from .data import MIRROR_WORDS, load_images, read_manifest, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
 
-__all__ = ["main", "train", "load_train_config", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
+__all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
 logger = logging.getLogger("tclip.train")
 
@@ -413,6 +413,11 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 def _read_state(out: Path) -> dict:
     path = out / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {"completed": []}
+
+
+def run_finished(out: str | Path) -> bool:
+    """Whether `out` holds a finished `tclip.train` run (every stage done)."""
+    return bool(_read_state(Path(out)).get("finished"))
 
 
 def _write_state(out: Path, state: dict) -> None:

@@ -250,3 +250,12 @@ def test_terse_variants_state_true_counts_and_only_measured_facts(tmp_path):
             ang = re.search(r"(\d+)°", t)
             assert ang is None or int(ang.group(1)) == round(s.meta["view_angle_deg"]), t
     assert seen_digits and seen_words
+
+
+def test_choose_alpha_takes_the_best_val_alpha_and_breaks_ties_towards_the_papers_then_the_larger():
+    from tclip.eval import choose_alpha
+
+    rep = lambda sweep: {"alpha_sweep": {"mean_R@1": sweep}}  # noqa: E731
+    assert choose_alpha(rep({"0.5": 0.2, "0.8": 0.1, "1.0": 0.15})) == 0.5
+    assert choose_alpha(rep({"0.5": 0.2, "0.8": 0.2, "1.0": 0.2})) == 0.8
+    assert choose_alpha(rep({"0.5": 0.2, "0.7": 0.2, "0.8": 0.1})) == 0.7

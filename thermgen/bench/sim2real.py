@@ -52,7 +52,6 @@ logger = logging.getLogger("thermgen.bench.sim2real")
 PROTOCOL = 1
 CORPUS_STAMP = "corpus.json"
 SPLITS = ("train", "val", "test")
-STYLE_LABELS = {"keywords": "keywords", "request": "request", "question": "question"}
 VARIANT_LABELS = {
     "base": "base (no adapter)",
     "global": "global adapter",
@@ -93,16 +92,20 @@ def _caption_shard(args: tuple) -> str:
     return str(out)
 
 
-def _agc8(counts: np.ndarray, lo_hi=(1.0, 99.0)) -> np.ndarray:
-    """8-bit automatic gain of a 16-bit frame: the 1st..99th percentile stretched over 0..255."""
-    lo, hi = np.percentile(counts.astype(np.float64), lo_hi)
-    x = (counts.astype(np.float64) - lo) / max(hi - lo, 1e-6)
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def corpus_done(out: Path, n: int, size: int, seed: int, variants: int) -> bool:
     stamp = out / "synthetic" / CORPUS_STAMP
     return stamp.is_file() and json.loads(stamp.read_text()) == {"n": n, "size": size, "seed": seed, "variants": variants}
+
+
+def agc8(counts: np.ndarray) -> np.ndarray:
+    """8-bit automatic gain of a 16-bit frame: its 1st..99th percentile stretched over 0..255.
+
+    `thermgen.io.percentile_stretch` in float64 throughout: that function returns float32, whose rounding moves
+    0.03 % of the pixels by one level, and the published synthetic base was trained on these exact frames.
+    """
+    lo, hi = np.percentile(counts.astype(np.float64), (1.0, 99.0))
+    x = (counts.astype(np.float64) - lo) / max(hi - lo, 1e-6)
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int, workers: int, progress: bool) -> Path:
@@ -113,9 +116,8 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
     """
     import shutil
 
-    from PIL import Image
-
     from thermgen.data.synthetic import generate
+    from thermgen.io import read_raw, write_png8
     from thermgen.ircap.manifest import image_ref, read_manifest, resolve_image, write_manifest
 
     root = out / "synthetic"
@@ -143,9 +145,7 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
     def records():
         for rec in read_manifest(manifest):
             dst = root / "agc" / rec["split"] / (Path(rec["image"]).stem + ".png")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(resolve_image(rec, manifest)) as im:
-                Image.fromarray(_agc8(np.asarray(im))).save(dst)
+            write_png8(dst, agc8(read_raw(resolve_image(rec, manifest))))
             # captions and measurements stay those of the 16-bit radiometric frame
             yield dict(rec, image=dst.relative_to(root).as_posix())
 
@@ -208,16 +208,21 @@ def query_manifests(test: Path, out: Path, seed: int = 0) -> dict[str, Path]:
 _WORDS = re.compile(r"[a-z]+")
 
 
-def vocabulary_overlap(synthetic: Path, real: Path) -> dict[str, Any]:
-    """How much of the real captions' wording the synthetic captions use (main captions and variants)."""
+def caption_texts(manifest: Path) -> list[str]:
+    """Every caption of a manifest: global and fine, with their variants."""
     from thermgen.ircap.manifest import iter_manifest
 
-    def counts(path: Path) -> Counter:
+    return [t for _, r in iter_manifest(manifest) for kind in ("global", "fine")
+            for t in [r[f"{kind}_caption"], *((r.get("caption_variants") or {}).get(kind, []))]]
+
+
+def vocabulary_overlap(synthetic: list[str], real: list[str]) -> dict[str, Any]:
+    """How much of the real captions' wording the synthetic captions use (texts from :func:`caption_texts`)."""
+
+    def counts(texts: list[str]) -> Counter:
         c: Counter = Counter()
-        for _, r in iter_manifest(path):
-            for kind in ("global", "fine"):
-                for t in [r[f"{kind}_caption"], *((r.get("caption_variants") or {}).get(kind, []))]:
-                    c.update(_WORDS.findall(t.lower()))
+        for t in texts:
+            c.update(_WORDS.findall(t.lower()))
         return c
 
     syn, hit = counts(synthetic), counts(real)
@@ -236,15 +241,10 @@ def vocabulary_overlap(synthetic: Path, real: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _finished(folder: Path) -> bool:
-    state = folder / "train_state.json"
-    return state.is_file() and bool(json.loads(state.read_text()).get("finished"))
-
-
 def _train(manifest: Path, out: Path, *, base: str, config: str, seed: int, progress: bool, overrides: dict | None = None) -> Path:
     from tclip import train as tclip_train
 
-    if _finished(out):
+    if tclip_train.run_finished(out):
         return out
     cfg = tclip_train.load_train_config(config, overrides)
     tclip_train.train(manifest, out, split="train", base=base, config=cfg, seed=seed,
@@ -281,12 +281,6 @@ def _eval(models: list[Path], manifest: Path, split: str, alpha: float | None, p
     if path is not None:
         tclip_eval.write_report(rep, path)
     return rep
-
-
-def _choose_alpha(val_report: dict) -> float:
-    sweep = val_report["alpha_sweep"]["mean_R@1"]
-    # Best on val; ties go to the paper's 0.8, then to the larger alpha (as tclip.bench_hituav does).
-    return float(max(sweep, key=lambda a: (round(sweep[a], 12), a == "0.8", float(a))))
 
 
 def _r1(rep: dict, variant: str = "dual") -> tuple[float, float]:
@@ -425,6 +419,9 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         raise ValueError("give --hit-root (HIT-UAV) or --manifests (its IR-Cap manifests)")
     if args.manifests is not None and args.terse_variants:
         raise ValueError("--terse-variants applies when this command captions HIT-UAV (--hit-root), not to --manifests")
+    from tclip.eval import choose_alpha
+    from tclip.train import run_finished
+
     stamp = settings_stamp(args)
     marker = out / "bench.json"
     if marker.is_file() and json.loads(marker.read_text()) != stamp:
@@ -490,12 +487,12 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
             m = train_m if f >= 1.0 else out / "subsets" / f"train-f{key}-seed{s}.jsonl"
             if f < 1.0 and not m.is_file():
                 subset_manifest(train_m, f, s, m)
-            steps.run(f"adapters f{key} seed{s}", _finished(d), _train, m, d, base=base_spec, config=args.adapter_config,
+            steps.run(f"adapters f{key} seed{s}", run_finished(d), _train, m, d, base=base_spec, config=args.adapter_config,
                       seed=s, progress=progress)
             runs[key].append(d)
     full = runs.get("1.0") or runs[max(runs, key=float)]
     val_rep = _eval(full, val_m, "val", None, progress, "(sim2real) adapters, val, --alpha-sweep", reports / "val.json")
-    alpha = _choose_alpha(val_rep)
+    alpha = choose_alpha(val_rep)
     fractions = {}
     for key, dirs in runs.items():
         fractions[key] = _eval(dirs, test_m, "test", alpha, progress, f"(sim2real) adapters on {key} of train, test, alpha {alpha}",
@@ -507,11 +504,11 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         ref_dirs = []
         for s in args.reference_seeds or args.seeds:
             d = out / "reference" / f"seed{s}"
-            steps.run(f"reference seed{s}", _finished(d), _train, train_m, d, base=args.arch, config=args.reference_config,
+            steps.run(f"reference seed{s}", run_finished(d), _train, train_m, d, base=args.arch, config=args.reference_config,
                       seed=s, progress=progress)
             ref_dirs.append(d)
         ref_val = _eval(ref_dirs, val_m, "val", None, progress, "(sim2real) reference, val, --alpha-sweep", reports / "reference_val.json")
-        ref_alpha = _choose_alpha(ref_val)
+        ref_alpha = choose_alpha(ref_val)
         reference = _eval(ref_dirs, test_m, "test", ref_alpha, progress, f"(sim2real) reference, test, alpha {ref_alpha}",
                           reports / "reference_test.json")
 
@@ -520,10 +517,7 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
     from thermgen.ircap.queries import fact_ceiling, heldout_overlap
 
     qpaths = query_manifests(test_m, out / "queries")
-    train_texts = [t for r in read_manifest(train_m) for k in ("global", "fine")
-                   for t in [r[f"{k}_caption"], *((r.get("caption_variants") or {}).get(k, []))]]
-    syn_texts = [t for r in read_manifest(syn_manifest) for k in ("global", "fine")
-                 for t in [r[f"{k}_caption"], *((r.get("caption_variants") or {}).get(k, []))]]
+    train_texts, syn_texts = caption_texts(train_m), caption_texts(syn_manifest)
     heldout = {}
     for style, p in qpaths.items():
         qs = [r["global_caption"] for r in read_manifest(p)]
@@ -547,7 +541,7 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         "seeds": args.seeds,
         "reference_seeds": (args.reference_seeds or args.seeds) if reference is not None else None,
         "synthetic_val": syn_val,
-        "vocabulary": vocabulary_overlap(syn_manifest, train_m),
+        "vocabulary": vocabulary_overlap(syn_texts, train_texts),
         "query_fact_ceiling": fact_ceiling([r for r in read_manifest(test_m) if r["split"] == "test"]),
         "heldout": heldout,
         "timing_s": steps.times,
