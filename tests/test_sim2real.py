@@ -226,11 +226,13 @@ def test_terse_variants_state_true_counts_and_only_measured_facts(tmp_path):
     from thermgen.data import load_samples
     from thermgen.data.synthetic import generate
     from thermgen.ircap.captioner import caption_one
-    from thermgen.ircap.render import GLOBAL_PREFIX
+    from thermgen.ircap.render import GLOBAL_PREFIX, noun, spell_number
 
+    assert [spell_number(n) for n in (7, 40, 65, 100, 120, 999)] == [
+        "seven", "forty", "sixty-five", "one hundred", "one hundred and twenty", "nine hundred and ninety-nine"]
     generate(tmp_path / "s", 16, size=48, seed=5, progress=False)
     samples, _ = load_samples("synthetic", tmp_path / "s")
-    seen_digits = seen_words = 0
+    seen_digits = seen_words = seen_spelled = seen_absent = 0
     for s in samples:
         rec, _ = caption_one(s, tmp_path / "m.jsonl", variants=2, terse_variants=3)
         plain, again = rec["caption_variants"]["global"], caption_one(s, tmp_path / "m.jsonl", variants=2, terse_variants=3)[0]
@@ -245,11 +247,19 @@ def test_terse_variants_state_true_counts_and_only_measured_facts(tmp_path):
             seen_words += bool(re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|ten) (car|person|people|bicycle)", t))
             tod = s.meta["time_of_day"]
             assert not re.search(r"\bnight|after dark" if tod == "day" else r"\bday", t), t
-            alt = re.search(r"(\d+) m\b", t)
+            alt = re.search(r"(\d+) ?(?:m|metres|meters)\b", t)
             assert alt is None or int(alt.group(1)) == round(s.meta["altitude_m"]), t
-            ang = re.search(r"(\d+)°", t)
+            alt_words = re.search(r"([a-z -]+?) (?:metres|meters)\b", t.lower())
+            if alt_words:
+                seen_spelled += 1
+                assert alt_words.group(1).strip().endswith(spell_number(round(s.meta["altitude_m"]))), t
+            ang = re.search(r"(\d+) ?(?:°|degrees|deg)", t)
             assert ang is None or int(ang.group(1)) == round(s.meta["view_angle_deg"]), t
-    assert seen_digits and seen_words
+            for lab in ("person", "car"):  # an absence is said only when true
+                if re.search(rf"\bno {noun(lab, 2)}\b", t):
+                    seen_absent += 1
+                    assert not any(b.label.lower() == lab for b in s.boxes), t
+    assert seen_digits and seen_words and seen_spelled and seen_absent
 
 
 def test_choose_alpha_takes_the_best_val_alpha_and_breaks_ties_towards_the_papers_then_the_larger():

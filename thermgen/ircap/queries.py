@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .facts import is_ignored, norm_label
-from .render import NUMBER_WORDS, noun
+from .render import NUMBER_WORDS, noun, spell_number
 
 __all__ = ["STYLES", "query_facts", "render_query", "build_queries", "fact_ceiling", "heldout_overlap", "word_ngrams"]
 
@@ -74,21 +74,9 @@ def _num(n: int, words: bool) -> str:
     return NUMBER_WORDS[n] if words and 0 <= n < len(NUMBER_WORDS) else str(n)
 
 
-def _altitude_words(m: int) -> str:
-    tens = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-    if 0 <= m < 20:
-        return NUMBER_WORDS[m]
-    if m < 100:
-        return tens[m // 10] + ("" if m % 10 == 0 else "-" + NUMBER_WORDS[m % 10])
-    if m < 1000:
-        rest = m % 100
-        return NUMBER_WORDS[m // 100] + " hundred" + ("" if rest == 0 else " and " + _altitude_words(rest))
-    return str(m)
-
-
 def _altitude(m: int, words: bool, rng: random.Random) -> str:
     if words:
-        return f"{_altitude_words(m)} {rng.choice(['metres', 'meters'])}"
+        return f"{spell_number(m)} {rng.choice(['metres', 'meters'])}"
     return rng.choice([f"{m} m", f"{m}m", f"{m} metres", f"{m} meters"])
 
 

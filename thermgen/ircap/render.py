@@ -103,6 +103,21 @@ def number(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
 
 
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def spell_number(n: int) -> str:
+    """An integer 0-999 in English words ("one hundred and twenty", "sixty-five"); digits outside that range."""
+    if 0 <= n < 20:
+        return NUMBER_WORDS[n]
+    if 20 <= n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + NUMBER_WORDS[n % 10])
+    if 100 <= n < 1000:
+        rest = n % 100
+        return NUMBER_WORDS[n // 100] + " hundred" + ("" if rest == 0 else " and " + spell_number(rest))
+    return str(n)
+
+
 def parse_counts(text: str, labels: list[str]) -> dict[str, list[int]]:
     """Find every ``"<count> <noun>"`` phrase for the given labels in a caption.
 
@@ -529,7 +544,19 @@ def _fine_scene_clauses(sf: dict[str, Fact], rng: random.Random) -> list[Clause]
 
 
 # ---------------------------------------------------------------------------------------------- terse variants
-_TERSE_TIME = {"day": ["day", "daytime", "by day"], "night": ["night", "night-time", "after dark"]}
+_TERSE_TIME = {"day": ["day", "daytime", "by day", "daylight", "in the day"],
+               "night": ["night", "night-time", "nighttime", "after dark", "at night"]}
+
+
+def _terse_metres(m: int, rng: random.Random) -> str:
+    """An altitude as people write it: digits or words, any common spelling of the unit."""
+    if rng.random() < 0.3:
+        return f"{spell_number(m)} {rng.choice(['metres', 'meters'])}"
+    return rng.choice([f"{m} m", f"{m}m", f"{m} metres", f"{m} meters"])
+
+
+def _terse_degrees(a: int, rng: random.Random) -> str:
+    return rng.choice([f"{a}°", f"{a} degrees", f"{a} deg"])
 
 
 def render_terse(scene: list[Fact], labels: list[str], measurements: dict[str, Any], seed: int = 0, key: str = "") -> str:
@@ -538,8 +565,12 @@ def render_terse(scene: list[Fact], labels: list[str], measurements: dict[str, A
     Text augmentation for retrieval by a user's own words (``thermgen.caption --terse-variants K``): the
     fragments come in random order, counts as digits or words, each object group with or without where it
     lies, and any of time, weather, altitude and view may be left out (counts never are), so the model meets
-    captions that state part of the facts in an order of their own. Every fragment is a fact the global
-    caption states too (an image without annotated people or vehicles says so, as the global caption does).
+    captions that state part of the facts in an order of their own. Numbers and units come as people write
+    them (altitudes as "100 m", "100m", "100 meters" or "one hundred metres"; angles as "30°", "30 degrees" or
+    "30 deg"), so that a text tower trained from scratch meets every common spelling of a fact. Every fragment
+    is a fact the global caption states too (an image without annotated people or vehicles says so, as the
+    global caption does), except "no people" / "no cars": an absence, said only when the annotation is
+    complete (no "don't care" region that may hide one).
     Drawn from ``random.Random(f"{seed}:{key}:terse")``.
     """
     rng = random.Random(f"{seed}:{key}:terse")
@@ -564,6 +595,10 @@ def _terse(scene: list[Fact], labels: list[str], measurements: dict[str, Any], r
         if layout and pts and len(pts) == n and rng.random() < 0.5:  # a place only when every box was measured
             item += " " + layout_phrase(pts, rng)[1]
         items.append(item)
+    # Absence is a measured fact only when the annotation is complete (no "don't care" regions that may hide any).
+    if not any(is_ignored(lab) for lab in labels):
+        present = {norm_label(lab) for lab in labels}
+        items += [f"no {noun(lab, 2)}" for lab in ("person", "car") if lab not in present and rng.random() < 0.3]
     context = []
     if "time_of_day" in sf and sf["time_of_day"].value in _TERSE_TIME:
         context.append(rng.choice(_TERSE_TIME[sf["time_of_day"].value]))
@@ -571,12 +606,13 @@ def _terse(scene: list[Fact], labels: list[str], measurements: dict[str, Any], r
         context.append(rng.choice({"clear": ["clear sky", "clear"], "overcast": ["overcast"], "rain": ["rain"], "fog": ["fog"],
                                    "snow": ["snow"]}.get(sf["weather"].value, [sf["weather"].value])))
     if "altitude" in sf:
-        context.append(rng.choice([f"altitude {_fmt_alt(sf['altitude'].value)}", f"{_fmt_alt(sf['altitude'].value)} high",
-                                   f"flying at {_fmt_alt(sf['altitude'].value)}"]))
+        m = int(round(sf["altitude"].value))
+        context.append(rng.choice(["altitude {}", "{} high", "flying at {}", "{} above ground", "from {}"]).format(_terse_metres(m, rng)))
     if "view" in sf:
         a = int(round(sf["view"].evidence.get("view_angle_deg", 90)))
-        context.append(rng.choice(["straight down", "top-down", "nadir view"]) if sf["view"].value == "nadir"
-                       else rng.choice([f"camera at {a}°", f"{sf['view'].value} view at {a}°", f"{a}° below the horizon"]))
+        context.append(rng.choice(["straight down", "top-down", "nadir view", "vertical view"]) if sf["view"].value == "nadir"
+                       else rng.choice(["camera at {}", f"{sf['view'].value} view at {{}}", "{} below the horizon", "tilted {} down",
+                                        "{} oblique"]).format(_terse_degrees(a, rng)))
     context = [c for c in context if rng.random() >= 0.3]  # a part of the facts, as a user would state them
     parts = items + context
     rng.shuffle(parts)
