@@ -9,6 +9,7 @@ training-time text augmentation), and ignores the rest.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ManifestError",
     "ManifestRecord",
@@ -26,6 +29,9 @@ __all__ = [
     "load_thermal_image",
     "resize_square",
     "load_images",
+    "split_images",
+    "iter_batches",
+    "ThermalImages",
     "CAPTION_FIELDS",
     "MIRROR_WORDS",
     "swap_words",
@@ -170,23 +176,67 @@ def resize_square(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Te
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
+class ThermalImages(torch.utils.data.Dataset):
+    """Thermal images read lazily from disk: item ``i`` is float32 (1, H, W) in [0, 1] at ``size``.
+
+    The same reading and resizing as :func:`load_images` (which is built on it), one file per item, so a
+    ``DataLoader`` over it streams a split of any size with memory that does not grow with the split.
+    """
+
+    def __init__(self, paths: list[Path], size: int | tuple[int, int]):
+        self.paths = list(paths)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(load_thermal_image(self.paths[i]))[None, None]
+        return resize_square(x, self.size)[0].clamp_(0.0, 1.0)
+
+    def nbytes(self) -> int:
+        """What the whole split would take as one float32 tensor."""
+        return len(self.paths) * self.size[0] * self.size[1] * 4
+
+
+def iter_batches(images, batch_size: int, workers: int = 0):
+    """Consecutive batches (B, 1, H, W) of a preloaded (N, 1, H, W) tensor, or of a dataset of (1, H, W) items
+    (e.g. :class:`ThermalImages`) read by ``workers`` DataLoader processes (0: in this process)."""
+    if isinstance(images, torch.Tensor):
+        for i in range(0, images.shape[0], batch_size):
+            yield images[i : i + batch_size]
+    else:
+        yield from torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=workers)
+
+
 def load_images(paths: list[Path], size: int | tuple[int, int], workers: int = 2, progress: bool = True) -> torch.Tensor:
     """Load and resize thermal images into one float32 tensor (N, 1, size, size) in [0, 1]."""
-
-    def one(p: Path) -> torch.Tensor:
-        x = torch.from_numpy(load_thermal_image(p))[None, None]
-        return resize_square(x, size)[0]
-
+    ds = ThermalImages(paths, size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        it = pool.map(one, paths)
+        it = pool.map(ds.__getitem__, range(len(ds)))
         if progress:
             from tqdm.auto import tqdm
 
             it = tqdm(it, total=len(paths), desc="load images", leave=False)
         out = list(it)
     if not out:
-        return torch.empty(0, 1, *((size, size) if isinstance(size, int) else size))
-    return torch.stack(out).clamp_(0.0, 1.0)
+        return torch.empty(0, 1, *ds.size)
+    return torch.stack(out)
+
+
+def split_images(paths: list[Path], size: int | tuple[int, int], cache_mb: float | None, workers: int = 2,
+                 progress: bool = True) -> torch.Tensor | ThermalImages:
+    """A split's images, decoded into memory when they fit in ``cache_mb`` MB (``None``: always), else streamed.
+
+    Returns the float32 tensor of :func:`load_images`, or a :class:`ThermalImages` that reads each file when
+    it is needed (``cache_mb=0`` always streams). Both hold the same values.
+    """
+    ds = ThermalImages(paths, size)
+    if cache_mb is not None and ds.nbytes() > float(cache_mb) * 2**20:
+        logger.info("%d images at %s take %.0f MB > image_cache_mb %s: streamed from disk", len(ds), ds.size,
+                    ds.nbytes() / 2**20, cache_mb)
+        return ds
+    return load_images(paths, size, workers=workers, progress=progress)
 
 
 def swap_words(text: str, pairs=MIRROR_WORDS) -> str:

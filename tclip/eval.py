@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import load_images, read_manifest
+from .data import iter_batches, read_manifest, split_images
 from .metrics import DEFAULT_KS, mean_std, recall_at_k
 from .model import fuse, load
 
@@ -50,10 +50,11 @@ SWEEP_ALPHAS = tuple(round(a * 0.1, 1) for a in range(11))
 
 
 @torch.no_grad()
-def embed_split(model, images: torch.Tensor, captions: dict[str, list[str]], batch_size: int = 64, progress: bool = True) -> dict:
+def embed_split(model, images, captions: dict[str, list[str]], batch_size: int = 64, progress: bool = True, workers: int = 2) -> dict:
     """Normalised embeddings of a split for every adapter of `model` (and the plain base).
 
-    images: (N, 1, H, W) in [0, 1]. captions: {"global": [...N], "fine": [...N]}.
+    images: (N, 1, H, W) in [0, 1], or a `tclip.data.ThermalImages` (streamed from disk by `workers`
+    DataLoader processes, so memory does not grow with N). captions: {"global": [...N], "fine": [...N]}.
     Returns {"image": {adapter: (N, D)}, "text": {(adapter, kind): (N, D)}}; adapter None = base.
     Each distinct caption string is embedded once, so equal captions get identical embeddings.
     """
@@ -61,12 +62,11 @@ def embed_split(model, images: torch.Tensor, captions: dict[str, list[str]], bat
 
     adapters = [None, *model.adapters]
     out = {"image": {}, "text": {}}
-    total = len(adapters) * (images.shape[0] + sum(len(set(c)) for c in captions.values()))
+    total = len(adapters) * (len(images) + sum(len(set(c)) for c in captions.values()))
     bar = tqdm(total=total, desc="embed", disable=not progress, leave=False)
     for adapter in adapters:
         feats = []
-        for i in range(0, images.shape[0], batch_size):
-            chunk = images[i : i + batch_size]
+        for chunk in iter_batches(images, batch_size, workers):
             feats.append(F.normalize(model.image_features(model.preprocess(chunk), adapter), dim=-1).cpu())
             bar.update(chunk.shape[0])
         out["image"][adapter] = torch.cat(feats)
@@ -118,6 +118,8 @@ def evaluate(
     save_embeddings: str | Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    image_cache_mb: float | None = 4096,
+    workers: int = 2,
 ) -> dict:
     """Evaluate one or more T-CLIP folders on a manifest split; returns the report dict (module docstring)."""
     if not model_dirs:
@@ -132,16 +134,16 @@ def evaluate(
     skipped: dict[str, str] = {}
     sweep_runs: list[dict] = []
     arrays: dict[str, np.ndarray] = {"image_ids": np.array(ids), "text_ids": np.array(ids)}
-    images_cache: dict[tuple, torch.Tensor] = {}
+    images_cache: dict[tuple, object] = {}
     alphas_used = []
     for r, model_dir in enumerate(model_dirs):
         model = load(model_dir)
         a = model.fusion_alpha if alpha is None else float(alpha)
         alphas_used.append(a)
         size = tuple(model.image_size)
-        if size not in images_cache:
-            images_cache[size] = load_images([rec.image for rec in records], size, progress=progress)
-        emb = embed_split(model, images_cache[size], captions, batch_size=batch_size, progress=progress)
+        if size not in images_cache:  # decoded once for all models when it fits in image_cache_mb, else streamed
+            images_cache[size] = split_images([rec.image for rec in records], size, image_cache_mb, workers=workers, progress=progress)
+        emb = embed_split(model, images_cache[size], captions, batch_size=batch_size, progress=progress, workers=workers)
         for variant, spec in VARIANTS.items():
             missing = [n for n in spec["needs"] if n not in model.adapters]
             if missing:
@@ -301,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="tied scores: expected recall under a random order of the tied items, or tied negatives ranked first",
     )
     p.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
+    p.add_argument("--image-cache-mb", type=float, default=4096,
+                   help="decode the split's images into memory once when they fit in this many MB, else stream them "
+                        "from disk (0: always stream); the same embeddings either way")
+    p.add_argument("--workers", type=int, default=2, help="image-reading workers")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -319,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             save_embeddings=args.save_embeddings,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            image_cache_mb=args.image_cache_mb,
+            workers=args.workers,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"tclip.eval: error: {exc}", file=sys.stderr)

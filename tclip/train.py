@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import MIRROR_WORDS, load_images, read_manifest, swap_words
+from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
 
@@ -80,7 +80,12 @@ DEFAULT_CONFIG: dict = {
     "keep_checkpoints": 2,
     "log_every": 5,
     "image_workers": 2,
+    # Images are decoded once into memory when the split fits in this many MB, else read from disk for every
+    # batch by image_workers DataLoader processes (0: always stream). Either way the same values.
+    "image_cache_mb": 4096,
 }
+#: Keys that change speed and memory, never the result: a --resume may change them.
+RUNTIME_KEYS = ("image_workers", "image_cache_mb")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -153,22 +158,30 @@ def load_train_config(path_or_name: str | Path | None = None, overrides: dict | 
     for key in ("checkpoint_every", "keep_checkpoints", "log_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg["image_workers"], int) or isinstance(cfg["image_workers"], bool) or cfg["image_workers"] < 0:
+        raise ValueError(f"image_workers must be a non-negative integer, got {cfg['image_workers']!r}")
+    mb = cfg["image_cache_mb"]
+    if mb is not None and (not isinstance(mb, (int, float)) or isinstance(mb, bool) or mb < 0):
+        raise ValueError(f"image_cache_mb must be a non-negative number of MB or null (always in memory), got {mb!r}")
     return cfg
 
 
 # ---------------------------------------------------------------------------------------------- data
 class _PairData(torch.utils.data.Dataset):
-    """Preloaded pairs: image (1, S, S), tokens (2 kinds, 2 flips, V variants, L), variant counts (2,).
+    """Pairs: image (1, S, S), tokens (2 kinds, 2 flips, V variants, L), variant counts (2,).
 
     kinds: 0 global, 1 fine; flips: 0 as written, 1 mirrored (swapped words); variant 0 is the manifest's
     caption, the rest its `caption_variants` (slots past a record's own count repeat its first caption).
+    `images` is a preloaded (N, 1, S, S) tensor or a `tclip.data.ThermalImages` that reads each file when
+    its pair is drawn (`streamed`).
     """
 
-    def __init__(self, images: torch.Tensor, tokens: torch.Tensor, counts: torch.Tensor):
+    def __init__(self, images, tokens: torch.Tensor, counts: torch.Tensor):
         self.images, self.tokens, self.counts = images, tokens, counts
+        self.streamed = not isinstance(images, torch.Tensor)
 
     @classmethod
-    def build(cls, images: torch.Tensor, records, tokenizer, augment: dict) -> "_PairData":
+    def build(cls, images, records, tokenizer, augment: dict) -> "_PairData":
         kinds = ("global", "fine")
         caps = [[list(r.captions(k)) if augment["caption_variants"] else [r.caption(k)] for k in kinds] for r in records]
         counts = torch.tensor([[len(c) for c in per] for per in caps], dtype=torch.long)
@@ -187,7 +200,7 @@ class _PairData(torch.utils.data.Dataset):
         return cls(images, tok, counts)
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.images)
 
     def __getitem__(self, i: int):
         return self.images[i], self.tokens[i], self.counts[i]
@@ -300,7 +313,10 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
             f"({per_rank} x {acc.num_processes} processes); lower batch_size"
         )
     gen = torch.Generator().manual_seed(ctx.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen)
+    # Streamed images (tclip.data.ThermalImages) are read by worker processes; the order comes from `gen` either way.
+    workers = int(ctx.cfg["image_workers"]) if dataset.streamed else 0
+    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen,
+                                         num_workers=workers, persistent_workers=workers > 0)
     step_module, optimizer, loader, scheduler = acc.prepare(step_module, optimizer, loader, scheduler)
 
     ckpt_root = ctx.out / "checkpoints" / stage
@@ -465,12 +481,14 @@ def train(
     if state["completed"] and not resume:
         raise FileExistsError(f"{out} already holds a (partial) training run; pass --resume to continue it or choose another --out")
     run_config = {**cfg, "seed": seed, "adapters": adapters}
-    if resume and state.get("config") not in (None, run_config):
-        changed = sorted(k for k in set(run_config) | set(state["config"]) if run_config.get(k) != state["config"].get(k))
-        raise ValueError(
-            f"{out}: --resume with a different config (changed keys: {', '.join(changed)}); "
-            "resume with the stored settings or train into another --out"
-        )
+    if resume and state.get("config") is not None:
+        changed = sorted(k for k in set(run_config) | set(state["config"])
+                         if k not in RUNTIME_KEYS and run_config.get(k) != state["config"].get(k))
+        if changed:
+            raise ValueError(
+                f"{out}: --resume with a different config (changed keys: {', '.join(changed)}); "
+                "resume with the stored settings or train into another --out"
+            )
     state["config"] = run_config
 
     records = read_manifest(manifest, split=split)
@@ -498,10 +516,11 @@ def train(
     else:
         torch.manual_seed(seed)
         base_model, base_info = build_base(spec)
-    images = load_images(
+    images = split_images(
         [r.image for r in records],
         tuple(base_info["image_size"]),
-        workers=int(cfg["image_workers"]),
+        cfg["image_cache_mb"],
+        workers=max(1, int(cfg["image_workers"])),
         progress=progress and acc.is_local_main_process,
     )
     tokenizer = build_tokenizer(base_info)

@@ -87,3 +87,26 @@ def test_caption_variants_follow_the_main_caption(tmp_path):
     assert a.captions("global") == ("An infrared thermal image of scene 0.", "An infrared thermal image, scene 0 again.")
     assert a.captions("fine") == ("Thermal infrared image: object 0 warm.",)
     assert b.captions("global") == (b.global_caption,)
+
+
+def test_thermal_images_stream_the_values_that_load_images_preloads(tmp_path):
+    import torch
+
+    from tclip.data import ThermalImages, load_images, split_images
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, shape in enumerate([(40, 48), (30, 30), (64, 20)]):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    whole = load_images(paths, 16, progress=False)
+    ds = ThermalImages(paths, 16)
+    assert len(ds) == 3 and ds.nbytes() == 3 * 16 * 16 * 4
+    assert torch.equal(torch.stack([ds[i] for i in range(3)]), whole)
+    # split_images keeps a split in memory only within its budget
+    assert isinstance(split_images(paths, 16, cache_mb=None, progress=False), torch.Tensor)
+    assert isinstance(split_images(paths, 16, cache_mb=0, progress=False), ThermalImages)
+    assert isinstance(split_images(paths, 16, cache_mb=1, progress=False), torch.Tensor)
+    with pytest.raises(ManifestError, match="missing.png: image file not found"):
+        ThermalImages([tmp_path / "missing.png"], 16)[0]

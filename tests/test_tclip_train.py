@@ -308,3 +308,51 @@ def test_resnet_tower_trains_with_finite_losses_and_its_folder_embeds(manifest, 
     with torch.no_grad():
         emb = (model.encode_image(torch.rand(2, 1, 64, 64)), model.encode_text(["a warm scene"] * 2, ["a hot square"] * 2))
     assert all(torch.isfinite(e).all() for e in emb)
+
+
+def _tiny_config(path: Path, **keys) -> Path:
+    cfg = json.loads((Path(tclip_train.TRAIN_CONFIG_DIR) / "tiny.json").read_text())
+    cfg.update({"augment": {"hflip": True, "shift": 0.1}, **keys})
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_streamed_images_train_the_same_weights_as_preloaded_ones(manifest, tmp_path, monkeypatch):
+    import tclip.data
+
+    def run(name: str, **keys) -> Path:
+        out = tmp_path / name
+        args = ["--manifest", str(with_variants(manifest)), "--out", str(out), "--seed", "0", *FAST]
+        args[args.index("tiny")] = str(_tiny_config(tmp_path / f"{name}.json", **keys))
+        assert tclip_train.main(args) == 0
+        return out
+
+    preloaded = run("preloaded", image_cache_mb=None)
+    # image_cache_mb 0: every batch is read from disk by a DataLoader worker; the split is never decoded whole.
+    monkeypatch.setattr(tclip.data, "load_images", lambda *a, **k: pytest.fail("a streamed split was loaded whole"))
+    streamed = run("streamed", image_cache_mb=0, image_workers=1)
+    a, b = load_file(preloaded / "base.safetensors"), load_file(streamed / "base.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("global", "fine"):
+        a, b = _adapter_weights(preloaded, name), _adapter_weights(streamed, name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # What a run may change on --resume: speed and memory, not the result.
+    monkeypatch.undo()
+    args = ["--manifest", str(with_variants(manifest)), "--out", str(streamed), "--seed", "0", *FAST, "--resume"]
+    args[args.index("tiny")] = str(_tiny_config(tmp_path / "resume.json", image_cache_mb=64, image_workers=0))
+    assert tclip_train.main(args) == 0
+
+
+def test_streamed_eval_gives_the_same_report(manifest, trained, tmp_path, monkeypatch):
+    import tclip.data
+
+    kept = tclip_eval.evaluate([trained], manifest, split="test", progress=False)
+    monkeypatch.setattr(tclip.data, "load_images", lambda *a, **k: pytest.fail("a streamed split was loaded whole"))
+    streamed = tclip_eval.evaluate([trained], manifest, split="test", progress=False, image_cache_mb=0, workers=1)
+    assert streamed["variants"] == kept["variants"]
+
+
+@pytest.mark.parametrize("cfg,match", [({"image_cache_mb": -1}, "image_cache_mb"), ({"image_workers": 1.5}, "image_workers")])
+def test_bad_image_settings_are_named(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        tclip_train.load_train_config("tiny", cfg)

@@ -317,3 +317,29 @@ def test_resume_refuses_another_config_or_other_images_and_a_finished_run_keeps_
     rep = train_vae(cfg, train, val, tmp_path / "run", show_progress=False, resume=True)
     assert rep["resumed_from"].endswith("checkpoint-2")
     assert not (tmp_path / "run" / "checkpoints").exists()  # finished: checkpoints deleted
+
+
+def test_streamed_training_images_encode_to_the_same_latents(tmp_path, monkeypatch):
+    from pipelines import PatchAutoencoder
+    from thermgen.io import write_png8
+    from thermgen.train import unet as unet_mod
+    from thermgen.train.vae import ImageFiles
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, shape in enumerate([(24, 32), (32, 32), (40, 20)] * 3):
+        paths.append(tmp_path / f"{i}.png")
+        write_png8(paths[-1], (rng.random(shape) * 255).astype(np.uint8))
+    files = ImageFiles(paths, 16, center_crop=False)
+    whole = load_images(paths, 16, center_crop=False)
+    assert len(files) == 9 and torch.equal(torch.stack([files[i] for i in range(9)]), whole)
+
+    class Text(torch.nn.Module):  # the smallest text encoder encode_training_set accepts
+        def encode_prompt(self, prompts, fine, device=None):
+            return torch.zeros(len(prompts), 3, 4)
+
+    ae = PatchAutoencoder(patch_size=4)
+    prompts = [f"p{i}" for i in range(9)]
+    kept = unet_mod.encode_training_set(whole, prompts, None, ae, Text(), batch_size=4, progress=False)
+    streamed = unet_mod.encode_training_set(files, prompts, None, ae, Text(), batch_size=4, progress=False, workers=1)
+    assert torch.equal(kept["latent_mean"], streamed["latent_mean"]) and kept["latent_mean"].shape == (9, 16, 4, 4)

@@ -358,7 +358,10 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
         cache = load_cache(cache_path)
     else:
         recs = _train_records(ctx)
-        images = _load(ctx, recs)
+        from thermgen.train.vae import ImageFiles
+
+        # streamed from disk: only the latents of the training set are held (then cached), never its pixels
+        images = ImageFiles(_image_paths(ctx, recs), cfg["train"]["resolution"], center_crop=False)
         prompts, fine = _prompts_for_mode(mode, recs)
         cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
                                     progress=ctx.progress)

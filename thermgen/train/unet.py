@@ -296,12 +296,14 @@ def encode_mirrored(prompts: list[str], prompts_fine: list[str] | None, text_enc
 
 
 @torch.no_grad()
-def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
-                        *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
-                        ) -> dict[str, torch.Tensor]:
+def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
+                        *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True,
+                        workers: int = 0) -> dict[str, torch.Tensor]:
     """Encode images through the frozen VAE and captions through the frozen text encoder, once.
 
-    images: float (N, 1, H, W) in [0, 1] (replicated to 3 channels for a 3-channel VAE).
+    images: float (N, 1, H, W) in [0, 1] (replicated to 3 channels for a 3-channel VAE), or a dataset of
+    (1, H, W) items (e.g. :class:`thermgen.train.vae.ImageFiles`) streamed from disk by ``workers``
+    DataLoader processes, so that only the latents, not the pixels, of the whole set are ever in memory.
     Returns ``latent_mean``/``latent_std`` (N, C, h, w), already multiplied by the VAE's scaling factor (and
     shifted by its shift factor), ``text_states`` (N, L, D) and ``uncond_states`` (1, L, D) (the empty
     prompt, the pipeline's unconditional input for classifier-free guidance), and when the encoder has a pooled
@@ -316,8 +318,11 @@ def encode_training_set(images: torch.Tensor, prompts: list[str], prompts_fine: 
     sf = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
     means, stds = [], []
-    for s in tqdm(range(0, len(images), batch_size), desc="encode training images", disable=not progress):
-        x = images[s:s + batch_size].to(device) * 2 - 1
+    from tclip.data import iter_batches
+
+    for x in tqdm(iter_batches(images, batch_size, workers), total=-(-len(images) // batch_size),
+                  desc="encode training images", disable=not progress):
+        x = x.to(device) * 2 - 1
         if vae.config.in_channels == 3 and x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         dist = vae.encode(x).latent_dist

@@ -185,16 +185,32 @@ def load_images(
         return torch.cat([_fit(im[None].float(), resolution, center_crop) for im in images]) if len(images) else (
             images.float().new_zeros((0, 1, resolution, resolution))
         )
-    from thermgen.io import read_thermal
-
-    out = []
-    for item in images:
-        path = Path(getattr(item, "image_path", item))
-        arr = read_thermal(path, norm="fixed")  # DataError names the file on bad input
-        out.append(_fit(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None], resolution, center_crop))
-    if not out:
+    files = ImageFiles(images, resolution, center_crop)
+    if not len(files):
         return torch.zeros((0, 1, resolution, resolution))
-    return torch.cat(out)
+    return torch.stack([files[i] for i in range(len(files))])
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Thermal image files read lazily at a training resolution: item ``i`` is float32 (1, R, R) in [0, 1].
+
+    The same reading and fitting as :func:`load_images` (which is built on it), one file per item, so a
+    ``DataLoader`` over it streams a split of any size (``images``: paths, or objects with an ``image_path``).
+    """
+
+    def __init__(self, images: Sequence[str | Path | Any], resolution: int, center_crop: bool = True):
+        self.paths = [Path(getattr(item, "image_path", item)) for item in images]
+        self.resolution, self.center_crop = int(resolution), bool(center_crop)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from thermgen.io import read_thermal
+
+        arr = read_thermal(self.paths[i], norm="fixed")  # DataError names the file on bad input
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+        return _fit(x, self.resolution, self.center_crop)[0]
 
 
 def _fit(x: torch.Tensor, resolution: int, center_crop: bool) -> torch.Tensor:
