@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +99,32 @@ def test_queries_use_no_ircap_caption_on_synthetic_scenes(tmp_path):
         h = heldout_overlap(qs, texts)
         assert h["exact_matches"] == 0
         assert h["word_4gram_overlap"] < 0.2, (style, h)
+
+
+def test_queries_command_writes_one_manifest_per_style_for_a_split(tmp_path, capsys):
+    from thermgen.data import load_samples
+    from thermgen.data.synthetic import generate
+    from thermgen.ircap.captioner import caption_samples
+    from thermgen.ircap.manifest import read_manifest
+    from thermgen.ircap.queries import main as queries_main
+
+    generate(tmp_path / "s", 20, size=48, seed=4, progress=False)
+    samples, _ = load_samples("synthetic", tmp_path / "s")
+    caption_samples(samples, tmp_path / "m.jsonl", variants=2, terse_variants=2, progress=False)
+    recs = read_manifest(tmp_path / "m.jsonl")
+    val = [r for r in recs if r["split"] == "val"]
+    assert val
+    assert queries_main(["--manifest", str(tmp_path / "m.jsonl"), "--split", "val", "--out", str(tmp_path / "q")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["manifests"]) == {"keywords", "request", "question"} and summary["records"] == len(val)
+    assert summary["heldout"]["exact_matches"] == 0 and 0 < summary["fact_ceiling"]["r1"] <= 1
+    for style in ("keywords", "request", "question"):
+        rows = read_manifest(tmp_path / "q" / f"val.{style}.jsonl")
+        assert [r["id"] for r in rows] == [r["id"] for r in val]
+        assert all(r["global_caption"] == r["fine_caption"] and "caption_variants" not in r for r in rows)
+        assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in rows)
+    assert queries_main(["--manifest", str(tmp_path / "m.jsonl"), "--split", "nope", "--out", str(tmp_path / "q")]) == 2
+    assert "no records with split 'nope'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- open_clip export

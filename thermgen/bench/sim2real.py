@@ -188,36 +188,16 @@ def subset_manifest(train: Path, fraction: float, seed: int, out: Path) -> Path:
 
 def query_manifests(test: Path, out: Path, seed: int = 0) -> dict[str, Path]:
     """One manifest per query style: the test records with both captions replaced by the style's query."""
-    from thermgen.ircap.manifest import read_manifest, resolve_image, write_manifest
-    from thermgen.ircap.queries import build_queries
+    from thermgen.ircap.queries import write_query_manifests
 
-    recs = [r for r in read_manifest(test) if r["split"] == "test"]
-    queries = build_queries(recs, seed=seed)
-    paths = {}
-    for style, qs in queries.items():
-        path = out / f"test.{style}.jsonl"
-        rows = []
-        for r, q in zip(recs, qs):
-            row = {k: v for k, v in r.items() if k not in ("caption_variants", "facts", "stated", "tokens")}
-            rows.append(dict(row, image=str(resolve_image(r, test)), global_caption=q, fine_caption=q))
-        write_manifest(path, rows)
-        paths[style] = path
-    return paths
+    return write_query_manifests(test, "test", out, seed=seed)
 
 
 _WORDS = re.compile(r"[a-z]+")
 
 
-def caption_texts(manifest: Path) -> list[str]:
-    """Every caption of a manifest: global and fine, with their variants."""
-    from thermgen.ircap.manifest import iter_manifest
-
-    return [t for _, r in iter_manifest(manifest) for kind in ("global", "fine")
-            for t in [r[f"{kind}_caption"], *((r.get("caption_variants") or {}).get(kind, []))]]
-
-
 def vocabulary_overlap(synthetic: list[str], real: list[str]) -> dict[str, Any]:
-    """How much of the real captions' wording the synthetic captions use (texts from :func:`caption_texts`)."""
+    """How much of the real captions' wording the synthetic captions use (texts from :func:`thermgen.ircap.queries.caption_texts`)."""
 
     def counts(texts: list[str]) -> Counter:
         c: Counter = Counter()
@@ -514,7 +494,7 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
 
     # queries in a user's own words
     from thermgen.ircap.manifest import read_manifest
-    from thermgen.ircap.queries import fact_ceiling, heldout_overlap
+    from thermgen.ircap.queries import caption_texts, fact_ceiling, heldout_overlap
 
     qpaths = query_manifests(test_m, out / "queries")
     train_texts, syn_texts = caption_texts(train_m), caption_texts(syn_manifest)

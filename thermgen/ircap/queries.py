@@ -8,8 +8,8 @@ many people, cars and other annotated objects are in view) in phrasings that IR-
 ``request``   an instruction: ``"Find drone thermal footage from 60 metres, at night, camera pitched 30 degrees down, with five cars."``
 ``question``  a question: ``"Which frame shows five cars and two people at night, 60m up, looking down at 30 degrees?"``
 
-Numbers are drawn as digits or as words per query (counts and the altitude alike; IR-Cap writes
-altitudes only as digits). Absent people or cars ("no people") are stated only when the record has no
+Numbers are drawn as digits or as words per query (counts and the altitude alike; IR-Cap's sentences
+write altitudes as digits, its terse variants in either form). Absent people or cars ("no people") are stated only when the record has no
 "don't care" boxes, which may hide either. The facts come from the record's metadata and annotations (the same
 facts its global caption states), never from its caption text. Object positions are not stated,
 so images with equal facts are indistinguishable to a query: :func:`fact_ceiling` gives the best
@@ -19,9 +19,19 @@ text-to-image R@1 any model could reach on a query set.
 and the share of the queries' word 4-grams that occur anywhere in the training captions.
 
 Deterministic: query i of a record is drawn from ``random.Random(f"{seed}:{style}:{record id}")``.
+
+Command: ``python -m thermgen.ircap.queries --manifest M --split val --out DIR`` writes one manifest per style
+(``DIR/val.keywords.jsonl`` ...: the split's records with both captions replaced by the query), ready for
+``python -m tclip.eval --manifest DIR/val.keywords.jsonl --split val``, and prints the fact ceiling and the
+overlap with the manifest's training captions (all their phrasings).
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
 
 import random
 import re
@@ -200,3 +210,63 @@ def heldout_overlap(queries: Iterable[str], training_texts: Iterable[str], n: in
         f"word_{n}grams_in_training": sum(1 for g in grams if g in train),
         f"word_{n}gram_overlap": (sum(1 for g in grams if g in train) / len(grams)) if grams else 0.0,
     }
+
+
+def write_query_manifests(manifest: str | Path, split: str, out: str | Path, seed: int = 0) -> dict[str, Path]:
+    """One manifest per query style, ``OUT/{split}.{style}.jsonl``: the split's records (absolute image paths)
+    with both captions replaced by the style's query. Returns {style: path}."""
+    from .manifest import read_manifest, resolve_image, write_manifest
+
+    manifest, out = Path(manifest), Path(out)
+    recs = [r for r in read_manifest(manifest) if r["split"] == split]
+    if not recs:
+        raise ValueError(f"{manifest}: no records with split {split!r}")
+    paths = {}
+    for style, qs in build_queries(recs, seed=seed).items():
+        rows = []
+        for r, q in zip(recs, qs):
+            row = {k: v for k, v in r.items() if k not in ("caption_variants", "facts", "stated", "tokens")}
+            rows.append(dict(row, image=str(resolve_image(r, manifest)), global_caption=q, fine_caption=q))
+        paths[style] = out / f"{split}.{style}.jsonl"
+        write_manifest(paths[style], rows)
+    return paths
+
+
+def caption_texts(manifest: str | Path, split: str | None = None) -> list[str]:
+    """Every caption of a manifest's records (of ``split`` when given): global and fine, with all their
+    phrasings (``caption_variants``), i.e. every text a model trained on them sees."""
+    from .manifest import iter_manifest
+
+    return [t for _, r in iter_manifest(manifest) if split is None or r["split"] == split for kind in ("global", "fine")
+            for t in [r[f"{kind}_caption"], *((r.get("caption_variants") or {}).get(kind, []))]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thermgen.ircap.queries",
+                                description="Held-out search queries in a user's own words for a manifest split "
+                                            "(keywords, requests, questions), one manifest per style.")
+    p.add_argument("--manifest", required=True, help="IR-Cap manifest (JSONL) with metadata and boxes")
+    p.add_argument("--split", default="test", help="split to write queries for")
+    p.add_argument("--out", required=True, help="folder for SPLIT.STYLE.jsonl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-split", default="train", help="split whose captions the overlap is measured against")
+    args = p.parse_args(argv)
+    try:
+        paths = write_query_manifests(args.manifest, args.split, args.out, seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"queries: error: {exc}", file=sys.stderr)
+        return 2
+    from .manifest import read_manifest
+
+    recs = [r for r in read_manifest(args.manifest) if r["split"] == args.split]
+    summary = {"split": args.split, "records": len(recs), "fact_ceiling": fact_ceiling(recs), "manifests": {k: str(v) for k, v in paths.items()}}
+    train = caption_texts(args.manifest, args.train_split)
+    if train:
+        queries = [json.loads(line)["global_caption"] for path in paths.values() for line in path.read_text().splitlines()]
+        summary["heldout"] = heldout_overlap(queries, train)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
