@@ -79,10 +79,25 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         return self.decode(self.encode(x).latent_dist.mean, return_dict=return_dict)
 
     @torch.no_grad()
-    def fit_scale(self, images: torch.Tensor) -> tuple[float, float]:
-        """Set shift/scaling factors from images (N, C, H, W) in [0, 1] so that latents have mean 0, std 1."""
-        z = F.pixel_unshuffle(images.float() * 2 - 1, self.config.patch_size)
-        shift, std = float(z.mean()), float(z.std())
+    def fit_scale(self, images) -> tuple[float, float]:
+        """Set shift/scaling factors from images (N, C, H, W) in [0, 1] so that latents have mean 0, std 1.
+
+        ``images`` may also be an iterable of such batches (a split streamed from disk): then the mean and the
+        (unbiased) std come from float64 sums over the batches.
+        """
+        if isinstance(images, torch.Tensor):
+            z = F.pixel_unshuffle(images.float() * 2 - 1, self.config.patch_size)
+            shift, std = float(z.mean()), float(z.std())
+        else:  # folding pixels into channels moves them, so the statistics are those of the pixels
+            n, total, squares = 0, 0.0, 0.0
+            for batch in images:
+                v = batch.double() * 2 - 1
+                n, total, squares = n + v.numel(), total + float(v.sum()), squares + float((v * v).sum())
+            if n < 2:
+                raise ValueError("fit_scale: fewer than 2 pixel values")
+            shift = total / n
+            std = max(squares - n * shift * shift, 0.0) / (n - 1)
+            std = std ** 0.5
         self.register_to_config(shift_factor=shift, scaling_factor=1.0 / max(std, 1e-6))
         return shift, 1.0 / max(std, 1e-6)
 

@@ -270,3 +270,12 @@ def test_phrased_takes_each_sample_from_the_phrasing_drawn_for_it():
     assert out[:, 0].tolist() == [3.0, 20.0, 21.0, 11.0]
     assert torch.equal(phrased(main, None, torch.tensor([2]), None), main[[2]])
     assert main[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]  # the cache itself is never written
+
+
+def test_vae_center_crop_is_refused_naming_the_key():
+    from thermgen.train.config import ConfigError, load_config
+    from thermgen.train.recipe import vae_config
+
+    assert vae_config(load_config(None))["center_crop"] is False
+    with pytest.raises(ConfigError, match="vae.train.center_crop"):
+        vae_config(load_config(None, ["vae.train={center_crop: true}"]))

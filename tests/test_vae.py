@@ -343,3 +343,42 @@ def test_streamed_training_images_encode_to_the_same_latents(tmp_path, monkeypat
     kept = unet_mod.encode_training_set(whole, prompts, None, ae, Text(), batch_size=4, progress=False)
     streamed = unet_mod.encode_training_set(files, prompts, None, ae, Text(), batch_size=4, progress=False, workers=1)
     assert torch.equal(kept["latent_mean"], streamed["latent_mean"]) and kept["latent_mean"].shape == (9, 16, 4, 4)
+
+
+def test_streamed_vae_training_matches_preloaded_training(tmp_path, monkeypatch):
+    """image_cache_mb 0: the training images are read from disk every batch; the weights equal a preloaded run's."""
+    from safetensors.torch import load_file
+
+    from thermgen.io import write_png8
+    from thermgen.train import vae as vae_mod
+    from thermgen.train.vae import ImageFiles, images_sha256
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"{i}.png")
+        write_png8(paths[-1], (rng.random((20, 24)) * 255).astype(np.uint8))
+    cfg = {**TINY, "steps": 4, "batch_size": 4, "checkpointing_steps": 2, "num_preview": 2}
+    files = ImageFiles(paths, 16, center_crop=True)
+    assert images_sha256(files) == images_sha256(load_images(paths, 16))
+    kept = train_vae(cfg, paths, paths[:4], tmp_path / "kept", show_progress=False)
+    real_load = vae_mod.load_images
+    monkeypatch.setattr(vae_mod, "load_images", lambda images, *a, **k: (
+        pytest.fail("streamed training images were loaded whole") if not torch.is_tensor(images) and len(images) > 4
+        else real_load(images, *a, **k)))
+    streamed = train_vae({**cfg, "image_cache_mb": 0, "image_workers": 1}, paths, paths[:4], tmp_path / "streamed",
+                         show_progress=False)
+    a = load_file(tmp_path / "kept" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "streamed" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert streamed["val"] == kept["val"] and streamed["latent_std"] == kept["latent_std"]
+
+
+def test_patch_autoencoder_scale_from_streamed_batches_matches_the_tensor_fit():
+    from pipelines import PatchAutoencoder
+
+    x = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    whole, parts = PatchAutoencoder(patch_size=4), PatchAutoencoder(patch_size=4)
+    s1, f1 = whole.fit_scale(x)
+    s2, f2 = parts.fit_scale(iter([x[:3], x[3:7], x[7:]]))
+    assert s2 == pytest.approx(s1, rel=1e-5, abs=1e-7) and f2 == pytest.approx(f1, rel=1e-5)

@@ -243,6 +243,11 @@ def vae_config(cfg: dict) -> dict:
     v.setdefault("mixed_precision", cfg["train"]["mixed_precision"])
     if cfg["vae"]["pretrained"]:
         v["pretrained"] = cfg["vae"]["pretrained"]
+    if v["center_crop"]:
+        from thermgen.train.config import ConfigError
+
+        raise ConfigError("config key 'vae.train.center_crop': the recipe squashes whole frames to train.resolution for "
+                          "every stage (the UNet sees what the VAE learned); it must be false")
     if v["resolution"] != cfg["train"]["resolution"]:
         from thermgen.train.config import ConfigError
 
@@ -255,7 +260,8 @@ def run_vae(ctx: Context) -> dict:
     from thermgen.train.vae import train_vae
 
     d = ctx.cfg["data"]
-    train = _load(ctx, _train_records(ctx))
+    # the training files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
+    train = _image_paths(ctx, _train_records(ctx))
     val = _load(ctx, _records(ctx, d["val_split"]))
     from thermgen.train.vae import resumable_checkpoint
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import shutil
 import sys
@@ -39,6 +40,8 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from thermgen.data.sample import DataError
+
+logger = logging.getLogger(__name__)
 
 # Every key train_vae understands, with its default. Configs are data: unknown keys are errors.
 VAE_DEFAULTS: dict[str, Any] = {
@@ -79,6 +82,10 @@ VAE_DEFAULTS: dict[str, Any] = {
     # checkpoints (accelerate state + pickle-free extra state) for resume
     "checkpointing_steps": 100,  # save every N steps and at the last step; null: never
     "checkpoints_total_limit": 2,  # keep the newest N; null: all
+    # training images are decoded into memory once when they fit in this many MB (null: always), else read from
+    # disk for every batch by image_workers DataLoader processes (streamed; the same pixels either way)
+    "image_cache_mb": 4096,
+    "image_workers": 2,
     # reporting
     "log_every": 10,
     "num_preview": 8,
@@ -133,6 +140,9 @@ def validate_vae_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
         need("resolution", out["resolution"] % factor == 0, f"divisible by the VAE's downsampling factor {factor}")
     for key in ("checkpointing_steps", "checkpoints_total_limit"):
         need(key, out[key] is None or (is_int(out[key]) and out[key] >= 1), "null or a positive integer")
+    mb = out["image_cache_mb"]
+    need("image_cache_mb", mb is None or (is_num(mb) and mb >= 0), "null or a number of MB >= 0")
+    need("image_workers", is_int(out["image_workers"]) and out["image_workers"] >= 0, "an integer >= 0")
     for key in ("mid_block_attention", "center_crop", "random_flip"):
         need(key, isinstance(out[key], bool), "true or false")
     for key in ("steps", "lr_warmup_steps", "seed"):
@@ -211,6 +221,47 @@ class ImageFiles(torch.utils.data.Dataset):
         arr = read_thermal(self.paths[i], norm="fixed")  # DataError names the file on bad input
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
         return _fit(x, self.resolution, self.center_crop)[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The shape of the tensor :func:`load_images` would return."""
+        return (len(self.paths), 1, self.resolution, self.resolution)
+
+    def nbytes(self) -> int:
+        return len(self.paths) * self.resolution**2 * 4
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` images as one tensor."""
+        return torch.stack([self[i] for i in range(min(n, len(self)))]) if len(self) and n > 0 else (
+            torch.zeros((0, 1, self.resolution, self.resolution)))
+
+
+class _Pixels(torch.utils.data.Dataset):
+    """``ImageFiles`` items as 1-tuples, as ``TensorDataset`` gives them."""
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        return (self.files[i],)
+
+
+def training_images(images: Sequence[str | Path | Any] | torch.Tensor, cfg: dict[str, Any],
+                    what: str = "train_images") -> torch.Tensor | ImageFiles:
+    """Training images at ``cfg["resolution"]``: one tensor (:func:`load_images`) when they fit in
+    ``cfg["image_cache_mb"]``, else an :class:`ImageFiles` streamed from disk (a tensor input stays a tensor)."""
+    if torch.is_tensor(images):
+        return load_images(images, cfg["resolution"], cfg["center_crop"], what=what)
+    files = ImageFiles(images, cfg["resolution"], cfg["center_crop"])
+    mb = cfg["image_cache_mb"]
+    if mb is not None and files.nbytes() > float(mb) * 2**20:
+        logger.info("vae: %d %s at %d px take %.0f MB > image_cache_mb %s: streamed from disk", len(files), what,
+                    cfg["resolution"], files.nbytes() / 2**20, mb)
+        return files
+    return load_images(files.paths, cfg["resolution"], cfg["center_crop"], what=what)
 
 
 def _fit(x: torch.Tensor, resolution: int, center_crop: bool) -> torch.Tensor:
@@ -463,7 +514,7 @@ def train_vae(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    train_x = load_images(train_images, cfg["resolution"], cfg["center_crop"], what="train_images")
+    train_x = training_images(train_images, cfg)
     val_x = load_images(val_images, cfg["resolution"], cfg["center_crop"], what="val_images")
     if len(train_x) == 0 and cfg["steps"] > 0:
         raise ValueError("`train_images` is empty but vae.steps > 0")
@@ -483,7 +534,12 @@ def train_vae(
         if cfg["pretrained"] is not None:
             raise ValueError("vae.kind 'patch' has no weights: vae.pretrained must be null")
         vae = PatchAutoencoder(in_channels=1, patch_size=cfg["patch_size"])
-        vae.fit_scale(train_x if len(train_x) else val_x)
+        if isinstance(train_x, ImageFiles):  # streamed: float64 sums over batches
+            from tclip.data import iter_batches
+
+            vae.fit_scale(iter_batches(train_x, 256, cfg["image_workers"]))
+        else:
+            vae.fit_scale(train_x if len(train_x) else val_x)
         cfg = dict(cfg, steps=0, scaling_factor=float(vae.config.scaling_factor))
         source = "patch"
     elif cfg["pretrained"] is None:
@@ -513,7 +569,8 @@ def train_vae(
     vae.eval()
     recons = reconstruct(vae, val_x, cfg["eval_batch_size"])
     val_after = reconstruction_metrics(val_x, recons)
-    std = latent_std(vae, train_x if len(train_x) else val_x, cfg["eval_batch_size"])
+    head = train_x.head(256) if isinstance(train_x, ImageFiles) else train_x  # latent_std reads the first 256
+    std = latent_std(vae, head if len(head) else val_x, cfg["eval_batch_size"])
     sf = cfg["scaling_factor"]
     if sf == "auto" or (sf is None and cfg["pretrained"] is None):
         sf = 1.0 / max(std, 1e-6)
@@ -576,12 +633,18 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     lr_scheduler = get_scheduler(cfg["lr_scheduler"], optimizer, num_warmup_steps=cfg["lr_warmup_steps"],
                                  num_training_steps=cfg["steps"])
     loader_gen = torch.Generator().manual_seed(cfg["seed"])
+    streamed = isinstance(train_x, ImageFiles)
+    workers = cfg["image_workers"] if streamed else 0
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(train_x),
+        _Pixels(train_x) if streamed else torch.utils.data.TensorDataset(train_x),
         batch_size=cfg["batch_size"],
         shuffle=True,
         drop_last=len(train_x) >= cfg["batch_size"],
         generator=loader_gen,
+        num_workers=workers,
+        # not persistent: a new iterator per epoch draws its worker seed from loader_gen as the in-process one
+        # does, so the epoch orders (and the weights) stay those of a preloaded run
+        persistent_workers=False,
     )
     model = _EncodeDecode(vae)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -672,12 +735,17 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     return rows, resumed_from
 
 
-def images_sha256(x: torch.Tensor) -> str:
-    """sha256 of a training tensor's shape and bytes: a checkpoint resumes only on the images it trained on."""
+def images_sha256(x: torch.Tensor | ImageFiles) -> str:
+    """sha256 of a training tensor's shape and bytes: a checkpoint resumes only on the images it trained on.
+    Streamed images (:class:`ImageFiles`) hash to the same digest as their tensor, read one at a time."""
     import hashlib
 
     h = hashlib.sha256(str(tuple(x.shape)).encode())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    if isinstance(x, ImageFiles):
+        for i in range(len(x)):
+            h.update(x[i].contiguous().numpy().tobytes())
+    else:
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -735,7 +803,8 @@ def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_s
 
 
 # Keys that may change between an interrupted run and its resume: they do not touch the training trajectory.
-_RESUME_FREE_KEYS = ("checkpointing_steps", "checkpoints_total_limit", "num_preview", "eval_batch_size")
+_RESUME_FREE_KEYS = ("checkpointing_steps", "checkpoints_total_limit", "num_preview", "eval_batch_size", "image_cache_mb",
+                     "image_workers")
 
 
 def resumable_checkpoint(out_dir: str | Path, cfg: dict[str, Any] | None) -> Path | None:
