@@ -16,6 +16,10 @@ Protocol (no pretrained weights offline, so every seed runs the whole `tclip.tra
 3. the fusion alpha is chosen on val (dual, mean of I2T and T2I R@1, `--alpha-sweep`), never on test;
 4. test: every variant, mean +- std over the seeds, with that alpha.
 
+With `--queries QDIR` (held-out queries in a user's own words, one manifest per style, from
+`python -m thermgen.ircap.queries --manifest DIR/test.jsonl --split test --out QDIR`), every
+`QDIR/test.<style>.jsonl` is evaluated too, with the same models and alpha: query R@1 beside caption R@1.
+
 Writes OUT/results.md (the table), OUT/results.json, and the eval reports (JSON/MD/PNG) under
 OUT/reports/. Completed steps are skipped when rerun.
 """
@@ -53,7 +57,7 @@ def _row(name: str, v: dict, ks: list[int]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: bool) -> dict:
+def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: bool, queries: Path | None = None) -> dict:
     train_m, val_m, test_m = (manifests / f"{s}.jsonl" for s in ("train", "val", "test"))
     for m in (train_m, val_m, test_m):
         if not m.is_file():
@@ -127,6 +131,27 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
         "",
         f"Dual (mean R@1 {dual:.3f}) {verdict} the best single adapter ({best_single}, {singles[best_single]:.3f}).",
     ]
+    query_reports = {}
+    if queries is not None:
+        paths = sorted(Path(queries).glob("test.*.jsonl"))
+        if not paths:
+            raise FileNotFoundError(f"{queries}: no test.<style>.jsonl query manifests (python -m thermgen.ircap.queries)")
+        cap = {d: v["dual"]["mean"][d]["1"] for d in ("i2t", "t2i")}
+        lines += ["", f"Held-out queries ({queries}), T-CLIP dual, alpha {alpha}, mean ± std over the seeds:", "",
+                  "| queries | I2T R@1 | I2T R@5 | T2I R@1 | T2I R@5 | R@1 / caption R@1 (I2T / T2I) |", "| --- |" + " --- |" * 5]
+        for qp in paths:
+            style = qp.name[len("test."):-len(".jsonl")]
+            rep = tclip_eval.evaluate(seed_dirs, qp, split="test", alpha=alpha, progress=progress)
+            rep["command"] = f"(tclip.bench_hituav) queries {style}, --alpha {alpha}"
+            tclip_eval.write_report(rep, reports / f"queries_{style}.json")
+            q = rep["variants"]["dual"]
+            query_reports[style] = {"report": str(reports / f"queries_{style}.json"),
+                                    "R@1": {d: q["mean"][d]["1"] for d in ("i2t", "t2i")},
+                                    "ratio": {d: q["mean"][d]["1"] / cap[d] if cap[d] else None for d in ("i2t", "t2i")}}
+            r = query_reports[style]["ratio"]
+            lines.append(f"| {style} | {q['mean']['i2t']['1']:.3f} ± {q['std']['i2t']['1']:.3f} | {q['mean']['i2t']['5']:.3f} | "
+                         f"{q['mean']['t2i']['1']:.3f} ± {q['std']['t2i']['1']:.3f} | {q['mean']['t2i']['5']:.3f} | "
+                         + " / ".join("n/a" if r[d] is None else f"{r[d]:.2f}" for d in ("i2t", "t2i")) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     result = {
         "alpha": alpha,
@@ -137,6 +162,7 @@ def run(manifests: Path, out: Path, seeds: list[int], config: str, progress: boo
         "best_single_mean_R@1": singles[best_single],
         "dual_beats_best_single": dual > singles[best_single],
         "reports": {"val": str(reports / "val.json"), "test": str(reports / "test.json"), "untrained": str(reports / "test_untrained.json")},
+        "queries": query_reports,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(lines))
@@ -154,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (runs, reports, results.md)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 42, 123], help="seeds; each trains its own base and adapters")
     p.add_argument("--config", default="hituav-cpu", help="training config name (tclip/train_configs) or file")
+    p.add_argument("--queries", type=Path, default=None,
+                   help="folder of held-out query manifests test.<style>.jsonl (python -m thermgen.ircap.queries) to evaluate too")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -161,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args.manifests, args.out, args.seeds, args.config, not args.no_progress)
+        run(args.manifests, args.out, args.seeds, args.config, not args.no_progress, queries=args.queries)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"tclip.bench_hituav: error: {exc}", file=sys.stderr)
         return 2

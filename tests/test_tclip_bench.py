@@ -41,9 +41,23 @@ def test_bench_trains_every_seed_chooses_alpha_on_val_and_writes_the_table(tmp_p
     for row in ("untrained base", "base (trained from scratch", "global adapter", "fine adapter", "**T-CLIP dual**"):
         assert row in table
     assert ("does not beat the best single adapter" in table) != result["dual_beats_best_single"]
-    # a rerun skips the finished training
-    assert bench_hituav.main(["--manifests", str(manifests), "--out", str(out), "--seeds", "0", "1", "--config", str(cfg), "--no-progress"]) == 0
+    assert result["queries"] == {}
+    # a rerun skips the finished training; --queries adds held-out query manifests with the same models and alpha
+    qdir = tmp_path / "queries"
+    qdir.mkdir()
+    (qdir / "test.short.jsonl").write_text("".join(json.dumps({**r, "global_caption": r["global_caption"][:30],
+                                                               "fine_caption": r["global_caption"][:30]}) + "\n" for r in held[4:]))
+    assert bench_hituav.main(["--manifests", str(manifests), "--out", str(out), "--seeds", "0", "1", "--config", str(cfg),
+                              "--no-progress", "--queries", str(qdir)]) == 0
     assert "already trained, skipped" in capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    q = json.loads((out / "reports" / "queries_short.json").read_text())
+    assert q["alpha"] == result["alpha"] and len(q["variants"]["dual"]["runs"]) == 2
+    assert result["queries"]["short"]["R@1"]["i2t"] == q["variants"]["dual"]["mean"]["i2t"]["1"]
+    assert "| short |" in (out / "results.md").read_text()
+    assert bench_hituav.main(["--manifests", str(manifests), "--out", str(out), "--seeds", "0", "1", "--config", str(cfg),
+                              "--no-progress", "--queries", str(tmp_path)]) == 2
+    assert "no test.<style>.jsonl query manifests" in capsys.readouterr().err
     # ... but not with other settings, whose finished runs would be silently reused
     other = tmp_path / "other.json"
     other.write_text(cfg.read_text())
