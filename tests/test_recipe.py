@@ -234,6 +234,14 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert (out2 / "control.png").stat().st_size > 0
     assert control(["--run", str(run), "--out", str(out2), "--scheduler", "nope", "--quiet"]) == 2
 
+    # --prompt-style: the same records prompted with held-out queries in a user's own words
+    out3 = tmp_path / "queries"
+    assert control(["--run", str(run), "--out", str(out3), "--split", "val", "--checkpoints", "last", "--steps", "2",
+                    "--prompt-style", "keywords", "--quiet"]) == 0
+    rows = json.loads((out3 / "control.json").read_text())
+    assert rows[0]["prompt_style"] == "keywords" and rows[0]["n"] == 4 and 0 <= rows[0]["swap_time_of_day"]["follows"] <= 1
+    assert "--prompt-style keywords" in (out3 / "control.md").read_text()
+
 
 def test_unet_trains_on_caption_variants(run_copy):
     """train.caption_variants: the UNet stage encodes each image's other phrasings and draws one per step."""

@@ -70,6 +70,22 @@ def test_queries_are_deterministic_and_differ_by_seed():
     assert build_queries(recs, seed=0) != build_queries(recs, seed=1)
 
 
+def test_query_swaps_edit_only_the_time_of_day():
+    from thermgen.bench.control import query_swaps
+
+    recs = [_rec(rid=f"x/val/{i}", tod="day" if i % 2 else "night", alt=60.0 + 10 * i) for i in range(8)]
+    for style in ("keywords", "request", "question"):
+        pairs = query_swaps(recs, style, max_pairs=5, seed=0)
+        assert len(pairs) == 5
+        for qa, qb, va, vb in pairs:
+            assert {va, vb} == {"day", "night"} and qa != qb
+            night = re.compile(r"\b(night|nighttime|dark)\b")
+            assert bool(night.search(qa)) == (va == "night") and bool(night.search(qb)) == (vb == "night")
+            # nothing but the time words differs
+            strip = lambda q: re.sub(r"\b(in the |in |at |during )?(daylight hours|daylight|daytime|day|nighttime|night|the dark|dark)\b", "", q)  # noqa: E731
+            assert strip(qa) == strip(qb), (qa, qb)
+
+
 def test_fact_ceiling_counts_images_with_equal_facts():
     recs = [_rec(rid="a"), _rec(rid="b"), _rec(rid="c", tod="day")]
     c = fact_ceiling(recs)

@@ -8,6 +8,10 @@ EMA, else the raw weights) is turned into a pipeline and judged on the validatio
   of the real image whose captions were the prompt, beside the majority-class rate;
 * the day/night swap test (:mod:`thermgen.ircap.swap`): same seeds, prompts differing in the time of day only.
 
+``--prompt-style keywords|request|question`` prompts with held-out queries in a user's own words
+(:mod:`thermgen.ircap.queries`: the same facts of each record, phrased as IR-Cap never does) instead of its IR-Cap
+captions; the swap test then edits the time of day in those queries (the same phrasing draws on both sides).
+
 ``--guidance`` and ``--steps`` take several values to choose sampler settings on val (never on test), and
 ``--raw`` also judges the raw (non-EMA) weights of the last checkpoint. Writes ``OUT/control.json``,
 ``OUT/control.md`` and ``OUT/control.png`` (FID and attribute accuracy against training steps)::
@@ -55,9 +59,39 @@ def checkpoint_unet(run: Path, ckpt: Path | None, *, ema: bool = True):
     return unet
 
 
+def query_prompts(recs: list[dict[str, Any]], style: str, seed: int) -> list[dict[str, str]]:
+    """Records' prompts as held-out queries of ``style``: {"global_caption": q, "fine_caption": q} per record."""
+    from thermgen.ircap.queries import build_queries
+
+    return [{"global_caption": q, "fine_caption": q} for q in build_queries(recs, seed=seed, styles=[style])[style]]
+
+
+def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: int) -> list[tuple[str, str, str, str]]:
+    """Day/night swap pairs as queries: (query_a, query_b, value_a, value_b), the time of day edited in the facts and
+    both sides drawn from the same random state, so that nothing else in their wording differs."""
+    import random
+
+    from thermgen.ircap.queries import query_facts, render_query
+
+    out = []
+    for r in recs:
+        facts = query_facts(r)
+        if facts.get("time") not in ("day", "night"):
+            continue
+        other = dict(facts, time="night" if facts["time"] == "day" else "day")
+        key = f"{seed}:{style}:swap:{r['id']}"
+        out.append((render_query(facts, style, random.Random(key)), render_query(other, style, random.Random(key)),
+                    facts["time"], other["time"]))
+    if len(out) > max_pairs:
+        step = len(out) / max_pairs
+        out = [out[int(i * step)] for i in range(max_pairs)]
+    return out
+
+
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
-                      swap_pairs: int, seed: int, work: Path, progress: bool) -> dict[str, Any]:
-    """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly)."""
+                      swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions") -> dict[str, Any]:
+    """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
+    with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images, swap_report
@@ -68,7 +102,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     cfg = load_config(run / "config.yaml", [f"train.guidance_scale={guidance}", f"eval.num_inference_steps={steps}"])
     ctx = Context(cfg=cfg, run=run, progress=progress)
     recs = _subset(_records(ctx, split), n_prompts)
-    prompts, fine = _prompts_for_mode(mode, recs)
+    prompts, fine = _prompts_for_mode(mode, recs if prompt_style == "captions" else query_prompts(recs, prompt_style, seed))
     imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs])
     rep = evaluate_generation(ctx.manifest, imgs, None, work, split=split, name="generation", samples=0,
                               progress=progress, cache_dir=feature_cache(ctx))
@@ -76,14 +110,17 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     res = cfg["train"]["resolution"]
     feats = image_features(list_images(imgs).files, res, progress=False)
     graded = judge_images(judge, feats, attribute_table(recs))
-    pairs = build_swaps(recs, "time_of_day", max_pairs=swap_pairs)
+    if prompt_style == "captions":
+        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b)
+                 for x in build_swaps(recs, "time_of_day", max_pairs=swap_pairs)]
+    else:
+        pairs = [(qa, qa, qb, qb, va, vb) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
     sides = []
-    for side in ("a", "b"):
-        p, f = _prompts_for_mode(mode, [{"global_caption": getattr(x, f"global_{side}"),
-                                         "fine_caption": getattr(x, f"fine_{side}")} for x in pairs])
+    for k, side in ((0, "a"), (2, "b")):
+        p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
         d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed)
         sides.append(image_features(list_images(d).files, res, progress=False))
-    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x.value_a for x in pairs], [x.value_b for x in pairs])
+    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs])
     return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
             "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
                            for a, r in graded.items()},
@@ -143,7 +180,8 @@ def markdown(rows: list[dict[str, Any]], args) -> str:
              f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
              + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
-             + (" --raw" if args.raw else "") + "`. FID on few images is biased upwards: compare rows.", "",
+             + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
+             + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
              + " | day/night swap followed |",
              "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
@@ -174,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")
     p.add_argument("--swap-pairs", type=int, default=64, help="day/night swap pairs")
     p.add_argument("--seed", type=int, default=0, help="generation seed")
+    p.add_argument("--prompt-style", default="captions", choices=["captions", "keywords", "request", "question"],
+                   help="prompt with the IR-Cap captions, or with held-out queries in a user's own words (same facts)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
@@ -214,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
-                                  work=args.out / "work", progress=not args.quiet)
-            r.update(step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
+                                  work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style)
+            r.update(prompt_style=args.prompt_style, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "fid")}
