@@ -287,3 +287,14 @@ def test_vae_center_crop_is_refused_naming_the_key():
     assert vae_config(load_config(None))["center_crop"] is False
     with pytest.raises(ConfigError, match="vae.train.center_crop"):
         vae_config(load_config(None, ["vae.train={center_crop: true}"]))
+
+
+def test_terse_variants_pair_with_the_fine_variants_in_turn():
+    """captions.terse_variants adds global phrasings without fine twins; fused conditioning pairs them in turn."""
+    from thermgen.train.recipe import _variants_for_mode
+
+    recs = [{"id": "a", "caption_variants": {"global": ["g1", "g2", "t1", "t2", "t3"], "fine": ["f1", "f2"]}}]
+    g, f = _variants_for_mode("fused", recs)
+    assert g == [["g1", "g2", "t1", "t2", "t3"]] and f == [["f1", "f2", "f1", "f2", "f1"]]
+    assert _variants_for_mode("global", recs) == (g, None)
+    assert load_config(None, ["captions.terse_variants=4"])["captions"]["terse_variants"] == 4

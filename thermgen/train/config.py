@@ -85,6 +85,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field(int, 0, "caption phrasing seed"),
         "variants": Field(int, 0, "other phrasings stored per caption, drawn by T-CLIP training as text augmentation "
                                   "(thermgen.caption --variants); tclip's HIT-UAV setting uses 8", min=0),
+        "terse_variants": Field(int, 0, "terse global phrasings added per caption (thermgen.caption --terse-variants: "
+                                        "fragments, numbers and units as people write them), for prompts in a user's "
+                                        "own words", min=0),
     },
     "tclip": {
         "dir": Field(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True),

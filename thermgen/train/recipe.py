@@ -196,7 +196,8 @@ def run_captions(ctx: Context) -> dict:
     d, c = ctx.cfg["data"], ctx.cfg["captions"]
     samples, skipped = load_samples(d["source"], ctx.data_root, split=None, skip_invalid=d["skip_invalid"])
     rep = caption_samples(samples, ctx.manifest, backend=c["backend"], seed=c["seed"], progress=ctx.progress,
-                          skip_report=skipped.to_dict(), variants=c["variants"], skip_invalid=d["skip_invalid"])
+                          skip_report=skipped.to_dict(), variants=c["variants"], skip_invalid=d["skip_invalid"],
+                          terse_variants=c["terse_variants"])
     return {"records": rep["summary"]["records"], "skipped": (rep.get("skipped") or {}).get("total", 0),
             "report": str(ctx.manifest.with_name(ctx.manifest.stem + ".report.json")), "seconds": rep.get("elapsed_s")}
 
@@ -327,6 +328,9 @@ def _variants_for_mode(mode: str, recs: list[dict]) -> tuple[list[list[str]], li
             raise ValueError(f"train.caption_variants: {len(missing)} training records have no caption_variants."
                              f"{kind} (first: {missing[0]}); set captions.variants > 0")
     lists = [[r["caption_variants"][kind] for r in recs] for kind in kinds]
+    if len(lists) == 2:  # terse global variants (captions.terse_variants) have no fine twin: pair them with the
+        # record's fine variants in turn, so that both lists hold as many phrasings
+        lists[1] = [[f[k % len(f)] for k in range(len(g))] for g, f in zip(*lists)]
     return (lists[0], lists[1]) if len(lists) == 2 else (lists[0], None)
 
 
