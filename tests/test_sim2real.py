@@ -312,3 +312,15 @@ def test_choose_alpha_takes_the_best_val_alpha_and_breaks_ties_towards_the_paper
     assert choose_alpha(rep({"0.5": 0.2, "0.8": 0.1, "1.0": 0.15})) == 0.5
     assert choose_alpha(rep({"0.5": 0.2, "0.8": 0.2, "1.0": 0.2})) == 0.8
     assert choose_alpha(rep({"0.5": 0.2, "0.7": 0.2, "0.8": 0.1})) == 0.7
+
+
+def test_config_digest_ignores_speed_and_memory_keys(tmp_path):
+    from thermgen.bench.sim2real import _config_digest
+
+    base = {"base": "tclip-tiny", "base_stage": {"steps": 3}}
+    paths = []
+    for i, extra in enumerate([{}, {"image_workers": 0, "image_cache_mb": 0}, {"base_stage": {"steps": 4}}]):
+        paths.append(tmp_path / f"c{i}.json")
+        paths[-1].write_text(json.dumps({**base, **extra}))
+    a, b, c = (_config_digest(str(p)) for p in paths)
+    assert a == b and a != c

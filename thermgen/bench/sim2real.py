@@ -186,13 +186,6 @@ def subset_manifest(train: Path, fraction: float, seed: int, out: Path) -> Path:
     return out
 
 
-def query_manifests(test: Path, out: Path, seed: int = 0) -> dict[str, Path]:
-    """One manifest per query style: the test records with both captions replaced by the style's query."""
-    from thermgen.ircap.queries import write_query_manifests
-
-    return write_query_manifests(test, "test", out, seed=seed)
-
-
 _WORDS = re.compile(r"[a-z]+")
 
 
@@ -357,12 +350,14 @@ def plot_label_efficiency(result: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- driver
 def _config_digest(name: str) -> str:
-    """sha256 of a tclip training config as loaded (defaults merged), so an edited config file is a new setting."""
+    """sha256 of a tclip training config as loaded (defaults merged), so an edited config file is a new setting;
+    the keys that change only speed and memory (``tclip.train.RUNTIME_KEYS``) are left out."""
     import hashlib
 
-    from tclip.train import load_train_config
+    from tclip.train import RUNTIME_KEYS, load_train_config
 
-    return hashlib.sha256(json.dumps(load_train_config(name), sort_keys=True).encode()).hexdigest()[:16]
+    cfg = {k: v for k, v in load_train_config(name).items() if k not in RUNTIME_KEYS}  # speed/memory, not the result
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def settings_stamp(args: argparse.Namespace) -> dict:
@@ -494,9 +489,9 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
 
     # queries in a user's own words
     from thermgen.ircap.manifest import read_manifest
-    from thermgen.ircap.queries import caption_texts, fact_ceiling, heldout_overlap
+    from thermgen.ircap.queries import caption_texts, fact_ceiling, heldout_overlap, write_query_manifests
 
-    qpaths = query_manifests(test_m, out / "queries")
+    qpaths = write_query_manifests(test_m, "test", out / "queries")
     train_texts, syn_texts = caption_texts(train_m), caption_texts(syn_manifest)
     heldout = {}
     for style, p in qpaths.items():

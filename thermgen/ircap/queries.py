@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
 import random
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .facts import is_ignored, norm_label
 from .render import NUMBER_WORDS, noun, spell_number
 
-__all__ = ["STYLES", "query_facts", "render_query", "build_queries", "fact_ceiling", "heldout_overlap", "word_ngrams"]
+__all__ = ["STYLES", "query_facts", "render_query", "build_queries", "fact_ceiling", "heldout_overlap", "word_ngrams",
+           "write_query_manifests", "caption_texts", "main"]
 
 STYLES = ("keywords", "request", "question")
 
@@ -212,13 +212,15 @@ def heldout_overlap(queries: Iterable[str], training_texts: Iterable[str], n: in
     }
 
 
-def write_query_manifests(manifest: str | Path, split: str, out: str | Path, seed: int = 0) -> dict[str, Path]:
+def write_query_manifests(manifest: str | Path, split: str, out: str | Path, seed: int = 0,
+                          records: Sequence[dict[str, Any]] | None = None) -> dict[str, Path]:
     """One manifest per query style, ``OUT/{split}.{style}.jsonl``: the split's records (absolute image paths)
-    with both captions replaced by the style's query. Returns {style: path}."""
+    with both captions replaced by the style's query. ``records``: the split's records when already read.
+    Returns {style: path}."""
     from .manifest import read_manifest, resolve_image, write_manifest
 
     manifest, out = Path(manifest), Path(out)
-    recs = [r for r in read_manifest(manifest) if r["split"] == split]
+    recs = list(records) if records is not None else [r for r in read_manifest(manifest) if r["split"] == split]
     if not recs:
         raise ValueError(f"{manifest}: no records with split {split!r}")
     paths = {}
@@ -251,18 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-split", default="train", help="split whose captions the overlap is measured against")
     args = p.parse_args(argv)
+    from .manifest import read_manifest
+
     try:
-        paths = write_query_manifests(args.manifest, args.split, args.out, seed=args.seed)
+        recs = [r for r in read_manifest(args.manifest) if r["split"] == args.split]
+        paths = write_query_manifests(args.manifest, args.split, args.out, seed=args.seed, records=recs)
     except (ValueError, FileNotFoundError) as exc:
         print(f"queries: error: {exc}", file=sys.stderr)
         return 2
-    from .manifest import read_manifest
-
-    recs = [r for r in read_manifest(args.manifest) if r["split"] == args.split]
     summary = {"split": args.split, "records": len(recs), "fact_ceiling": fact_ceiling(recs), "manifests": {k: str(v) for k, v in paths.items()}}
     train = caption_texts(args.manifest, args.train_split)
     if train:
-        queries = [json.loads(line)["global_caption"] for path in paths.values() for line in path.read_text().splitlines()]
+        queries = [q for qs in build_queries(recs, seed=args.seed).values() for q in qs]
         summary["heldout"] = heldout_overlap(queries, train)
     print(json.dumps(summary, indent=2))
     return 0
