@@ -315,7 +315,8 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     gen = torch.Generator().manual_seed(ctx.seed)
     # Streamed images (tclip.data.ThermalImages) are read by worker processes; the order comes from `gen` either way.
     workers = int(ctx.cfg["image_workers"]) if dataset.streamed else 0
-    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True, drop_last=True, generator=gen,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank * acc.num_processes, shuffle=True, drop_last=True,
+                                         generator=gen,
                                          num_workers=workers, persistent_workers=workers > 0)
     step_module, optimizer, loader, scheduler = acc.prepare(step_module, optimizer, loader, scheduler)
 
@@ -330,11 +331,15 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     if acc.is_main_process:
         logger.info("stage %s: %d steps, %d trainable parameters, batch %d x %d processes", stage, steps, n_trainable, per_rank, acc.num_processes)
 
-    caption_gen = torch.Generator().manual_seed(ctx.seed * 7919 + acc.process_index)
+    # The caption/augmentation draws are made for the global batch and sliced to this process's share (the
+    # prepared loader splits each global batch into num_processes consecutive shares), so N processes train on
+    # what one process does.
+    caption_gen = torch.Generator().manual_seed(ctx.seed * 7919)
+    world, rank = acc.num_processes, acc.process_index
     epoch_len = len(loader)
     epoch, skip = divmod(start, epoch_len)
     for _ in range(start):  # keep the caption/augmentation draws identical to an uninterrupted run
-        torch.rand(per_rank, 5, generator=caption_gen)
+        torch.rand(per_rank * world, 5, generator=caption_gen)
     bar = tqdm(total=steps, initial=start, desc=f"tclip {stage}", disable=not (ctx.progress and acc.is_local_main_process))
     step, t0 = start, time.time()
     step_module.train()
@@ -346,7 +351,7 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
             batches = acc.skip_first_batches(loader, skip) if skip else loader
             skip = 0
             for pixels, tok_all, counts in batches:
-                draw = torch.rand(pixels.shape[0], 5, generator=caption_gen)
+                draw = torch.rand(per_rank * world, 5, generator=caption_gen)[rank * per_rank:][: pixels.shape[0]]
                 pixels, tokens = _augment_batch(pixels, tok_all, counts, draw, caption, ctx.cfg["augment"])
                 with acc.autocast():
                     loss = step_module(pixels, tokens)
@@ -473,7 +478,9 @@ def train(
         cpu=cpu,
         mixed_precision=mp,
         project_dir=str(out),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+        # split_batches: the loader yields global batches and each process takes its share, so the lr schedule
+        # steps once per optimizer step and N processes train on the batches of one
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed, split_batches=True),
     )
     set_seed(seed)
 

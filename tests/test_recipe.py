@@ -193,19 +193,41 @@ def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
     assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()
 
 
-def test_stages_may_use_different_mixed_precision_in_one_process():
-    """T-CLIP picks fp16 on CUDA by default while the VAE may say "no": accelerate must not keep the first."""
-    from accelerate import Accelerator
+def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_may_differ(tmp_path):
+    """One process would keep accelerate's first mixed-precision setting (T-CLIP's fp16 on CUDA) and refuse the
+    next stage's; each training stage is a fresh process, so a bf16 VAE is followed by an fp32 UNet."""
+    cfg = load_config(None, TINY_RECIPE + ["vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], "
+                                           "num_preview: 2, mixed_precision: bf16}", "train.max_train_steps=2"])
+    summary = run_recipe(cfg, tmp_path / "run", stop_after="unet", progress=False)
+    assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
+    log = (tmp_path / "run" / "recipe.log").read_text()
+    assert "thermgen.train.worker --run-dir" in log and "tclip.train --manifest" in log
 
-    from thermgen.train.recipe import reset_accelerate_state
 
-    reset_accelerate_state()
-    Accelerator(cpu=True, mixed_precision="bf16")
-    with pytest.raises(ValueError, match="already been initialized"):
-        Accelerator(cpu=True, mixed_precision="no")
-    reset_accelerate_state()
-    assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
-    reset_accelerate_state()
+def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(tmp_path):
+    """--num-processes 2: T-CLIP, VAE and UNet each run as two gloo DDP processes on the global batches of one."""
+    import csv
+
+    import numpy as np
+
+    def rows(path):
+        with open(path) as fh:
+            return list(csv.DictReader(fh))
+
+    runs = {}
+    for n in (1, 2):
+        cfg = load_config(None, TINY_RECIPE + [f"run.num_processes={n}", "run.threads=2"])
+        runs[n] = tmp_path / f"n{n}"
+        summary = run_recipe(cfg, runs[n], stop_after="unet", progress=False)
+        assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
+    assert "batch 4 x 2 processes" in (runs[2] / "tclip" / "logs" / "train.log").read_text()
+    report = json.loads((runs[2] / "unet" / "train_report.json").read_text())
+    assert report["num_processes"] == 2 and report["global_batch"] == 8
+    for rel, key in (("tclip/logs/loss.csv", "loss"), ("vae/vae_log.csv", "loss"), ("unet/logs/train_log.csv", "loss")):
+        one, two = rows(runs[1] / rel), rows(runs[2] / rel)
+        assert len(one) == len(two) > 0, rel
+        a, b = np.array([float(r[key]) for r in one]), np.array([float(r[key]) for r in two])
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=rel)
 
 
 def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):

@@ -88,7 +88,7 @@ def test_two_processes_give_the_same_loss_curve_as_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "thermgen.train.unet", "--cache", str(cache_path), "--out", str(tmp_path / "two"), "--no-progress",
-           *TINY, f"train.max_train_steps={steps}", "train.train_batch_size=2"]
+           *TINY, f"train.max_train_steps={steps}", "train.train_batch_size=4"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -1,4 +1,4 @@
-"""CUDA training paths under mixed precision: T-CLIP, the UNet and the VAE, and the recipe's stages in one process.
+"""CUDA training paths under mixed precision: T-CLIP, the UNet and the VAE, and the recipe's stages on a GPU.
 
 Marked ``gpu``: ``pytest -m gpu`` runs them on a GPU machine; without CUDA they are collected and skipped.
 """
@@ -218,19 +218,19 @@ def test_vae_trains_on_cuda_with_finite_losses(precision, cuda, thermal_images, 
     assert math.isfinite(rep["scaling_factor"]), rep["scaling_factor"]
 
 
-def test_recipe_stages_run_in_one_process_with_different_mixed_precision(cuda, manifest, thermal_images, unet_cache,
-                                                                         tmp_path):
-    """As python -m thermgen.train runs them: T-CLIP (mixed_precision auto), then the VAE and the UNet ("no"),
-    with reset_accelerate_state() before each later stage as run_recipe does."""
-    from thermgen.train import unet as unet_mod
-    from thermgen.train.recipe import reset_accelerate_state
-    from thermgen.train.vae import train_vae
+def test_recipe_stages_run_in_their_own_processes_with_different_mixed_precision(cuda, tmp_path):
+    """As python -m thermgen.train runs them on a GPU: T-CLIP in fp16 (its "auto" on CUDA), then the VAE and the
+    UNet in fp32, each training stage in a process of its own (so no accelerate state carries over)."""
+    from thermgen.train.config import load_config
+    from thermgen.train.recipe import run_recipe
 
-    train_tclip(manifest, tmp_path / "tclip", tclip_config(tmp_path, "auto", 1, 1))
-    reset_accelerate_state()
-    imgs, _, _ = thermal_images
-    rep = train_vae(vae_cfg("fp32", 1), imgs[2:], imgs[:2], tmp_path / "vae", show_progress=False)
-    assert math.isfinite(rep["final_loss"]), rep["final_loss"]
-    reset_accelerate_state()
-    assert unet_mod.main(["--cache", str(unet_cache[1]), "--out", str(tmp_path / "unet"), "--no-progress",
-                          *unet_overrides("fp32", 1)]) == 0
+    cfg = load_config(None, [
+        "run.device=cuda", "data.synthetic_n=40", "data.synthetic_size=32", "captions.variants=2",
+        'tclip.args=["--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8"]',
+        "vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], num_preview: 2}",
+        "unet.block_out_channels=[32, 64]", "unet.cross_attention_dim=32", "unet.norm_num_groups=8",
+        "train.resolution=32", "train.train_batch_size=8", "train.max_train_steps=2", "train.validation_steps=100",
+    ])
+    summary = run_recipe(cfg, tmp_path / "run", stop_after="unet", progress=False)
+    assert [summary["stages"][s]["status"] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
+    assert math.isfinite(json.loads((tmp_path / "run" / "vae" / "vae_report.json").read_text())["final_loss"])

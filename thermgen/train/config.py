@@ -67,6 +67,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "device": Field(str, "auto", "'auto' (CUDA when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda")),
         "threads": Field(int, None, "torch CPU threads (None: torch's default, one per core); 1 is much faster "
                          "when other jobs share the cores", nullable=True, min=1),
+        "num_processes": Field(int, 1, "data-parallel processes for each training stage (T-CLIP, VAE, UNet): "
+                               "torchrun with gloo on CPU, NCCL on GPUs; batch sizes stay global, so the loss curves "
+                               "do not depend on it (python -m thermgen.train --num-processes N)", min=1),
     },
     "data": {
         "source": Field(str, "synthetic", "dataset adapter (thermgen.data.load_samples) or 'synthetic'",
@@ -132,7 +135,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "train": {
         "resolution": Field(int, 64, "training/generation size in pixels (whole frame resized, square)", min=8),
-        "train_batch_size": Field(int, 8, "micro-batch per process", min=1),
+        "train_batch_size": Field(int, 8, "global micro-batch (all processes together; each of N takes 1/N)", min=1),
         "max_train_steps": Field(int, 600, "optimizer steps", min=1),
         "gradient_accumulation_steps": Field(int, 1, "micro-batches per optimizer step", min=1),
         "learning_rate": Field(_NUM, 1e-3, "AdamW learning rate", min=0),

@@ -20,6 +20,13 @@ exist. The stage hash covers the config the stage reads plus the markers of the 
 so a changed key reruns exactly the stages that read it and everything downstream. ``--rerun STAGE``
 forces a stage (and so its dependants).
 
+**Processes.** The training stages (T-CLIP, VAE, UNet, ablation UNet) each run in fresh processes: this runner
+prepares a stage (folders; for a UNet, the training cache of latents and prompt states), launches its training loop
+(``python -m tclip.train`` or ``python -m thermgen.train.worker``; under ``torch.distributed.run`` when
+``run.num_processes`` / ``--num-processes`` is above 1: gloo DDP on CPU, NCCL on GPUs) and packages the result.
+Batch sizes in the config are global batches that the processes share, so the loss curves do not depend on the
+number of processes (tested on CPU within float tolerance). No accelerate state crosses stages.
+
 **Resume.** ``--resume`` continues an interrupted VAE, T-CLIP or UNet training (main or ablation) from its newest
 ``save_state`` checkpoint when the checkpoint was written under the same stage hash; without it an
 incomplete stage starts over.
@@ -67,6 +74,79 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, kids) / 1024.0, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training stages run in their own processes
+# --------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stage_command(module_args: list[str], num_processes: int) -> list[str]:
+    """The command line that runs ``python -m MODULE ARGS`` on ``num_processes`` data-parallel processes.
+
+    One process: the module itself. More: ``torch.distributed.run`` (torchrun) on this machine, which accelerate
+    inside reads as multi-CPU DDP over gloo, or multi-GPU over NCCL when CUDA is present. (``accelerate launch
+    --cpu --num_processes N`` expects mpirun and starts a single process.)"""
+    import sys
+
+    if num_processes <= 1:
+        return [sys.executable, "-m", *module_args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", *module_args]
+
+
+def launch_stage(ctx: "Context", module_args: list[str], what: str) -> None:
+    """Run one training stage's loop in fresh processes (``run.num_processes`` of them) and wait for it.
+
+    A fresh process per stage starts with no accelerate state, so stages may differ in mixed precision or device,
+    and the same command runs data-parallel. The children import the same thermgen as this process, inherit its
+    environment and stream their progress to the same terminal; a failure raises, naming the command."""
+    import subprocess
+
+    n = int(ctx.cfg["run"]["num_processes"])
+    cmd = stage_command(module_args, n)
+    (ctx.run / MARKER_DIR / f"{what}.worker.json").unlink(missing_ok=True)
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages) this thermgen came from
+    env["PYTHONPATH"] = os.pathsep.join([here, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    threads = ctx.cfg["run"]["threads"]
+    if threads:
+        env["OMP_NUM_THREADS"] = str(max(1, threads // n))
+    elif n > 1 and "OMP_NUM_THREADS" not in env:  # torchrun would pin every process to one thread
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    logger.info("%s: %s", what, " ".join(cmd))
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc:
+        raise RuntimeError(f"stage {what} failed (exit status {rc}): {' '.join(cmd)}; its output is above and in "
+                           f"{ctx.run / 'recipe.log'}")
+
+
+def worker_args(ctx: "Context", stage: str, resume: str | None = None) -> list[str]:
+    """``thermgen.train.worker`` arguments for one stage of this run."""
+    args = ["thermgen.train.worker", "--run-dir", str(ctx.run), "--stage", stage, "--hash", ctx.current_hash]
+    if resume:
+        args += ["--resume", resume]
+    if not ctx.progress:
+        args.append("--no-progress")
+    return args
+
+
+def write_worker_config(ctx: "Context") -> Path:
+    """The resolved config as JSON, read back unchanged by the stage workers."""
+    path = ctx.run / MARKER_DIR / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ctx.cfg, indent=1, default=str))
+    return path
+
+
+def read_worker_result(ctx: "Context", stage: str) -> dict:
+    return json.loads((ctx.run / MARKER_DIR / f"{stage}.worker.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,18 +300,14 @@ def run_tclip(ctx: Context) -> dict:
 
         tclip.load(ctx.tclip_dir)  # fails early, naming the folder, if it is not a T-CLIP folder
         return {"dir": str(ctx.tclip_dir), "trained": False}
-    from tclip.train import main as tclip_main
-
     argv = tclip_argv(ctx)
     if ctx.resume and (ctx.run / "tclip").exists():
         argv.append("--resume")
     elif (ctx.run / "tclip").exists():
         shutil.rmtree(ctx.run / "tclip")  # a stale T-CLIP from another config: this stage starts over
-    logger.info("tclip: python -m tclip.train %s", " ".join(argv))
-    rc = tclip_main(argv)
-    if rc:
-        raise RuntimeError(f"python -m tclip.train {' '.join(argv)} exited with status {rc}")
-    return {"dir": str(ctx.tclip_dir), "trained": True, "argv": argv}
+    launch_stage(ctx, ["tclip.train", *argv], "tclip")
+    return {"dir": str(ctx.tclip_dir), "trained": True, "argv": argv,
+            "num_processes": ctx.cfg["run"]["num_processes"]}
 
 
 # ---- VAE -----------------------------------------------------------------------------------------
@@ -257,13 +333,18 @@ def vae_config(cfg: dict) -> dict:
     return v
 
 
-def run_vae(ctx: Context) -> dict:
+def train_vae_stage(ctx: Context, resume: str | None) -> dict:
+    """The VAE stage's training, on every process of a launch (thermgen.train.worker)."""
     from thermgen.train.vae import train_vae
 
     d = ctx.cfg["data"]
     # the training files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
     train = _image_paths(ctx, _train_records(ctx))
     val = _load(ctx, _records(ctx, d["val_split"]))
+    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=resume or False)
+
+
+def run_vae(ctx: Context) -> dict:
     from thermgen.train.vae import resumable_checkpoint
 
     # --resume continues a checkpoint written under this stage hash (config and upstream data) only.
@@ -276,7 +357,8 @@ def run_vae(ctx: Context) -> dict:
         shutil.rmtree(ctx.vae_dir)
     ctx.vae_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(ctx.current_hash + "\n")
-    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=ckpt or False)
+    launch_stage(ctx, worker_args(ctx, "vae", str(ckpt) if ckpt else None), "vae")
+    return read_worker_result(ctx, "vae")
 
 
 # ---- attribute judge -----------------------------------------------------------------------------
@@ -349,7 +431,7 @@ def load_vae(ctx: Context):
 def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Path, stage_hash: str) -> dict:
     """Encode the training set with the ``mode`` text encoder, train the UNet, save a pipeline folder."""
     from thermgen.train.unet import (build_pipeline, encode_mirrored, encode_training_set, encode_variants,
-                                     load_cache, save_cache, train_unet)
+                                     load_cache, save_cache)
 
     cfg = ctx.cfg
     stamp = work / "stage_hash.txt"
@@ -386,8 +468,11 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     if not 0.3 < latent_std < 3.0:
         logger.warning("unet: scaled training latents have std %.3f (expected ~1): check the VAE scaling_factor",
                        latent_std)
-    report = train_unet(cfg, cache, work, resume=ctx.resume and resumable, vae=vae, text_encoder=text_encoder,
-                        progress=ctx.progress)
+    text_width, text_tokens = int(cache["text_states"].shape[-1]), int(cache["text_states"].shape[1])
+    del cache
+    stage = "unet" if work == ctx.run / "unet" else "ablation"
+    launch_stage(ctx, worker_args(ctx, stage, "latest" if ctx.resume and resumable else None), stage)
+    report = read_worker_result(ctx, stage)
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(work / "unet")
@@ -395,13 +480,29 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     if pipeline_dir.exists():
         shutil.rmtree(pipeline_dir)
     pipe.save_pretrained(pipeline_dir)
-    report.update({"conditioning": mode, "text_width": int(cache["text_states"].shape[-1]),
-                   "text_tokens": int(cache["text_states"].shape[1]), "latent_std": round(latent_std, 4),
-                   "pipeline": str(pipeline_dir)})
+    report.update({"conditioning": mode, "text_width": text_width, "text_tokens": text_tokens,
+                   "latent_std": round(latent_std, 4), "pipeline": str(pipeline_dir)})
     _write_json(work / "unet_report.json", report)
     # The cache is derived data (large for big runs); the trained UNet and the pipeline are the results.
     cache_path.unlink(missing_ok=True)
     return report
+
+
+def unet_work(ctx: Context, stage: str) -> tuple[str, Path]:
+    """(text encoder mode, work folder) of the ``unet`` or ``ablation`` stage."""
+    if stage == "unet":
+        return ctx.cfg["unet"]["conditioning"], ctx.run / "unet"
+    return "base", ctx.run / "ablation" / "unet"
+
+
+def train_unet_stage(ctx: Context, stage: str, resume: str | None) -> dict:
+    """The UNet's training on the cache the parent encoded, on every process of a launch (thermgen.train.worker).
+    ``train.train_batch_size`` is the global batch: each of N processes takes 1/N of it."""
+    from thermgen.train.unet import train_unet
+
+    mode, work = unet_work(ctx, stage)
+    return train_unet(ctx.cfg, work / "cache.safetensors", work, resume=resume or False, vae=load_vae(ctx),
+                      text_encoder=load_text_encoder(ctx, mode), progress=ctx.progress)
 
 
 def _load_pipeline(path: Path, device: str):
@@ -1027,18 +1128,6 @@ def stage_status(stage: Stage, ctx: Context) -> tuple[bool, str]:
     return True, "complete"
 
 
-def reset_accelerate_state() -> None:
-    """Forget the previous stage's accelerate settings (one process runs every stage).
-
-    accelerate keeps one mixed-precision setting per process: without this, a T-CLIP stage run in fp16
-    (its "auto" on CUDA) makes the next stage's ``Accelerator(mixed_precision="no")`` raise. The
-    distributed (partial) state is kept.
-    """
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-
-
 def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[str, ...] = (),
                stop_after: str | None = None, progress: bool = True) -> dict:
     """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written)."""
@@ -1049,6 +1138,7 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
     (ctx.run / MARKER_DIR).mkdir(exist_ok=True)
     ctx.reports_dir.mkdir(exist_ok=True)
     (ctx.run / "config.yaml").write_text(dump_yaml(cfg))
+    write_worker_config(ctx)
     handler = logging.FileHandler(ctx.run / "recipe.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -1082,7 +1172,6 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
             (ctx.run / MARKER_DIR / f"{stage.name}.json").unlink(missing_ok=True)
             ctx.current_hash = h
             t0 = time.time()
-            reset_accelerate_state()
             rep = stage.run(ctx)
             secs = round(time.time() - t0, 2)
             missing = [str(p) for p in stage.outputs(ctx) if not p.exists()]
@@ -1184,6 +1273,10 @@ def build_parser():
                         f"{', '.join(STAGE_NAMES)} (default: none)")
     p.add_argument("--stop-after", default=None, choices=STAGE_NAMES, metavar="STAGE",
                    help="stop after this stage (default: run all)")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="run every training stage (T-CLIP, VAE, UNet) data-parallel on N processes: torchrun, gloo "
+                        "on CPU, NCCL on GPUs; the config's batch sizes stay the global ones (overrides "
+                        "run.num_processes; default: the config's, 1)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to RUN/recipe.log)")
@@ -1197,6 +1290,10 @@ def main(argv: list[str] | None = None) -> int:
     from thermgen.train.config import ConfigError, describe_keys, load_config
 
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: python -m thermgen.train is the runner, not a training process: start it once, with "
+              "--num-processes N, and it launches every training stage on N processes itself", file=sys.stderr)
+        return 2
     if args.list_keys:
         print(describe_keys())
         return 0
@@ -1205,6 +1302,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.source={args.data_source}")
     if args.data_root is not None:
         overrides.append(f"data.root={args.data_root}")
+    if args.num_processes is not None:
+        overrides.append(f"run.num_processes={args.num_processes}")
     try:
         cfg_path = resolve_config(args.config)
         cfg = load_config(cfg_path, overrides)

@@ -14,10 +14,10 @@ Two things differ from the example, both for small machines and exact reproducib
   distribution. On a CPU this removes most of the step time.
 * **Randomness is a function of the step.** The sample order (a permutation per epoch), noise,
   timesteps, latent sampling and caption dropout of micro-step ``k`` come from generators seeded with
-  ``(seed, k)`` for the *global* micro-batch of ``train_batch_size x num_processes`` samples; each
-  process takes its slice. So a run resumed from a checkpoint reproduces the uninterrupted run
-  exactly, and 2 processes with batch b see the same samples and noise as 1 process with batch 2b
-  (DDP averages the gradients, so the loss curves agree).
+  ``(seed, k)`` for the *global* micro-batch of ``train_batch_size`` samples (the global batch, as in every
+  thermgen training stage); each of N processes takes its slice of ``train_batch_size / N``. So a run resumed
+  from a checkpoint reproduces the uninterrupted run exactly, and 2 processes see the same samples and noise
+  as 1 (DDP averages the gradients, so the loss curves agree).
 
 Command (the UNet stage alone, e.g. under ``torchrun --nproc_per_node 2``)::
 
@@ -584,11 +584,13 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
     )
     world, rank = accelerator.num_processes, accelerator.process_index
-    bs = tc["train_batch_size"]
-    G = bs * world
+    G = tc["train_batch_size"]  # the global micro-batch, shared out among the processes
+    if G % world:
+        raise ValueError(f"config key 'train.train_batch_size' ({G}) must be divisible by the {world} processes: it "
+                         "is the global batch, split among them")
+    bs = G // world
     if n < G:
-        raise ValueError(f"config key 'train.train_batch_size': {bs} x {world} processes = {G} exceeds the "
-                         f"{n} training images")
+        raise ValueError(f"config key 'train.train_batch_size': {G} exceeds the {n} training images")
 
     seed = rc["seed"]
     use_pooled = bool(cfg["unet"].get("pooled_conditioning"))

@@ -525,7 +525,15 @@ def train_vae(
     from accelerate.utils import set_seed
 
     if accelerator is None:
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"])
+        from accelerate.utils import DataLoaderConfiguration
+
+        # split_batches: vae.batch_size is the global batch, shared out among the processes, so N processes
+        # train on the same batches (and log the same loss curve) as one
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"],
+                                  dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if cfg["steps"] > 0 and cfg["batch_size"] % accelerator.num_processes:
+        raise ValueError(f"vae.batch_size ({cfg['batch_size']}) must be divisible by the {accelerator.num_processes} "
+                         "processes (it is the global batch, split among them)")
     set_seed(cfg["seed"])
 
     if cfg["kind"] == "patch":
@@ -648,6 +656,9 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     )
     model = _EncodeDecode(vae)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_hw = (cfg["resolution"] // factor, cfg["resolution"] // factor)
     flip_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     sample_gen = torch.Generator(device=accelerator.device).manual_seed(cfg["seed"] + 2)
     gens = {"flip": flip_gen, "sample": sample_gen}
@@ -674,12 +685,17 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
             for b, (x,) in enumerate(loader):
                 if b < skip:  # batches of this epoch a resumed run already trained on
                     continue
+                # Every draw is made for the global batch and sliced to this process's share (rank-major, as
+                # split_batches shares out the batch), so N processes see the same flips and noise as one.
+                share = slice(rank * len(x), (rank + 1) * len(x))
                 if cfg["random_flip"]:
-                    flip = torch.rand(len(x), generator=flip_gen) < 0.5
+                    flip = (torch.rand(len(x) * world, generator=flip_gen) < 0.5)[share]
                     x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
                 target = x * 2.0 - 1.0
+                noise = torch.randn((len(x) * world, vae.config.latent_channels, *latent_hw), generator=sample_gen,
+                                    device=sample_gen.device)[share].to(x.device)
                 with accelerator.autocast():
-                    dec, kl = model(target, sample_gen)
+                    dec, kl = model(target, noise)
                     rec = (F.l1_loss if cfg["recon_loss"] == "l1" else F.mse_loss)(dec.float(), target.float())
                     # LDM: kl summed over latent elements per image; dividing by the pixel count keeps its weight
                     # relative to a per-pixel reconstruction mean the same as LDM's summed losses.
@@ -697,12 +713,16 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
                     lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                terms = torch.stack([loss.detach().float(), rec.detach().float(), kl.detach().float(),
+                                     perc.detach().float() if perc is not None else torch.full_like(rec, float("nan"))])
+                if world > 1:  # the global batch's means: each process holds an equal share
+                    terms = accelerator.reduce(terms, reduction="mean")
                 row = {
                     "step": step,
-                    "loss": float(loss.detach()),
-                    "recon": float(rec.detach()),
-                    "kl": float(kl.detach()),
-                    "perceptual": float(perc.detach()) if perc is not None else float("nan"),
+                    "loss": float(terms[0]),
+                    "recon": float(terms[1]),
+                    "kl": float(terms[2]),
+                    "perceptual": float(terms[3]),
                     "lr": float(lr_scheduler.get_last_lr()[0]),
                 }
                 if not math.isfinite(row["loss"]):
@@ -837,12 +857,13 @@ class _EncodeDecode(torch.nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """x: (B, 1, H, W) in [-1, 1]. Returns (decoded (B, 1, H, W), per-image KL (B,))."""
+    def forward(self, x: torch.Tensor, noise: torch.Tensor):
+        """x: (B, 1, H, W) in [-1, 1]; noise: the posterior sample's standard normal draw, (B, C, h, w).
+        Returns (decoded (B, 1, H, W), per-image KL (B,))."""
         if self.vae.config.in_channels != 1:
             x = x.expand(-1, self.vae.config.in_channels, -1, -1)
         posterior = self.vae.encode(x).latent_dist
-        dec = self.vae.decode(posterior.sample(generator=generator)).sample
+        dec = self.vae.decode(posterior.mean + posterior.std * noise.to(posterior.mean.dtype)).sample
         if dec.shape[1] != 1:
             dec = dec.mean(dim=1, keepdim=True)
         return dec, posterior.kl()
