@@ -16,7 +16,7 @@ TINY_RECIPE = [
     "data.synthetic_n=40",
     "data.synthetic_size=32",
     "captions.variants=2",
-    'tclip.args=["--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8"]',
+    "tclip.train={base_stage: {steps: 2, batch_size: 8}, adapter_stage: {steps: 2, batch_size: 8}}",
     "vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], num_preview: 2}",
     "unet.block_out_channels=[32, 64]",
     "unet.cross_attention_dim=32",
@@ -187,7 +187,7 @@ def test_list_keys_documents_every_key(capsys):
 
 
 def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
-    args = 'tclip.args=["--config", "tiny", "--base-steps", "3", "--adapter-steps", "2", "--batch-size", "8"]'
+    args = "tclip.train={base_stage: {steps: 3, batch_size: 8}, adapter_stage: {steps: 2, batch_size: 8}}"
     summary = run_recipe(load_config(None, TINY_RECIPE + [args]), run_copy, stop_after="tclip", progress=False)
     assert statuses(summary)["tclip"] == "ran"
     assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()

@@ -123,3 +123,31 @@ def test_epsilon_with_the_configs_cosine_schedule_is_left_to_a_pretrained_sd_fol
     # The folder's schedule replaces scheduler.beta_schedule; thermgen.train.unet.resolve_noise_schedule checks it.
     cfg = load_config(None, ["train.prediction_type=epsilon", "unet.pretrained=/models/sd"])
     assert cfg["train"]["prediction_type"] == "epsilon"
+
+
+def test_tclip_section_is_the_training_config_of_tclip_train_with_its_keys_checked(tmp_path):
+    """tclip.config names tclip.train's config, tclip.train changes its keys; both are checked on load."""
+    from thermgen.train.config import tclip_train_config
+
+    cfg = load_config(None, ["tclip.config=tiny", "tclip.train={base_stage: {steps: 7}, lora: {r: 4}}"])
+    resolved = tclip_train_config(cfg)
+    assert resolved["base_stage"]["steps"] == 7 and resolved["lora"]["r"] == 4
+    assert resolved["base_stage"]["batch_size"] == 32  # the rest of tiny.json's stage is kept
+    assert tclip_train_config(load_config(None))["base_stage"]["steps"] == 400  # recipe-cpu, the CPU default
+    with pytest.raises(ConfigError, match=r"tclip\.train.*adapter_stage.*stepz"):
+        load_config(None, ["tclip.train={adapter_stage: {stepz: 3}}"])
+    with pytest.raises(ConfigError, match=r"tclip\.config.*no-such-config"):
+        load_config(None, ["tclip.config=no-such-config"])
+    bad = tmp_path / "old.yaml"
+    bad.write_text('tclip:\n  args: ["--config", "tiny"]\n')
+    with pytest.raises(ConfigError, match=r"old\.yaml.*tclip\.args' is gone.*tclip\.config"):
+        load_config(bad)
+    # a T-CLIP folder given in tclip.dir is not trained, so its training config is not read
+    assert load_config(None, ["tclip.dir=/some/folder", "tclip.config=no-such-config"])["tclip"]["dir"] == "/some/folder"
+
+
+def test_vae_settings_are_checked_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"vae\.train.*vae\.stepz"):
+        load_config(None, ["vae.train={stepz: 3}"])
+    with pytest.raises(ConfigError, match=r"vae\.train.*vae\.batch_size"):
+        load_config(None, ["vae.train={batch_size: 0}"])

@@ -226,7 +226,7 @@ def test_recipe_stages_run_in_their_own_processes_with_different_mixed_precision
 
     cfg = load_config(None, [
         "run.device=cuda", "data.synthetic_n=40", "data.synthetic_size=32", "captions.variants=2",
-        'tclip.args=["--config", "tiny", "--base-steps", "2", "--adapter-steps", "2", "--batch-size", "8"]',
+        "tclip.train={base_stage: {steps: 2, batch_size: 8}, adapter_stage: {steps: 2, batch_size: 8}}",
         "vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], num_preview: 2}",
         "unet.block_out_channels=[32, 64]", "unet.cross_attention_dim=32", "unet.norm_num_groups=8",
         "train.resolution=32", "train.train_batch_size=8", "train.max_train_steps=2", "train.validation_steps=100",

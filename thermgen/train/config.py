@@ -94,8 +94,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "tclip": {
         "dir": Field(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True),
-        "args": Field(list, ["--config", "tiny", "--base-steps", "400", "--adapter-steps", "150"],
-                      "extra command-line arguments for `python -m tclip.train` (see its --help)", item_type=str),
+        "config": Field(str, "recipe-cpu", "T-CLIP training config (python -m tclip.train --config): a name in "
+                        "tclip/train_configs (recipe-cpu: the tiny model, 400 base + 150 adapter steps; hituav-cpu; "
+                        "paper-vitb16; ...) or a JSON/YAML file"),
+        "train": Field(dict, {}, "overrides merged into that training config, with its key names (e.g. {base_stage: "
+                       "{steps: 2, batch_size: 8}, lora: {r: 4}}); checked when the recipe config loads"),
     },
     "vae": {
         "pretrained": Field(str, None, "pretrained SD VAE folder (a pipeline folder or its vae/); None: train a "
@@ -264,6 +267,10 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
         if not isinstance(vals, dict):
             raise ConfigError(f"{where}config section '{sec}' must be a mapping, got {type(vals).__name__}")
         for k, v in vals.items():
+            if (sec, k) == ("tclip", "args"):
+                raise ConfigError(f"{where}config key 'tclip.args' is gone: name the training config in tclip.config "
+                                  "and change its keys in tclip.train, e.g. tclip: {config: tiny, train: {base_stage: "
+                                  "{steps: 400}}} for ['--config', 'tiny', '--base-steps', '400']")
             if k not in SCHEMA[sec]:
                 raise ConfigError(f"{where}unknown config key '{sec}.{k}'{_suggest(str(k), SCHEMA[sec])}")
             out[sec][k] = _check_value(f"{sec}.{k}", SCHEMA[sec][k], v, where)
@@ -271,7 +278,29 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
     return out
 
 
+def tclip_train_config(cfg: dict, where: str = "") -> dict:
+    """The T-CLIP stage's training config: ``tclip.config`` with ``tclip.train`` merged in (tclip.train's
+    ``load_train_config``); a bad name, key or value raises ConfigError naming ``tclip.config`` / ``tclip.train``."""
+    from tclip.train import load_train_config
+
+    t = cfg["tclip"]
+    try:
+        return load_train_config(t["config"], t["train"] or None)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{where}config key 'tclip.config': {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where}config key 'tclip.train': {e}") from None
+
+
 def _check_consistency(cfg: dict, where: str) -> None:
+    if cfg["tclip"]["dir"] is None:
+        tclip_train_config(cfg, where)
+    from thermgen.train.vae import validate_vae_config
+
+    try:  # checked now, not when the VAE stage starts after the T-CLIP stage's hours
+        validate_vae_config({"resolution": cfg["train"]["resolution"], **cfg["vae"]["train"]})
+    except ValueError as e:
+        raise ConfigError(f"{where}config key 'vae.train': {e}") from None
     u = cfg["unet"]
     if len(u["down_block_types"]) != len(u["block_out_channels"]):
         raise ConfigError(f"{where}config key 'unet.down_block_types': {len(u['down_block_types'])} blocks but "

@@ -286,12 +286,35 @@ def run_captions(ctx: Context) -> dict:
 def tclip_argv(ctx: Context) -> list[str]:
     d = ctx.cfg["data"]
     argv = ["--manifest", str(ctx.manifest), "--out", str(ctx.run / "tclip"), "--split", d["train_split"],
-            "--seed", str(ctx.cfg["run"]["seed"]), *ctx.cfg["tclip"]["args"]]
+            "--seed", str(ctx.cfg["run"]["seed"]), "--config", str(write_tclip_config(ctx))]
     if ctx.cfg["run"]["device"] == "cpu":
         argv.append("--cpu")
     if not ctx.progress:
         argv.append("--no-progress")
     return argv
+
+
+def write_tclip_config(ctx: Context) -> Path:
+    """The T-CLIP stage's resolved training config (tclip.config + tclip.train) as the JSON file tclip.train reads."""
+    from thermgen.train.config import tclip_train_config
+
+    path = ctx.run / MARKER_DIR / "tclip_train_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tclip_train_config(ctx.cfg), indent=1) + "\n")
+    return path
+
+
+def _tclip_stage_config(c: dict) -> list:
+    """What the T-CLIP stage reads: the seed and the resolved training config (speed/memory keys left out), so an
+    edited tclip/train_configs file reruns it too."""
+    if c["tclip"]["dir"]:
+        return [c["tclip"]["dir"]]
+    from tclip.train import RUNTIME_KEYS
+
+    from thermgen.train.config import tclip_train_config
+
+    resolved = {k: v for k, v in tclip_train_config(c).items() if k not in RUNTIME_KEYS}
+    return [c["run"]["seed"], resolved]
 
 
 def run_tclip(ctx: Context) -> dict:
@@ -1069,7 +1092,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("data", (), lambda c: [c["run"]["seed"], c["data"]],
           lambda ctx: [ctx.reports_dir / "data.json"], run_data),
     Stage("captions", ("data",), lambda c: c["captions"], lambda ctx: [ctx.manifest], run_captions),
-    Stage("tclip", ("captions",), lambda c: [c["run"]["seed"], c["tclip"]],
+    Stage("tclip", ("captions",), _tclip_stage_config,
           lambda ctx: [ctx.tclip_dir / "tclip_config.json"], run_tclip),
     Stage("vae", ("captions",), lambda c: [vae_config(c), c["data"]["max_train_images"]],
           lambda ctx: [ctx.vae_dir / "config.json"], run_vae),
