@@ -372,6 +372,23 @@ def test_streamed_vae_training_matches_preloaded_training(tmp_path, monkeypatch)
     b = load_file(tmp_path / "streamed" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert streamed["val"] == kept["val"] and streamed["latent_std"] == kept["latent_std"]
+    assert streamed["val_before"] == kept["val_before"] and streamed["val_mean_image_l1"] == kept["val_mean_image_l1"]
+
+
+def test_streamed_reconstruction_metrics_equal_the_whole_split_ones():
+    """evaluate_reconstruction reads a batch at a time (the VAE's held-out split) and reports what the whole-split
+    reconstruction_metrics does."""
+    from thermgen.train.vae import build_vae, evaluate_reconstruction
+
+    vae = build_vae(validate_vae_config(TINY))
+    x = torch.rand(7, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    whole = reconstruction_metrics(x, reconstruct(vae, x))
+    metrics, base, preview, recons = evaluate_reconstruction(vae, x, batch_size=3, keep=2)
+    assert metrics.keys() == whole.keys()
+    for k in whole:
+        assert metrics[k] == pytest.approx(whole[k], rel=1e-6), k
+    assert base == pytest.approx(float((x - x.mean(dim=(1, 2, 3), keepdim=True)).abs().mean()), rel=1e-6)
+    assert preview.shape == recons.shape == (2, 1, 16, 16) and torch.equal(preview, x[:2])
 
 
 def test_patch_autoencoder_scale_from_streamed_batches_matches_the_tensor_fit():

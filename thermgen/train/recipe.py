@@ -361,9 +361,9 @@ def train_vae_stage(ctx: Context, resume: str | None) -> dict:
     from thermgen.train.vae import train_vae
 
     d = ctx.cfg["data"]
-    # the training files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
+    # the files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
     train = _image_paths(ctx, _train_records(ctx))
-    val = _load(ctx, _records(ctx, d["val_split"]))
+    val = _image_paths(ctx, _records(ctx, d["val_split"]))
     return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=resume or False)
 
 

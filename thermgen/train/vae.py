@@ -439,6 +439,35 @@ def reconstruction_metrics(originals: torch.Tensor, recons: torch.Tensor) -> dic
 
 
 @torch.no_grad()
+def evaluate_reconstruction(vae: AutoencoderKL, images: torch.Tensor | ImageFiles, batch_size: int = 16,
+                            workers: int = 0, keep: int = 0) -> tuple[dict[str, float], float, torch.Tensor, torch.Tensor]:
+    """:func:`reconstruction_metrics` of :func:`reconstruct`, streamed: a batch of images at a time, so a
+    held-out split of any size (an :class:`ImageFiles`) is never held whole.
+
+    Returns (metrics, the L1 of predicting each image's own mean (a trivial baseline), the first ``keep`` originals,
+    their reconstructions)."""
+    from tclip.data import iter_batches
+
+    l1, mse, base, kept_x, kept_r = [], [], [], [], []
+    for x in iter_batches(images, batch_size, workers):
+        r = reconstruct(vae, x, batch_size)
+        diff = (r.float() - x.float()).flatten(1)
+        l1.append(diff.abs().mean(dim=1))
+        mse.append(diff.pow(2).mean(dim=1))
+        base.append((x - x.mean(dim=(1, 2, 3), keepdim=True)).abs().flatten(1).mean(dim=1))
+        if sum(len(k) for k in kept_x) < keep:
+            kept_x.append(x)
+            kept_r.append(r)
+    l1_all, mse_all = torch.cat(l1), torch.cat(mse)
+    psnr = 10.0 * torch.log10(1.0 / mse_all.clamp_min(1e-12))
+    metrics = {"l1": float(l1_all.mean()), "mse": float(mse_all.mean()), "psnr_db": float(psnr.mean()),
+               "l1_worst": float(l1_all.max())}
+    if not kept_x:
+        kept_x = kept_r = [torch.zeros(0, 1, 1, 1)]
+    return metrics, float(torch.cat(base).mean()), torch.cat(kept_x)[:keep], torch.cat(kept_r)[:keep]
+
+
+@torch.no_grad()
 def latent_std(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 16, max_images: int = 256) -> float:
     """Standard deviation of unscaled posterior samples over (up to ``max_images``) images; LDM scales latents
     by its inverse so the diffusion model sees unit variance."""
@@ -515,7 +544,8 @@ def train_vae(
     t0 = time.perf_counter()
 
     train_x = training_images(train_images, cfg)
-    val_x = load_images(val_images, cfg["resolution"], cfg["center_crop"], what="val_images")
+    # held out for the report only: in memory within image_cache_mb, else read a batch at a time
+    val_x = training_images(val_images, cfg, what="val_images")
     if len(train_x) == 0 and cfg["steps"] > 0:
         raise ValueError("`train_images` is empty but vae.steps > 0")
     if len(val_x) == 0:
@@ -541,13 +571,14 @@ def train_vae(
 
         if cfg["pretrained"] is not None:
             raise ValueError("vae.kind 'patch' has no weights: vae.pretrained must be null")
+        from tclip.data import iter_batches
+
         vae = PatchAutoencoder(in_channels=1, patch_size=cfg["patch_size"])
         if isinstance(train_x, ImageFiles):  # streamed: float64 sums over batches
-            from tclip.data import iter_batches
-
             vae.fit_scale(iter_batches(train_x, 256, cfg["image_workers"]))
         else:
-            vae.fit_scale(train_x if len(train_x) else val_x)
+            vae.fit_scale(train_x if len(train_x) else val_x if torch.is_tensor(val_x)
+                          else iter_batches(val_x, 256, cfg["image_workers"]))
         cfg = dict(cfg, steps=0, scaling_factor=float(vae.config.scaling_factor))
         source = "patch"
     elif cfg["pretrained"] is None:
@@ -562,7 +593,8 @@ def train_vae(
     if cfg["resolution"] % factor:
         raise ValueError(f"vae.resolution must be divisible by the VAE's downsampling factor {factor}, got {cfg['resolution']}")
     vae.to(accelerator.device)
-    val_before = reconstruction_metrics(val_x, reconstruct(vae, val_x, cfg["eval_batch_size"]))
+    val_workers = cfg["image_workers"] if isinstance(val_x, ImageFiles) else 0
+    val_before = evaluate_reconstruction(vae, val_x, cfg["eval_batch_size"], val_workers)[0]
 
     perceptual = None
     if cfg["perceptual_weight"] > 0:
@@ -575,10 +607,12 @@ def train_vae(
                                       step_callback)
 
     vae.eval()
-    recons = reconstruct(vae, val_x, cfg["eval_batch_size"])
-    val_after = reconstruction_metrics(val_x, recons)
+    val_after, val_mean_image_l1, preview, recons = evaluate_reconstruction(
+        vae, val_x, cfg["eval_batch_size"], val_workers, keep=cfg["num_preview"])
     head = train_x.head(256) if isinstance(train_x, ImageFiles) else train_x  # latent_std reads the first 256
-    std = latent_std(vae, head if len(head) else val_x, cfg["eval_batch_size"])
+    if not len(head):
+        head = val_x.head(256) if isinstance(val_x, ImageFiles) else val_x
+    std = latent_std(vae, head, cfg["eval_batch_size"])
     sf = cfg["scaling_factor"]
     if sf == "auto" or (sf is None and cfg["pretrained"] is None):
         sf = 1.0 / max(std, 1e-6)
@@ -603,7 +637,7 @@ def train_vae(
         "scaling_factor": float(sf),
         "val_before": val_before,
         "val": val_after,
-        "val_mean_image_l1": float((val_x - val_x.mean(dim=(1, 2, 3), keepdim=True)).abs().mean()),
+        "val_mean_image_l1": val_mean_image_l1,
         "final_loss": rows[-1]["loss"] if rows else None,
         "resumed_from": resumed_from,
         "files": {
@@ -619,7 +653,7 @@ def train_vae(
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
         _write_log(out_dir / "vae_log.csv", rows)
         _plot_loss(out_dir / "vae_loss.png", rows)
-        _plot_reconstructions(out_dir / "vae_reconstructions.png", val_x[: cfg["num_preview"]], recons[: cfg["num_preview"]])
+        _plot_reconstructions(out_dir / "vae_reconstructions.png", preview, recons)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         (out_dir / "vae_report.md").write_text(_report_markdown(report))
