@@ -1,7 +1,8 @@
 """Training: the recipe runner (``python -m thermgen.train``), the UNet loop, the VAE stage, configs.
 
 Modules: :mod:`thermgen.train.recipe` (stages, skipping, resume; the command),
-:mod:`thermgen.train.unet` (UNet training under accelerate), :mod:`thermgen.train.config`
+:mod:`thermgen.train.worker` (one training stage in a process of its own, started by the runner, data-parallel
+under torchrun), :mod:`thermgen.train.unet` (UNet training under accelerate), :mod:`thermgen.train.config`
 (recipe configs: schema, YAML loading, overrides), :mod:`thermgen.train.vae` (the VAE stage),
 :mod:`thermgen.train.sd_import` (pipelines from Stable Diffusion folders),
 :mod:`thermgen.train.conditioning` (the measurement that chose how T-CLIP conditions the UNet).
