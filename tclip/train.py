@@ -306,7 +306,11 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     optimizer = torch.optim.AdamW(_param_groups(params, stage_cfg["weight_decay"]), lr=stage_cfg["lr"], betas=(0.9, 0.98), eps=1e-6)
     steps = stage_cfg["steps"]
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(stage_cfg["warmup"], steps), max(steps, 1))
-    per_rank = max(1, stage_cfg["batch_size"] // acc.num_processes)
+    if stage_cfg["batch_size"] % acc.num_processes:
+        key = "base_stage" if stage == "base" else "adapter_stage"
+        raise ValueError(f"{key}.batch_size {stage_cfg['batch_size']} is the global batch and must be divisible "
+                         f"by the {acc.num_processes} processes")
+    per_rank = stage_cfg["batch_size"] // acc.num_processes
     if len(dataset) < per_rank * acc.num_processes:
         raise ValueError(
             f"stage {stage}: {len(dataset)} training pairs are fewer than one batch "

@@ -201,7 +201,8 @@ def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_ma
     summary = run_recipe(cfg, tmp_path / "run", stop_after="unet", progress=False)
     assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
     log = (tmp_path / "run" / "recipe.log").read_text()
-    assert "thermgen.train.worker --run-dir" in log and "tclip.train --manifest" in log
+    assert "thermgen.train.worker --spec" in log and "tclip.train --manifest" in log
+    assert (tmp_path / "run" / "logs" / "tclip.log").is_file() and (tmp_path / "run" / "unet" / "logs" / "worker.log").is_file()
 
 
 def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(tmp_path):

@@ -95,7 +95,7 @@ def test_shipped_cpu_default_restates_the_built_in_defaults():
     assert load_config(CONFIGS / "cpu-default.yaml") == defaults()
 
 
-@pytest.mark.parametrize("name", ["cpu-default", "paper-vitb16-sd15", "sdxl-gpu"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_validates(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg["unet"]["conditioning"] in ("concat", "fused", "global")
@@ -138,10 +138,17 @@ def test_tclip_section_is_the_training_config_of_tclip_train_with_its_keys_check
         load_config(None, ["tclip.train={adapter_stage: {stepz: 3}}"])
     with pytest.raises(ConfigError, match=r"tclip\.config.*no-such-config"):
         load_config(None, ["tclip.config=no-such-config"])
-    bad = tmp_path / "old.yaml"
-    bad.write_text('tclip:\n  args: ["--config", "tiny"]\n')
-    with pytest.raises(ConfigError, match=r"old\.yaml.*tclip\.args' is gone.*tclip\.config"):
-        load_config(bad)
+    # a run folder's config.yaml from before: its tclip.args read as the same training config
+    old = tmp_path / "old.yaml"
+    old.write_text('tclip:\n  args: ["--config", "tiny", "--base-steps", "5", "--batch-size", "8"]\n')
+    t = load_config(old)["tclip"]
+    assert t["config"] == "tiny" and t["train"] == {"base_stage": {"steps": 5, "batch_size": 8},
+                                                   "adapter_stage": {"batch_size": 8}}
+    old.write_text('tclip:\n  args: ["--config", "tiny", "--frobnicate", "1"]\n')
+    with pytest.raises(ConfigError, match=r"old\.yaml.*tclip\.args.*tclip\.config"):
+        load_config(old)
+    with pytest.raises(ConfigError, match=r"tclip\.args is gone"):
+        load_config(None, ['tclip.args=["--config", "tiny"]'])
     # a T-CLIP folder given in tclip.dir is not trained, so its training config is not read
     assert load_config(None, ["tclip.dir=/some/folder", "tclip.config=no-such-config"])["tclip"]["dir"] == "/some/folder"
 
@@ -151,3 +158,20 @@ def test_vae_settings_are_checked_when_the_config_loads():
         load_config(None, ["vae.train={stepz: 3}"])
     with pytest.raises(ConfigError, match=r"vae\.train.*vae\.batch_size"):
         load_config(None, ["vae.train={batch_size: 0}"])
+
+
+def test_documented_pretrained_sd_vae_setting_loads_and_batches_must_split_over_the_processes():
+    """vae.train is checked with the vae section it belongs to (a 3-channel VAE keeps a pretrained SD VAE), after
+    every layer; each global batch must split evenly over run.num_processes."""
+    cfg = load_config(CONFIGS / "paper-vitb16-sd15.yaml", ["vae.pretrained=/models/sd15", "vae.train={channels: 3, steps: 0}"])
+    assert cfg["vae"]["train"]["channels"] == 3
+    with pytest.raises(ConfigError, match=r"vae\.channels"):
+        load_config(None, ["vae.train={channels: 3}"])
+    with pytest.raises(ConfigError, match=r"tclip\.train.*base_stage\.batch_size 32.*num_processes 3"):
+        load_config(None, ["run.num_processes=3"])
+    nine = ["run.num_processes=3", "tclip.train={base_stage: {batch_size: 9}, adapter_stage: {batch_size: 9}}"]
+    with pytest.raises(ConfigError, match=r"vae\.train.*batch_size 8.*num_processes 3"):
+        load_config(None, nine)
+    with pytest.raises(ConfigError, match=r"train\.train_batch_size.*num_processes 3"):
+        load_config(None, nine + ["vae.train={batch_size: 9}"])
+    assert load_config(None, ["run.num_processes=2"])["run"]["num_processes"] == 2

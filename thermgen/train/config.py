@@ -253,6 +253,38 @@ def _tname(t) -> str:
     return t.__name__
 
 
+def _legacy_tclip_args(argv: Any, where: str) -> dict:
+    """The former ``tclip.args`` (an argv list for python -m tclip.train) as ``tclip.config`` + ``tclip.train``."""
+    import logging
+
+    flags = {"--base-steps": ("base_stage", "steps"), "--adapter-steps": ("adapter_stage", "steps"),
+             "--lora-r": ("lora", "r")}
+    out: dict[str, Any] = {"config": "recipe-cpu", "train": {}}
+    args = list(argv) if isinstance(argv, list) else None
+    try:
+        while args:
+            flag, value = args.pop(0), args.pop(0)
+            if flag == "--config":
+                out["config"] = value
+            elif flag == "--batch-size":
+                for stage in ("base_stage", "adapter_stage"):
+                    out["train"].setdefault(stage, {})["batch_size"] = int(value)
+            elif flag in flags:
+                section, key = flags[flag]
+                out["train"].setdefault(section, {})[key] = int(value)
+            else:
+                raise ValueError(flag)
+    except (IndexError, ValueError):
+        args = None
+    if args is None:
+        raise ConfigError(f"{where}config key 'tclip.args' ({argv!r}) is gone and this one cannot be translated: name "
+                          "the training config in tclip.config and change its keys in tclip.train, e.g. tclip: "
+                          "{config: tiny, train: {base_stage: {steps: 400}}}")
+    logging.getLogger("thermgen.train").warning("%sconfig key 'tclip.args' is gone; read as tclip.config=%s, "
+                                                "tclip.train=%s", where, out["config"], out["train"])
+    return out
+
+
 def merge(base: dict, update: dict, where: str = "") -> dict:
     """Validate ``update`` (nested dict) against :data:`SCHEMA` and merge it into a copy of ``base``."""
     out = copy.deepcopy(base)
@@ -267,10 +299,9 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
         if not isinstance(vals, dict):
             raise ConfigError(f"{where}config section '{sec}' must be a mapping, got {type(vals).__name__}")
         for k, v in vals.items():
-            if (sec, k) == ("tclip", "args"):
-                raise ConfigError(f"{where}config key 'tclip.args' is gone: name the training config in tclip.config "
-                                  "and change its keys in tclip.train, e.g. tclip: {config: tiny, train: {base_stage: "
-                                  "{steps: 400}}} for ['--config', 'tiny', '--base-steps', '400']")
+            if (sec, k) == ("tclip", "args"):  # a run folder's config.yaml from before tclip.config / tclip.train
+                out["tclip"].update(_legacy_tclip_args(v, where))
+                continue
             if k not in SCHEMA[sec]:
                 raise ConfigError(f"{where}unknown config key '{sec}.{k}'{_suggest(str(k), SCHEMA[sec])}")
             out[sec][k] = _check_value(f"{sec}.{k}", SCHEMA[sec][k], v, where)
@@ -292,15 +323,53 @@ def tclip_train_config(cfg: dict, where: str = "") -> dict:
         raise ConfigError(f"{where}config key 'tclip.train': {e}") from None
 
 
-def _check_consistency(cfg: dict, where: str) -> None:
+def vae_train_config(cfg: dict) -> dict:
+    """The ``vae.train`` settings with the recipe's shared keys (resolution, seed, mixed precision, pretrained)
+    filled in: what the VAE stage trains with."""
+    v = dict(cfg["vae"]["train"])
+    v.setdefault("resolution", cfg["train"]["resolution"])
+    v.setdefault("seed", cfg["run"]["seed"])
+    v.setdefault("center_crop", False)
+    v.setdefault("mixed_precision", cfg["train"]["mixed_precision"])
+    if cfg["vae"]["pretrained"]:
+        v["pretrained"] = cfg["vae"]["pretrained"]
+    if v["center_crop"]:
+        raise ConfigError("config key 'vae.train.center_crop': the recipe squashes whole frames to train.resolution for "
+                          "every stage (the UNet sees what the VAE learned); it must be false")
+    if v["resolution"] != cfg["train"]["resolution"]:
+        raise ConfigError(f"config key 'vae.train.resolution' ({v['resolution']}) must equal train.resolution "
+                          f"({cfg['train']['resolution']})")
+    return v
+
+
+def check_stage_settings(cfg: dict, where: str = "") -> None:
+    """Each training stage's own settings, checked by that stage's loader when the config loads (not hours later,
+    when the stage starts): ``tclip.config`` + ``tclip.train``, ``vae.train``, and that every global batch splits
+    evenly over ``run.num_processes``."""
+    n = cfg["run"]["num_processes"]
     if cfg["tclip"]["dir"] is None:
-        tclip_train_config(cfg, where)
+        t = tclip_train_config(cfg, where)
+        for stage in ("base_stage", "adapter_stage"):
+            if t[stage]["batch_size"] % n:
+                raise ConfigError(f"{where}config key 'tclip.train': {stage}.batch_size {t[stage]['batch_size']} is not "
+                                  f"divisible by run.num_processes {n}")
     from thermgen.train.vae import validate_vae_config
 
-    try:  # checked now, not when the VAE stage starts after the T-CLIP stage's hours
-        validate_vae_config({"resolution": cfg["train"]["resolution"], **cfg["vae"]["train"]})
+    try:
+        v = validate_vae_config(vae_train_config(cfg))
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
     except ValueError as e:
         raise ConfigError(f"{where}config key 'vae.train': {e}") from None
+    if v["steps"] and v["kind"] != "patch" and v["batch_size"] % n:
+        raise ConfigError(f"{where}config key 'vae.train': batch_size {v['batch_size']} is not divisible by "
+                          f"run.num_processes {n}")
+    if cfg["train"]["train_batch_size"] % n:
+        raise ConfigError(f"{where}config key 'train.train_batch_size' ({cfg['train']['train_batch_size']}) is not "
+                          f"divisible by run.num_processes {n}")
+
+
+def _check_consistency(cfg: dict, where: str) -> None:
     u = cfg["unet"]
     if len(u["down_block_types"]) != len(u["block_out_channels"]):
         raise ConfigError(f"{where}config key 'unet.down_block_types': {len(u['down_block_types'])} blocks but "
@@ -353,6 +422,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if key.count(".") != 1:
         raise ConfigError(f"override {text!r}: key '{key}' must be section.key, e.g. train.learning_rate")
     sec, name = key.split(".")
+    if key == "tclip.args":
+        raise ConfigError(f"override {text!r}: tclip.args is gone: name the training config in tclip.config and change "
+                          "its keys in tclip.train, e.g. tclip.config=tiny 'tclip.train={base_stage: {steps: 400}}'")
     if sec not in SCHEMA:
         raise ConfigError(f"override {text!r}: unknown config section '{sec}'{_suggest(sec, SCHEMA)}")
     if name not in SCHEMA[sec]:
@@ -382,7 +454,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _check_value(f"{sec}.{name}", SCHEMA[sec][name], value, f"override {text!r}: ")
         update.setdefault(sec, {})[name] = value
     # Applied together, so that e.g. data.source and data.root may be given in either order.
-    return merge(cfg, update, where="overrides: ") if update else cfg
+    cfg = merge(cfg, update, where="overrides: ") if update else cfg
+    # After every layer, so that a file may set vae.train and an override vae.pretrained (or tclip.dir)
+    check_stage_settings(cfg, f"{path}{' + overrides' if update else ''}: " if path is not None
+                         else ("overrides: " if update else ""))
+    return cfg
 
 
 def _load_file(path: Path, cfg: dict, seen: tuple) -> dict:

@@ -101,52 +101,56 @@ def stage_command(module_args: list[str], num_processes: int) -> list[str]:
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", *module_args]
 
 
-def launch_stage(ctx: "Context", module_args: list[str], what: str) -> None:
+def launch_stage(ctx: "Context", module_args: list[str], what: str, log: Path) -> None:
     """Run one training stage's loop in fresh processes (``run.num_processes`` of them) and wait for it.
 
     A fresh process per stage starts with no accelerate state, so stages may differ in mixed precision or device,
-    and the same command runs data-parallel. The children import the same thermgen as this process, inherit its
-    environment and stream their progress to the same terminal; a failure raises, naming the command."""
+    and the same command runs data-parallel. The children import the same thermgen as this process and inherit its
+    environment; their output streams to this terminal and is kept in ``log`` (a failure raises, naming both)."""
     import subprocess
+    import sys
 
     n = int(ctx.cfg["run"]["num_processes"])
     cmd = stage_command(module_args, n)
-    (ctx.run / MARKER_DIR / f"{what}.worker.json").unlink(missing_ok=True)
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages) this thermgen came from
-    env["PYTHONPATH"] = os.pathsep.join([here, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    if here not in sys.path[1:]:
+        env["PYTHONPATH"] = os.pathsep.join([here, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     threads = ctx.cfg["run"]["threads"]
     if threads:
         env["OMP_NUM_THREADS"] = str(max(1, threads // n))
     elif n > 1 and "OMP_NUM_THREADS" not in env:  # torchrun would pin every process to one thread
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
-    logger.info("%s: %s", what, " ".join(cmd))
-    rc = subprocess.run(cmd, env=env).returncode
+    logger.info("%s: %s (output also in %s)", what, " ".join(cmd), log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          errors="replace") as proc, open(log, "w") as fh:
+        for line in proc.stdout:  # progress bars redraw with \r: passed on as they come
+            sys.stderr.write(line)
+            fh.write(line)
+            tail = (tail + [line])[-20:]
+        rc = proc.wait()
     if rc:
-        raise RuntimeError(f"stage {what} failed (exit status {rc}): {' '.join(cmd)}; its output is above and in "
-                           f"{ctx.run / 'recipe.log'}")
+        raise RuntimeError(f"stage {what} failed (exit status {rc}): {' '.join(cmd)}; its output is in {log}; last "
+                           "lines:\n" + "".join(tail))
 
 
-def worker_args(ctx: "Context", stage: str, resume: str | None = None) -> list[str]:
-    """``thermgen.train.worker`` arguments for one stage of this run."""
-    args = ["thermgen.train.worker", "--run-dir", str(ctx.run), "--stage", stage, "--hash", ctx.current_hash]
-    if resume:
-        args += ["--resume", resume]
-    if not ctx.progress:
-        args.append("--no-progress")
-    return args
+def run_worker(ctx: "Context", stage: str, work: Path, *, mode: str | None = None, resume: str | None = None) -> dict:
+    """Train the ``vae`` or a ``unet`` stage in ``thermgen.train.worker`` processes and return the loop's report.
 
+    Everything the children need goes into ``work/worker_spec.json`` (the config as this process holds it, the
+    folders, the stage hash, resume): a launch depends on no other file of the run."""
+    spec = {"stage": stage, "run": str(ctx.run), "work": str(work), "mode": mode, "resume": resume,
+            "progress": ctx.progress, "hash": ctx.current_hash, "cfg": ctx.cfg,
+            "report": str(work / "worker_report.json")}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "worker_spec.json").write_text(json.dumps(spec, indent=1, default=str))
+    (work / "worker_report.json").unlink(missing_ok=True)
+    launch_stage(ctx, ["thermgen.train.worker", "--spec", str(work / "worker_spec.json")], stage,
+                 work / "logs" / "worker.log")
+    return json.loads((work / "worker_report.json").read_text())
 
-def write_worker_config(ctx: "Context") -> Path:
-    """The resolved config as JSON, read back unchanged by the stage workers."""
-    path = ctx.run / MARKER_DIR / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(ctx.cfg, indent=1, default=str))
-    return path
-
-
-def read_worker_result(ctx: "Context", stage: str) -> dict:
-    return json.loads((ctx.run / MARKER_DIR / f"{stage}.worker.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,36 +328,29 @@ def run_tclip(ctx: Context) -> dict:
         tclip.load(ctx.tclip_dir)  # fails early, naming the folder, if it is not a T-CLIP folder
         return {"dir": str(ctx.tclip_dir), "trained": False}
     argv = tclip_argv(ctx)
-    if ctx.resume and (ctx.run / "tclip").exists():
+    # --resume continues a T-CLIP folder written under this stage hash (config and captions) only
+    stamp = ctx.run / MARKER_DIR / "tclip.stage_hash"
+    same_stage = stamp.is_file() and stamp.read_text().strip() == ctx.current_hash
+    if ctx.resume and same_stage and (ctx.run / "tclip").exists():
         argv.append("--resume")
     elif (ctx.run / "tclip").exists():
+        if ctx.resume:
+            logger.warning("--resume: %s was written under another config or other captions; T-CLIP starts over",
+                           ctx.run / "tclip")
         shutil.rmtree(ctx.run / "tclip")  # a stale T-CLIP from another config: this stage starts over
-    launch_stage(ctx, ["tclip.train", *argv], "tclip")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(ctx.current_hash + "\n")
+    launch_stage(ctx, ["tclip.train", *argv], "tclip", ctx.run / "logs" / "tclip.log")
     return {"dir": str(ctx.tclip_dir), "trained": True, "argv": argv,
             "num_processes": ctx.cfg["run"]["num_processes"]}
 
 
 # ---- VAE -----------------------------------------------------------------------------------------
 def vae_config(cfg: dict) -> dict:
-    """The ``vae.train`` settings with the recipe's shared keys (resolution, seed, pretrained) filled in."""
-    v = dict(cfg["vae"]["train"])
-    v.setdefault("resolution", cfg["train"]["resolution"])
-    v.setdefault("seed", cfg["run"]["seed"])
-    v.setdefault("center_crop", False)
-    v.setdefault("mixed_precision", cfg["train"]["mixed_precision"])
-    if cfg["vae"]["pretrained"]:
-        v["pretrained"] = cfg["vae"]["pretrained"]
-    if v["center_crop"]:
-        from thermgen.train.config import ConfigError
+    """The ``vae.train`` settings with the recipe's shared keys filled in (:func:`thermgen.train.config.vae_train_config`)."""
+    from thermgen.train.config import vae_train_config
 
-        raise ConfigError("config key 'vae.train.center_crop': the recipe squashes whole frames to train.resolution for "
-                          "every stage (the UNet sees what the VAE learned); it must be false")
-    if v["resolution"] != cfg["train"]["resolution"]:
-        from thermgen.train.config import ConfigError
-
-        raise ConfigError(f"config key 'vae.train.resolution' ({v['resolution']}) must equal train.resolution "
-                          f"({cfg['train']['resolution']})")
-    return v
+    return vae_train_config(cfg)
 
 
 def train_vae_stage(ctx: Context, resume: str | None) -> dict:
@@ -380,8 +377,7 @@ def run_vae(ctx: Context) -> dict:
         shutil.rmtree(ctx.vae_dir)
     ctx.vae_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(ctx.current_hash + "\n")
-    launch_stage(ctx, worker_args(ctx, "vae", str(ckpt) if ckpt else None), "vae")
-    return read_worker_result(ctx, "vae")
+    return run_worker(ctx, "vae", ctx.vae_dir, resume=str(ckpt) if ckpt else None)
 
 
 # ---- attribute judge -----------------------------------------------------------------------------
@@ -493,9 +489,11 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
                        latent_std)
     text_width, text_tokens = int(cache["text_states"].shape[-1]), int(cache["text_states"].shape[1])
     del cache
-    stage = "unet" if work == ctx.run / "unet" else "ablation"
-    launch_stage(ctx, worker_args(ctx, stage, "latest" if ctx.resume and resumable else None), stage)
-    report = read_worker_result(ctx, stage)
+    # the parent's models leave the device before the children train (they are reloaded for the pipeline)
+    del text_encoder, vae
+    _release_device_memory()
+    report = run_worker(ctx, "unet", work, mode=mode, resume="latest" if ctx.resume and resumable else None)
+    text_encoder, vae = load_text_encoder(ctx, mode), load_vae(ctx)
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(work / "unet")
@@ -511,19 +509,19 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     return report
 
 
-def unet_work(ctx: Context, stage: str) -> tuple[str, Path]:
-    """(text encoder mode, work folder) of the ``unet`` or ``ablation`` stage."""
-    if stage == "unet":
-        return ctx.cfg["unet"]["conditioning"], ctx.run / "unet"
-    return "base", ctx.run / "ablation" / "unet"
+def _release_device_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def train_unet_stage(ctx: Context, stage: str, resume: str | None) -> dict:
-    """The UNet's training on the cache the parent encoded, on every process of a launch (thermgen.train.worker).
-    ``train.train_batch_size`` is the global batch: each of N processes takes 1/N of it."""
+def train_unet_stage(ctx: Context, mode: str, work: Path, resume: str | None) -> dict:
+    """The UNet's training on the cache the parent encoded into ``work``, on every process of a launch
+    (thermgen.train.worker). ``train.train_batch_size`` is the global batch: each of N processes takes 1/N of it."""
     from thermgen.train.unet import train_unet
 
-    mode, work = unet_work(ctx, stage)
     return train_unet(ctx.cfg, work / "cache.safetensors", work, resume=resume or False, vae=load_vae(ctx),
                       text_encoder=load_text_encoder(ctx, mode), progress=ctx.progress)
 
@@ -1161,7 +1159,6 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
     (ctx.run / MARKER_DIR).mkdir(exist_ok=True)
     ctx.reports_dir.mkdir(exist_ok=True)
     (ctx.run / "config.yaml").write_text(dump_yaml(cfg))
-    write_worker_config(ctx)
     handler = logging.FileHandler(ctx.run / "recipe.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -365,7 +365,7 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Step-indexed randomness (exact resume; N processes == 1 process with N x the batch)
+# Step-indexed randomness (exact resume; N processes see the global batch of 1 process)
 # --------------------------------------------------------------------------------------------------
 def micro_batch(k: int, *, n_samples: int, global_batch: int, seed: int, latent_shape: tuple[int, ...],
                 num_train_timesteps: int, caption_dropout: float, noise_offset: float, random_flip: bool,
