@@ -205,8 +205,9 @@ def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_ma
     assert (tmp_path / "run" / "logs" / "tclip.log").is_file() and (tmp_path / "run" / "unet" / "logs" / "worker.log").is_file()
 
 
-def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(tmp_path):
-    """--num-processes 2: T-CLIP, VAE and UNet each run as two gloo DDP processes on the global batches of one."""
+def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(base_run, tmp_path):
+    """--num-processes 2: T-CLIP, VAE and UNet each run as two gloo DDP processes on the global batches of one
+    (the module's one-process run)."""
     import csv
 
     import numpy as np
@@ -215,20 +216,18 @@ def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(tmp_path)
         with open(path) as fh:
             return list(csv.DictReader(fh))
 
-    runs = {}
-    for n in (1, 2):
-        cfg = load_config(None, TINY_RECIPE + [f"run.num_processes={n}", "run.threads=2"])
-        runs[n] = tmp_path / f"n{n}"
-        summary = run_recipe(cfg, runs[n], stop_after="unet", progress=False)
-        assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
-    assert "batch 4 x 2 processes" in (runs[2] / "tclip" / "logs" / "train.log").read_text()
-    report = json.loads((runs[2] / "unet" / "train_report.json").read_text())
+    one, two = base_run[0], tmp_path / "two"
+    summary = run_recipe(load_config(None, TINY_RECIPE + ["run.num_processes=2"]), two, stop_after="unet",
+                         progress=False)
+    assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
+    assert "batch 4 x 2 processes" in (two / "tclip" / "logs" / "train.log").read_text()
+    report = json.loads((two / "unet" / "train_report.json").read_text())
     assert report["num_processes"] == 2 and report["global_batch"] == 8
-    for rel, key in (("tclip/logs/loss.csv", "loss"), ("vae/vae_log.csv", "loss"), ("unet/logs/train_log.csv", "loss")):
-        one, two = rows(runs[1] / rel), rows(runs[2] / rel)
-        assert len(one) == len(two) > 0, rel
-        a, b = np.array([float(r[key]) for r in one]), np.array([float(r[key]) for r in two])
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=rel)
+    for rel in ("tclip/logs/loss.csv", "vae/vae_log.csv", "unet/logs/train_log.csv"):
+        a, b = rows(one / rel), rows(two / rel)
+        assert len(a) == len(b) > 0, rel
+        np.testing.assert_allclose([float(r["loss"]) for r in b], [float(r["loss"]) for r in a], rtol=1e-4, atol=1e-6,
+                                   err_msg=rel)
 
 
 def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
