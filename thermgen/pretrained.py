@@ -104,6 +104,17 @@ def fp16_difference(original: Path, packaged: Path, *, steps: int = 10, seeds: t
 def model_card(run: Path, name: str, *, fp16: bool, fp16_diff: dict | None = None, notes: str | None = None) -> str:
     """A diffusers-style model card from the run's config and reports."""
     cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
+    import yaml
+
+    terse = ((yaml.safe_load(cfg) or {}).get("captions") or {}).get("terse_variants") if cfg else None
+    if terse:
+        prompts_note = ("- Prompts: IR-Cap sentences (`python -m thermgen.caption` writes them) or short user phrasings "
+                        "such as \"night, 60 m, five cars\"\n  (trained with captions.terse_variants); other free-form text "
+                        "is understood only as far as the small text tower\n  trained from scratch on those captions allows.")
+    else:
+        prompts_note = ("- Prompts should follow IR-Cap's phrasing (`python -m thermgen.caption` writes it); free-form "
+                        "text is understood only\n  as far as the small text tower trained from scratch on those captions "
+                        "allows.")
     gen = run / "reports" / "generation.md"
     judge = run / "reports" / "judge.md"
     fp16_note = ""
@@ -163,8 +174,7 @@ Resolved config:
 - 64 x 64 px and 8-bit AGC appearance of HIT-UAV's DJI camera (white-hot, no radiometric temperatures): use it for
   layouts and attributes (time of day, altitude, view angle, people, cars), not for temperatures or fine detail.
 - Trained on 1,200 frames from one camera and a few sites; other sensors, heights and scenes are out of distribution.
-- Prompts should follow IR-Cap's phrasing (`python -m thermgen.caption` writes it); free-form text is understood only
-  as far as the small text tower trained from scratch on those captions allows.
+{prompts_note}
 
 {("## Known gaps" + chr(10) + chr(10) + notes.strip() + chr(10) + chr(10)) if notes else ""}## Data and attribution
 
