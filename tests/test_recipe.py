@@ -320,3 +320,15 @@ def test_terse_variants_pair_with_the_fine_variants_in_turn():
     assert g == [["g1", "g2", "t1", "t2", "t3"]] and f == [["f1", "f2", "f1", "f2", "f1"]]
     assert _variants_for_mode("global", recs) == (g, None)
     assert load_config(None, ["captions.terse_variants=4"])["captions"]["terse_variants"] == 4
+
+
+def test_a_failed_stage_process_names_its_command_log_and_last_lines(tmp_path):
+    from pathlib import Path
+
+    from thermgen.train.recipe import Context, launch_stage
+
+    ctx = Context(cfg={"run": {"num_processes": 1, "threads": None}}, run=tmp_path)
+    log = tmp_path / "logs" / "demo.log"
+    with pytest.raises(RuntimeError, match=r"(?s)stage demo failed \(exit status 1\).*demo\.log.*No module named no_such_mod"):
+        launch_stage(ctx, ["no_such_mod"], "demo", log)
+    assert "No module named no_such_mod" in Path(log).read_text()

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from thermgen.train.config import config_hash, dump_yaml
+from thermgen.train.config import vae_train_config as vae_config  # the VAE stage's settings (recipe keys filled in)
 
 logger = logging.getLogger("thermgen.train")
 
@@ -123,17 +124,23 @@ def launch_stage(ctx: "Context", module_args: list[str], what: str, log: Path) -
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     logger.info("%s: %s (output also in %s)", what, " ".join(cmd), log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    tail: list[str] = []
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          errors="replace") as proc, open(log, "w") as fh:
-        for line in proc.stdout:  # progress bars redraw with \r: passed on as they come
-            sys.stderr.write(line)
-            fh.write(line)
-            tail = (tail + [line])[-20:]
+    tail = b""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc, open(log, "wb") as fh:
+        # raw bytes as they come, so progress bars keep redrawing in place (\r) instead of becoming lines
+        out = getattr(sys.stderr, "buffer", None)
+        while chunk := proc.stdout.read1(1 << 16):
+            if out is not None:
+                out.write(chunk)
+            else:  # a text-only stream (some embedding hosts)
+                sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
+            fh.write(chunk)
+            tail = (tail + chunk)[-4000:]
         rc = proc.wait()
     if rc:
+        last = tail.decode(errors="replace").replace("\r", "\n").splitlines()[-20:]
         raise RuntimeError(f"stage {what} failed (exit status {rc}): {' '.join(cmd)}; its output is in {log}; last "
-                           "lines:\n" + "".join(tail))
+                           "lines:\n" + "\n".join(last))
 
 
 def run_worker(ctx: "Context", stage: str, work: Path, *, mode: str | None = None, resume: str | None = None) -> dict:
@@ -150,7 +157,6 @@ def run_worker(ctx: "Context", stage: str, work: Path, *, mode: str | None = Non
     launch_stage(ctx, ["thermgen.train.worker", "--spec", str(work / "worker_spec.json")], stage,
                  work / "logs" / "worker.log")
     return json.loads((work / "worker_report.json").read_text())
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,13 +352,6 @@ def run_tclip(ctx: Context) -> dict:
 
 
 # ---- VAE -----------------------------------------------------------------------------------------
-def vae_config(cfg: dict) -> dict:
-    """The ``vae.train`` settings with the recipe's shared keys filled in (:func:`thermgen.train.config.vae_train_config`)."""
-    from thermgen.train.config import vae_train_config
-
-    return vae_train_config(cfg)
-
-
 def train_vae_stage(ctx: Context, resume: str | None) -> dict:
     """The VAE stage's training, on every process of a launch (thermgen.train.worker)."""
     from thermgen.train.vae import train_vae
