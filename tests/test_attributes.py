@@ -156,6 +156,36 @@ def test_judge_command_end_to_end_on_a_tiny_image_set(tmp_path):
         eval_folder(tmp_path / "judge", tmp_path / "manifest.jsonl", gen, feature=PoolFeatures(), progress=False)
 
 
+def test_autoencoder_ceiling_streams_a_split_and_a_lossless_autoencoder_keeps_the_originals_scores(tmp_path):
+    """autoencoder_ceiling over more images than one batch of 32: the PatchAutoencoder reconstructs exactly, so its
+    reconstructions score as the originals do."""
+    from pipelines.patch_autoencoder import PatchAutoencoder
+    from thermgen.io import write_png16
+    from thermgen.ircap.manifest import write_manifest
+    from thermgen.judge import train_judge
+    from thermgen.metrics.judging import autoencoder_ceiling
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for split, n in (("train", 40), ("val", 70), ("test", 20)):
+        for i in range(n):
+            tod = "night" if i % 2 else "day"
+            img = np.clip(rng.normal(0.3 if tod == "night" else 0.6, 0.1, (32, 32)), 0, 1)
+            name = f"{split}_{i:03d}.png"
+            write_png16(tmp_path / name, (img * 65535).astype(np.uint16))
+            recs.append(_rec(i, split, tod, 60, 30, [], name))
+    write_manifest(tmp_path / "manifest.jsonl", recs)
+    train_judge(tmp_path / "manifest.jsonl", tmp_path / "judge", resolution=32, feature=PoolFeatures(), progress=False)
+    PatchAutoencoder(patch_size=4).save_pretrained(tmp_path / "ae")
+    rep = autoencoder_ceiling(tmp_path / "judge", tmp_path / "manifest.jsonl", tmp_path / "ae", split="val",
+                              reference="test", feature=PoolFeatures(), progress=False)
+    assert rep["n"] == 70 and rep["vae_class"] == "PatchAutoencoder"
+    o, r = rep["originals"], rep["reconstructions"]
+    assert o["attributes"]["time_of_day"]["accuracy"] == 1.0
+    assert r["attributes"] == o["attributes"]
+    assert r["fid_vs_reference"] == pytest.approx(o["fid_vs_reference"], rel=1e-5)
+
+
 # ---- the swap builder --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hit_records(hit_uav_root, tmp_path_factory):

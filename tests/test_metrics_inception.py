@@ -25,8 +25,13 @@ def test_inception_gives_2048_features_matching_cleanfid_scaling():
     x[:, :, 100:200, 100:200] = 250.0
     f = net(x)
     assert f.shape == (1, 2048) and torch.isfinite(f).all() and f.abs().sum() > 0
-    # clean-fid's InceptionV3W: (x - 128) / 128 then `layers`, pooled to (B, 2048).
-    torch.testing.assert_close(f, net.layers((x - 128) / 128).reshape(1, 2048))
+    # clean-fid's InceptionV3W: (x - 128) / 128 then `layers` (NCHW), pooled to (B, 2048).
+    nchw = InceptionFeatures(path, channels_last=False)
+    ref = nchw.layers((x - 128) / 128).reshape(1, 2048)
+    torch.testing.assert_close(nchw(x), ref, rtol=0, atol=0)
+    # The default channels-last layout differs from it by float rounding only.
+    assert net.channels_last and not nchw.channels_last
+    torch.testing.assert_close(f, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_inception_rejects_unresized_input():

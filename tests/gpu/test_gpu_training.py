@@ -218,6 +218,21 @@ def test_vae_trains_on_cuda_with_finite_losses(precision, cuda, thermal_images, 
     assert math.isfinite(rep["scaling_factor"]), rep["scaling_factor"]
 
 
+def test_vae_with_cpu_true_stays_on_the_cpu_where_cuda_is_present(cuda, thermal_images, tmp_path):
+    """The recipe's run.device=cpu reaches the VAE stage: train_vae(cpu=True) allocates no CUDA memory."""
+    import torch
+
+    from thermgen.train.vae import train_vae
+
+    imgs, _, _ = thermal_images
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(cuda)
+    before = torch.cuda.max_memory_allocated(cuda)
+    rep = train_vae(vae_cfg("fp32", 2), imgs[4:], imgs[:4], tmp_path / "vae", cpu=True, show_progress=False)
+    assert math.isfinite(rep["final_loss"])
+    assert torch.cuda.max_memory_allocated(cuda) == before, "train_vae(cpu=True) allocated CUDA memory"
+
+
 def test_recipe_stages_run_in_their_own_processes_with_different_mixed_precision(cuda, tmp_path):
     """As python -m thermgen.train runs them on a GPU: T-CLIP in fp16 (its "auto" on CUDA), then the VAE and the
     UNet in fp32, each training stage in a process of its own (so no accelerate state carries over)."""

@@ -4,8 +4,9 @@
         --fake ../shared/data/hit-uav/normal_json/test --out bench_out/fid_speed
 
 Both compute the FID of the same files with the same Inception network (clean-fid is handed it as
-``custom_feat_extractor``: it cannot download its own here) in clean-fid's "clean" mode, on the same device,
-batch size and data-loader workers. Timed per repeat, in alternating order (so neither side always reads the
+``custom_feat_extractor``: it cannot download its own here; in NCHW layout, as clean-fid's ``InceptionV3W`` runs it,
+where thermgen runs it channels-last) in clean-fid's "clean" mode, on the same device, batch size and data-loader
+workers. Timed per repeat, in alternating order (so neither side always reads the
 files from a warm page cache first):
 
 - ``cleanfid``: ``cleanfid.fid.compute_fid(real, fake, mode="clean", ...)``;
@@ -36,7 +37,7 @@ def time_cleanfid(real: Path, fake: Path, device: str, batch_size: int, workers:
     from thermgen.metrics.inception import InceptionFeatures
 
     t0 = time.perf_counter()
-    model = InceptionFeatures(device=device)
+    model = InceptionFeatures(device=device, channels_last=False)  # clean-fid's InceptionV3W layout
     fid = cfid.compute_fid(str(real), str(fake), mode="clean", custom_feat_extractor=model, device=torch.device(device),
                            batch_size=batch_size, num_workers=workers, verbose=False)
     return float(fid), time.perf_counter() - t0

@@ -100,14 +100,21 @@ class InceptionFeatures(nn.Module):
     clean-fid's PIL-bicubic resizer) -> float32 ``(B, 2048)``. Same scaling as clean-fid's
     ``InceptionV3W.forward``: ``(x - 128) / 128``, then the network's ``layers``.
 
+    ``channels_last`` (default): the convolutions run on NHWC tensors (input and weights), which oneDNN runs about
+    a fifth faster on this project's 2-core CPU (0.105 vs 0.126 s per image at batch 16). Features differ from the
+    NCHW layout by float rounding only (about 1e-5 absolute on values up to 7); ``channels_last=False`` is the
+    layout clean-fid's own ``InceptionV3W`` uses.
+
     Attributes ``name`` (used in reports and cache keys), ``weights_path`` and ``weights_sha256``.
     """
 
     name = "inception-v3-2015-12-05"
     feature_dim = INCEPTION_FEATURE_DIM
 
-    def __init__(self, path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 channels_last: bool = True):
         super().__init__()
+        self.channels_last = bool(channels_last)
         self.weights_path = find_inception_weights(path)
         with warnings.catch_warnings():
             # torch.jit.load is deprecated in favour of torch.export, but the network only exists as TorchScript.
@@ -120,6 +127,8 @@ class InceptionFeatures(nn.Module):
             self.layers = base.net.layers
         else:
             raise ValueError(f"{self.weights_path}: not an FID Inception TorchScript file (no `layers` module)")
+        if self.channels_last:
+            self.layers.to(memory_format=torch.channels_last)
         self._sha256: str | None = None
 
     @property
@@ -132,7 +141,10 @@ class InceptionFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1:] != (3, 299, 299):
             raise ValueError(f"InceptionFeatures expects (B, 3, 299, 299) in [0, 255], got {tuple(x.shape)}")
-        return self.layers((x - 128) / 128).reshape(x.shape[0], INCEPTION_FEATURE_DIM)
+        x = (x - 128) / 128
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.layers(x).reshape(x.shape[0], INCEPTION_FEATURE_DIM)
 
 
 def compare_inception_files(path_a: str | os.PathLike, path_b: str | os.PathLike, n: int = 4, seed: int = 0) -> float:

@@ -104,9 +104,12 @@ def confusion_markdown(graded: dict[str, Any]) -> str:
 
 
 def autoencoder_ceiling(judge_dir: str | Path, manifest: str | Path, vae_dir: str | Path, *, split: str = "val",
-                        reference: str = "test", device: str | None = None, progress: bool = True,
-                        cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Judge accuracy and FID (against ``reference``) of ``split``'s originals and of their reconstructions."""
+                        reference: str = "test", feature: Any = "inception", device: str | None = None,
+                        progress: bool = True, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Judge accuracy and FID (against ``reference``) of ``split``'s originals and of their reconstructions.
+
+    Streams the split 32 images at a time, so memory holds features, not images. ``feature``: the judge's
+    extractor (Inception; tests pass a tiny one)."""
     import tempfile
 
     import torch
@@ -122,19 +125,26 @@ def autoencoder_ceiling(judge_dir: str | Path, manifest: str | Path, vae_dir: st
     judge = AttributeJudge.load(judge_dir)
     res = int(judge.info["resolution"])
     recs = _records(Path(manifest), split)
-    _, ref = split_features(manifest, reference, res, device=device, progress=progress, cache_dir=cache_dir)
+    _, ref = split_features(manifest, reference, res, feature=feature, device=device, progress=progress,
+                            cache_dir=cache_dir)
     vae = load_thermal_vae(vae_dir).eval()
-    x = load_images([resolve_image(r, Path(manifest)) for r in recs], res, center_crop=False)
-    with torch.no_grad():
-        rec = torch.cat([decode_thermal(vae, encode_thermal(vae, x[i:i + 32], sample=False))
-                         for i in range(0, len(x), 32)])
-    def feats(images):  # originals and reconstructions reach Inception through the same pixels
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, im in enumerate(images[:, 0].clamp(0, 1).numpy()):
-                write_png16(Path(tmp) / f"{i:05d}.png", (im * 65535 + 0.5).astype("uint16"))
-            return image_features(list_images(tmp).files, res, device=device, progress=progress)
-
-    orig, recf = feats(x), feats(rec)
+    paths = [resolve_image(r, Path(manifest)) for r in recs]
+    with tempfile.TemporaryDirectory() as tmp:
+        # streamed a batch at a time: originals and reconstructions go to 16-bit PNGs (so both reach Inception
+        # through the same pixels) and only the features stay in memory, whatever the split's size
+        dirs = {"originals": Path(tmp) / "orig", "reconstructions": Path(tmp) / "rec"}
+        for d in dirs.values():
+            d.mkdir()
+        for i in range(0, len(paths), 32):
+            x = load_images(paths[i:i + 32], res, center_crop=False)
+            with torch.no_grad():
+                rec = decode_thermal(vae, encode_thermal(vae, x, sample=False))
+            for name, images in (("originals", x), ("reconstructions", rec)):
+                for j, im in enumerate(images[:, 0].clamp(0, 1).numpy()):
+                    write_png16(dirs[name] / f"{i + j:06d}.png", (im * 65535 + 0.5).astype("uint16"))
+        feats = {name: image_features(list_images(d).files, res, feature=feature, device=device, progress=progress)
+                 for name, d in dirs.items()}
+    orig, recf = feats["originals"], feats["reconstructions"]
     table = attribute_table(recs)
     out = {"schema_version": 1, "vae": str(vae_dir), "vae_class": type(vae).__name__, "split": split,
            "reference": reference, "resolution": res, "n": len(recs)}

@@ -360,7 +360,8 @@ def train_vae_stage(ctx: Context, resume: str | None) -> dict:
     # the files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
     train = _image_paths(ctx, _train_records(ctx))
     val = _image_paths(ctx, _records(ctx, d["val_split"]))
-    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, show_progress=ctx.progress, resume=resume or False)
+    return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, cpu=ctx.device == "cpu", show_progress=ctx.progress,
+                     resume=resume or False)
 
 
 def run_vae(ctx: Context) -> dict:

@@ -495,6 +495,7 @@ def train_vae(
     out_dir: str | Path,
     *,
     accelerator=None,
+    cpu: bool | None = None,
     show_progress: bool = True,
     resume: bool | str = False,
     step_callback=None,
@@ -515,6 +516,8 @@ def train_vae(
             and ``vae_reconstructions.png`` (originals / reconstructions / absolute error).
         accelerator: an ``accelerate.Accelerator`` to run under (e.g. shared with the recipe); default a new one
             (CPU unless CUDA is present, ``cfg["mixed_precision"]``).
+        cpu: for that new Accelerator: True runs on the CPU even where CUDA is present (the recipe's
+            ``run.device=cpu``), False or None on CUDA when present. Ignored when ``accelerator`` is given.
         show_progress: tqdm progress bar.
         resume: False; True (the newest ``out_dir/checkpoints/checkpoint-<step>``, if any) or a checkpoint folder.
             Checkpoints (every ``checkpointing_steps``, the newest ``checkpoints_total_limit`` kept) hold
@@ -559,7 +562,7 @@ def train_vae(
 
         # split_batches: vae.batch_size is the global batch, shared out among the processes, so N processes
         # train on the same batches (and log the same loss curve) as one
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"],
+        accelerator = Accelerator(cpu=bool(cpu) or not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"],
                                   dataloader_config=DataLoaderConfiguration(split_batches=True))
     if cfg["steps"] > 0 and cfg["batch_size"] % accelerator.num_processes:
         raise ValueError(f"vae.batch_size ({cfg['batch_size']}) must be divisible by the {accelerator.num_processes} "
