@@ -98,7 +98,14 @@ def test_swap_report_counts_pairs_that_follow_the_swap():
     b = np.stack([night[0], night[1], day[2], day[3]])
     r = swap_report(judge, "time_of_day", a, b, ["day"] * 4, ["night"] * 4)
     assert r["pairs"] == 4 and r["follows"] == 0.5 and r["verdict_changed"] == 0.75
-    assert r["moved"] == 0.5
+    assert r["moved"] == 0.5 and "factual_correct" not in r
+
+    # Which side fails: pairs 0 and 2 come from day frames, 1 and 3 from night frames. Pair 2 (day image for both
+    # prompts) fails on its edited (night) side; pair 3 (reversed) fails on both sides.
+    r = swap_report(judge, "time_of_day", a, b, ["day"] * 4, ["night"] * 4, real_values=["day", "night", "day", "night"])
+    assert r["factual_correct"] == 0.75 and r["edited_correct"] == 0.5 and r["pairs_with_real_value"] == 4
+    r = swap_report(judge, "time_of_day", a, b, ["day"] * 4, ["night"] * 4, real_values=["day", None, None, "night"])
+    assert r["pairs_with_real_value"] == 2 and r["factual_correct"] == 0.5 and r["edited_correct"] == 0.5
 
 
 def test_judge_command_end_to_end_on_a_tiny_image_set(tmp_path):

@@ -94,7 +94,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
-    from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images, swap_report
+    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
+                                             record_attributes, swap_report)
     from thermgen.metrics.fid import list_images
     from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
     from thermgen.train.config import load_config
@@ -111,16 +112,19 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     feats = image_features(list_images(imgs).files, res, progress=False)
     graded = judge_images(judge, feats, attribute_table(recs))
     if prompt_style == "captions":
-        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b)
+        by_id = {r["id"]: r for r in recs}
+        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b,
+                  record_attributes(by_id[x.record_id]).get("time_of_day"))
                  for x in build_swaps(recs, "time_of_day", max_pairs=swap_pairs)]
-    else:
-        pairs = [(qa, qa, qb, qb, va, vb) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
+    else:  # side A states the record's own time of day
+        pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
     sides = []
     for k, side in ((0, "a"), (2, "b")):
         p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
         d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed)
         sides.append(image_features(list_images(d).files, res, progress=False))
-    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs])
+    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
+                       real_values=[x[6] for x in pairs])
     return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
             "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
                            for a, r in graded.items()},
@@ -172,6 +176,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _sides(swap: dict[str, Any]) -> str:
+    f, e = swap.get("factual_correct"), swap.get("edited_correct")
+    return "" if f is None or e is None or f != f or e != e else f"{f:.3f} / {e:.3f}"
+
+
 def markdown(rows: list[dict[str, Any]], args) -> str:
     attrs = list(rows[0]["attributes"]) if rows else []
     lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
@@ -183,16 +192,16 @@ def markdown(rows: list[dict[str, Any]], args) -> str:
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
-             + " | day/night swap followed |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- |"]
+             + " | day/night swap followed | swap: factual side / edited side |",
+             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- |"]
     for r in rows:
         lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {r['guidance']} | {r['sampler_steps']} | "
                      f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
-                     + f" | {r['swap_time_of_day']['follows']:.3f} |")
+                     + f" | {r['swap_time_of_day']['follows']:.3f} | {_sides(r['swap_time_of_day'])} |")
     if rows:
         lines.append("| majority rate | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
-                                                       for a in attrs) + " | |")
+                                                       for a in attrs) + " | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -294,15 +294,23 @@ def judge_images(judge: AttributeJudge, feats: np.ndarray, expected: Mapping[str
 
 
 def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: np.ndarray,
-                values_a: Sequence[str], values_b: Sequence[str]) -> dict[str, Any]:
+                values_a: Sequence[str], values_b: Sequence[str],
+                real_values: Sequence[str | None] | None = None) -> dict[str, Any]:
     """How often the judge's verdict follows a one-fact swap of the prompt (same seed per pair).
 
     ``follows``: the verdict is the prompted value on both sides of the pair. ``moved``: the probability of
     side B's value is higher on B's image than on A's (the swap pushed the image the right way, even if
     not across the judge's boundary). ``verdict_changed``: the two verdicts differ at all.
+
+    ``real_values`` (optional): each pair's source record's own value of ``attr``. Then ``factual_correct`` is the
+    judge's accuracy on the side whose prompt keeps the record's value (a scene as photographed) and
+    ``edited_correct`` on the side that states the edit (a scene the training set may never show that way):
+    which side a failed swap fails on. Pairs whose record holds neither value count in neither.
     """
     if len(feats_a) != len(feats_b) or len(values_a) != len(feats_a) or len(values_b) != len(feats_b):
         raise ValueError("swap_report: both sides need one feature row and one value per pair")
+    if real_values is not None and len(real_values) != len(values_a):
+        raise ValueError("swap_report: real_values needs one value per pair")
     classes = judge.heads[attr]["classes"]
     pa, pb = judge.predict_proba(feats_a)[attr], judge.predict_proba(feats_b)[attr]
     va, vb = pa.argmax(1), pb.argmax(1)
@@ -310,7 +318,7 @@ def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: 
     ib = np.array([classes.index(v) for v in values_b])
     rows = np.arange(len(ia))
     n = len(ia)
-    return {
+    out = {
         "attribute": attr, "pairs": n,
         "follows": float(((va == ia) & (vb == ib)).mean()) if n else float("nan"),
         "moved": float((pb[rows, ib] > pa[rows, ib]).mean()) if n else float("nan"),
@@ -318,6 +326,14 @@ def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: 
         "a_correct": float((va == ia).mean()) if n else float("nan"),
         "b_correct": float((vb == ib).mean()) if n else float("nan"),
     }
+    if real_values is not None:
+        ok_a, ok_b = va == ia, vb == ib
+        fact = [ok_a[i] if r == values_a[i] else ok_b[i] for i, r in enumerate(real_values) if r in (values_a[i], values_b[i])]
+        edit = [ok_b[i] if r == values_a[i] else ok_a[i] for i, r in enumerate(real_values) if r in (values_a[i], values_b[i])]
+        out["factual_correct"] = float(np.mean(fact)) if fact else float("nan")
+        out["edited_correct"] = float(np.mean(edit)) if edit else float("nan")
+        out["pairs_with_real_value"] = len(fact)
+    return out
 
 
 def seed_diversity(per_seed: Sequence[np.ndarray], seed: int = 0) -> dict[str, float]:

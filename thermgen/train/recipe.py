@@ -703,9 +703,11 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
     """Judge the images generated for ``recs`` (folder ``images``, or their judge features ``feats``) and run
     the one-fact swap test, for one seed."""
     from thermgen.ircap.swap import SWAP_KINDS, swap_pairs
-    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, swap_report
+    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, judge_images, record_attributes,
+                                             swap_report)
 
     judge = AttributeJudge.load(judge_dir(ctx))
+    by_id = {r["id"]: r for r in recs}
     graded = judge_images(judge, _folder_features(ctx, images) if feats is None else feats, attribute_table(recs))
     swaps = {}
     for kind in SWAP_KINDS:
@@ -721,7 +723,8 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
                                  record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}")
             sides.append(_folder_features(ctx, d))
         swaps[kind] = swap_report(judge, kind, sides[0], sides[1], [p.value_a for p in pairs],
-                                  [p.value_b for p in pairs])
+                                  [p.value_b for p in pairs],
+                                  real_values=[record_attributes(by_id[p.record_id]).get(kind) for p in pairs])
     return {"attributes": graded, "swap": swaps}
 
 
@@ -736,7 +739,9 @@ def _mean_std_tree(runs: list[dict]) -> dict:
                              "balanced_accuracy": mean_std([r["judge"]["attributes"][a]["balanced_accuracy"] for r in runs]),
                              "majority_rate": attrs[a]["majority_rate"]} for a in attrs}
     swaps = runs[0].get("judge", {}).get("swap", {})
-    out["swap"] = {k: {m: mean_std([r["judge"]["swap"][k][m] for r in runs]) for m in ("follows", "moved", "verdict_changed")}
+    out["swap"] = {k: {m: mean_std([r["judge"]["swap"][k][m] for r in runs])
+                       for m in ("follows", "moved", "verdict_changed", "factual_correct", "edited_correct")
+                       if all(m in r["judge"]["swap"][k] for r in runs)}
                    | {"pairs": swaps[k]["pairs"]} for k in swaps}
     return out
 
@@ -878,12 +883,15 @@ def judge_markdown(report: dict) -> list[str]:
     if swaps:
         out += ["", "**Swap test**: the same seeds with prompts that differ in one IR-Cap fact (thermgen.ircap.swap). "
                 "*follows*: the judge's verdict is the prompted value on both images of the pair; *moved*: the "
-                "probability of side B's value rose from image A to image B.", "",
-                "| conditioner | swap | pairs | follows | moved | verdict changed |", "| --- | --- | --- | --- | --- | --- |"]
+                "probability of side B's value rose from image A to image B; *factual* / *edited*: the judge's "
+                "accuracy on the side whose prompt keeps the record's own value / on the side that states the edit.",
+                "", "| conditioner | swap | pairs | follows | moved | verdict changed | factual side | edited side |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in rows.items():
             for kind, sw in r.get("over_seeds", {}).get("swap", {}).items():
                 out.append(f"| {name} | {kind} | {sw['pairs']} | {_ms(sw['follows'])} | {_ms(sw['moved'])} | "
-                           f"{_ms(sw['verdict_changed'])} |")
+                           f"{_ms(sw['verdict_changed'])} | {_ms(sw.get('factual_correct'))} | "
+                           f"{_ms(sw.get('edited_correct'))} |")
     conf = {name: r.get("judge", {}).get("attributes", {}) for name, r in rows.items()}
     if any(conf.values()):
         from thermgen.metrics.judging import confusion_markdown
