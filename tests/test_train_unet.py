@@ -367,3 +367,31 @@ def test_accumulation_ignores_a_loader_another_loop_left_open(tmp_path):
     assert stale["final_loss"] == clean["final_loss"]
     a, b = weights(tmp_path / "clean" / "unet"), weights(tmp_path / "stale" / "unet")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path):
+    """map_safetensors (the UNet cache loader): the same tensors as safetensors' load_file, as views of a
+    copy-on-write map (a write changes this process's copy, not the file); a damaged file is named."""
+    from thermgen.train.unet import map_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
+               "half": torch.randn(3, 2, generator=g).half(), "bf": torch.randn(2, 3, generator=g).bfloat16(),
+               "flags": torch.tensor([True, False, True]), "empty": torch.zeros(0, 4)}
+    f = tmp_path / "cache.safetensors"
+    save_file(tensors, str(f), metadata={"note": "x"})
+    ref, mapped = load_file(str(f)), map_safetensors(f)
+    assert set(mapped) == set(ref)
+    for k in ref:
+        assert mapped[k].dtype == ref[k].dtype and torch.equal(mapped[k], ref[k]), k
+    assert mapped["latent_mean"][torch.tensor([4, 0, 4])].shape == (3, 4, 8, 8)
+    mapped["latent_mean"][0] = 0.0
+    assert torch.equal(load_file(str(f))["latent_mean"], tensors["latent_mean"])
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(f.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=r"bad\.safetensors: tensor '.*': data_offsets"):
+        map_safetensors(bad)
+    bad.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header length"):
+        map_safetensors(bad)
