@@ -108,22 +108,34 @@ def test_swap_report_counts_pairs_that_follow_the_swap():
     assert r["pairs_with_real_value"] == 2 and r["factual_correct"] == 0.5 and r["edited_correct"] == 0.5
 
 
+def _day_night_manifest(folder, sizes: dict[str, int], *, levels: tuple[float, float], noise: float, size: int,
+                        seed: int, varied: bool = False) -> list[dict]:
+    """Real-like 16-bit PNGs (odd indices night: darker, at ``levels`` = (day, night) mean) and their manifest
+    ``folder/manifest.jsonl``; ``varied``: altitudes, angles and car counts vary with the index."""
+    from thermgen.io import write_png16
+    from thermgen.ircap.manifest import write_manifest
+
+    rng = np.random.default_rng(seed)
+    recs = []
+    for split, n in sizes.items():
+        for i in range(n):
+            tod = "night" if i % 2 else "day"
+            img = np.clip(rng.normal(levels[1] if tod == "night" else levels[0], noise, (size, size)), 0, 1)
+            name = f"{split}_{i:03d}.png"
+            write_png16(folder / name, (img * 65535).astype(np.uint16))
+            recs.append(_rec(i, split, tod, 60 + 10 * (i % 8) if varied else 60, 30 + 10 * (i % 7) if varied else 30,
+                             ["Car"] * (i % 3) if varied else [], name))
+    write_manifest(folder / "manifest.jsonl", recs)
+    return recs
+
+
 def test_judge_command_end_to_end_on_a_tiny_image_set(tmp_path):
     """train_judge on real-like PNGs (night frames darker) with a tiny extractor; eval_folder reads generation.json."""
     from thermgen.io import write_png16
-    from thermgen.ircap.manifest import write_manifest
     from thermgen.judge import eval_folder, train_judge
 
-    rng = np.random.default_rng(0)
-    recs = []
-    for split, n in (("train", 40), ("val", 20), ("test", 20)):
-        for i in range(n):
-            tod = "night" if i % 2 else "day"
-            img = np.clip(rng.normal(0.25 if tod == "night" else 0.7, 0.05, (64, 64)), 0, 1)
-            name = f"{split}_{i:03d}.png"
-            write_png16(tmp_path / name, (img * 65535).astype(np.uint16))
-            recs.append(_rec(i, split, tod, 60 + 10 * (i % 8), 30 + 10 * (i % 7), ["Car"] * (i % 3), name))
-    write_manifest(tmp_path / "manifest.jsonl", recs)
+    recs = _day_night_manifest(tmp_path, {"train": 40, "val": 20, "test": 20}, levels=(0.7, 0.25), noise=0.05, size=64,
+                               seed=0, varied=True)
     rep = train_judge(tmp_path / "manifest.jsonl", tmp_path / "judge", resolution=32, feature=PoolFeatures(),
                       progress=False)
     assert rep["ceiling"]["time_of_day"]["accuracy"] == 1.0
@@ -167,21 +179,10 @@ def test_autoencoder_ceiling_streams_a_split_and_a_lossless_autoencoder_keeps_th
     """autoencoder_ceiling over more images than one batch of 32: the PatchAutoencoder reconstructs exactly, so its
     reconstructions score as the originals do."""
     from pipelines.patch_autoencoder import PatchAutoencoder
-    from thermgen.io import write_png16
-    from thermgen.ircap.manifest import write_manifest
     from thermgen.judge import train_judge
     from thermgen.metrics.judging import autoencoder_ceiling
 
-    rng = np.random.default_rng(1)
-    recs = []
-    for split, n in (("train", 40), ("val", 70), ("test", 20)):
-        for i in range(n):
-            tod = "night" if i % 2 else "day"
-            img = np.clip(rng.normal(0.3 if tod == "night" else 0.6, 0.1, (32, 32)), 0, 1)
-            name = f"{split}_{i:03d}.png"
-            write_png16(tmp_path / name, (img * 65535).astype(np.uint16))
-            recs.append(_rec(i, split, tod, 60, 30, [], name))
-    write_manifest(tmp_path / "manifest.jsonl", recs)
+    _day_night_manifest(tmp_path, {"train": 40, "val": 70, "test": 20}, levels=(0.6, 0.3), noise=0.1, size=32, seed=1)
     train_judge(tmp_path / "manifest.jsonl", tmp_path / "judge", resolution=32, feature=PoolFeatures(), progress=False)
     PatchAutoencoder(patch_size=4).save_pretrained(tmp_path / "ae")
     rep = autoencoder_ceiling(tmp_path / "judge", tmp_path / "manifest.jsonl", tmp_path / "ae", split="val",
