@@ -20,7 +20,7 @@ class TinyInception(nn.Module):
     name = "tiny-inception"
     cache_id = "tiny-inception:test"
 
-    def __init__(self, path=None, device="cpu"):
+    def __init__(self, path=None, device="cpu", channels_last=True):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,9 @@ def test_inception_gives_2048_features_matching_cleanfid_scaling():
     torch.testing.assert_close(nchw(x), ref, rtol=0, atol=0)
     # The default channels-last layout differs from it by float rounding only.
     assert net.channels_last and not nchw.channels_last
+    convs = [p for p in net.layers.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    assert all(p.is_contiguous() for p in nchw.layers.parameters())
     torch.testing.assert_close(f, ref, rtol=1e-4, atol=1e-4)
 
 

@@ -1,5 +1,6 @@
 """The UNet training loop (thermgen.train.unet): resume, multi-process, checkpoints, LoRA, width bridge."""
 
+import json
 import os
 import subprocess
 import sys
@@ -389,9 +390,21 @@ def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path
     assert torch.equal(load_file(str(f))["latent_mean"], tensors["latent_mean"])
 
     bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(f.read_bytes()[:-8])
-    with pytest.raises(ValueError, match=r"bad\.safetensors: tensor '.*': data_offsets"):
-        map_safetensors(bad)
-    bad.write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    with pytest.raises(ValueError, match="header length"):
-        map_safetensors(bad)
+
+    def header(obj) -> bytes:
+        text = json.dumps(obj).encode()
+        return len(text).to_bytes(8, "little") + text
+
+    for data, message in [
+        (f.read_bytes()[:-8], "data_offsets .* inside the file"),
+        (f.read_bytes() + b"extra", "the tensors end at byte"),
+        ((10**9).to_bytes(8, "little") + b"{}", "header length"),
+        (header([]) + b"", "not a JSON object"),
+        (header({"a": {"dtype": "F32", "shape": [2]}}) + bytes(8), "tensor 'a': entry"),
+        (header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                 "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}) + bytes(8), "tensor '.': data_offsets"),
+        (header({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}) + bytes(8), "dtype 'C64'"),
+    ]:
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match=r"bad\.safetensors: not a valid safetensors file: .*" + message):
+            map_safetensors(bad)

@@ -132,6 +132,11 @@ class InceptionFeatures(nn.Module):
         self._sha256: str | None = None
 
     @property
+    def cache_id(self) -> str:
+        """Names the weights and the layout in feature caches: the layouts' features differ by float rounding."""
+        return f"{self.name}:{self.weights_sha256}" + (":channels-last" if self.channels_last else "")
+
+    @property
     def weights_sha256(self) -> str:
         if self._sha256 is None:
             self._sha256 = file_sha256(self.weights_path)

@@ -723,8 +723,11 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
                                  record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}")
             sides.append(_folder_features(ctx, d))
         swaps[kind] = swap_report(judge, kind, sides[0], sides[1], [p.value_a for p in pairs],
-                                  [p.value_b for p in pairs],
-                                  real_values=[record_attributes(by_id[p.record_id]).get(kind) for p in pairs])
+                                  [p.value_b for p in pairs], real_values=[
+                                      # person and car swaps keep the record as annotated on side A (by the swap
+                                      # builder's own reading of the labels); the time of day is the record's
+                                      record_attributes(by_id[p.record_id]).get(kind) if kind == "time_of_day"
+                                      else p.value_a for p in pairs])
     return {"attributes": graded, "swap": swaps}
 
 
@@ -742,7 +745,8 @@ def _mean_std_tree(runs: list[dict]) -> dict:
     out["swap"] = {k: {m: mean_std([r["judge"]["swap"][k][m] for r in runs])
                        for m in ("follows", "moved", "verdict_changed", "factual_correct", "edited_correct")
                        if all(m in r["judge"]["swap"][k] for r in runs)}
-                   | {"pairs": swaps[k]["pairs"]} for k in swaps}
+                   | {"pairs": swaps[k]["pairs"], "pairs_with_real_value": swaps[k].get("pairs_with_real_value")}
+                   for k in swaps}
     return out
 
 
@@ -889,7 +893,9 @@ def judge_markdown(report: dict) -> list[str]:
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in rows.items():
             for kind, sw in r.get("over_seeds", {}).get("swap", {}).items():
-                out.append(f"| {name} | {kind} | {sw['pairs']} | {_ms(sw['follows'])} | {_ms(sw['moved'])} | "
+                n_real = sw.get("pairs_with_real_value")
+                pairs = sw["pairs"] if n_real in (None, sw["pairs"]) else f"{sw['pairs']} ({n_real} with a real value)"
+                out.append(f"| {name} | {kind} | {pairs} | {_ms(sw['follows'])} | {_ms(sw['moved'])} | "
                            f"{_ms(sw['verdict_changed'])} | {_ms(sw.get('factual_correct'))} | "
                            f"{_ms(sw.get('edited_correct'))} |")
     conf = {name: r.get("judge", {}).get("attributes", {}) for name, r in rows.items()}

@@ -360,7 +360,9 @@ def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     Nothing is read until a row is used, and the pages come from the OS page cache, which every process that maps
     the file shares: N training processes on one machine hold the UNet's training cache once, not N times (the
     row gathers of a step touch only that step's rows). Writing to a tensor changes this process's copy only.
-    Equal, tensor for tensor, to ``safetensors.torch.load_file`` (tested).
+    Equal, tensor for tensor, to ``safetensors.torch.load_file`` (tested); the header is checked as strictly (a
+    JSON object of entries with a known dtype, an int shape and offsets that tile the data region in order), and a
+    bad one raises ``ValueError`` naming the file and the tensor.
     """
     import json
     import mmap
@@ -368,33 +370,53 @@ def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     size = path.stat().st_size
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path}: not a valid safetensors file: {why}")
+
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise bad("shorter than its 8-byte header length")
         (hlen,) = struct.unpack("<Q", head)
-        if hlen > size - 8:
-            raise ValueError(f"{path}: not a safetensors file (header length {hlen} beyond the file's {size} bytes)")
+        if hlen > min(size - 8, 100 * 2**20):
+            raise bad(f"header length {hlen} beyond the file's {size} bytes or the 100 MB that safetensors allows")
         try:
             header = json.loads(f.read(hlen))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: safetensors header is not JSON ({e})") from None
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 0 else None
-    base, out = 8 + hlen, {}
+            raise bad(f"header is not JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise bad("header is not a JSON object")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    base, out, spans = 8 + hlen, {}, []
     for key, info in header.items():
         if key == "__metadata__":
             continue
+        ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(isinstance(o, int) for o in info["data_offsets"]))
+        if not ok:
+            raise bad(f"tensor {key!r}: entry {info!r} lacks an int 'shape' or two int 'data_offsets'")
         dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
         if dtype is None:
-            raise ValueError(f"{path}: tensor {key!r}: dtype {info.get('dtype')!r} is not supported")
-        shape, (start, end) = list(info["shape"]), info["data_offsets"]
+            raise bad(f"tensor {key!r}: dtype {info.get('dtype')!r} is not supported")
+        shape, (start, end) = info["shape"], info["data_offsets"]
         numel = math.prod(shape)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if end - start != numel * itemsize or start < 0 or base + end > size:
-            raise ValueError(f"{path}: tensor {key!r}: data_offsets {[start, end]} do not hold shape {shape} "
-                             f"{info['dtype']} inside the file")
+        if end - start != numel * torch.empty((), dtype=dtype).element_size() or start < 0 or base + end > size:
+            raise bad(f"tensor {key!r}: data_offsets {[start, end]} do not hold shape {shape} {info['dtype']} "
+                      f"inside the file's {size} bytes")
+        spans.append((start, end, key))
         out[key] = (torch.frombuffer(mm, dtype=dtype, count=numel, offset=base + start).view(shape) if numel
                     else torch.empty(shape, dtype=dtype))
+    at = 0
+    for start, end, key in sorted(spans):
+        if start != at:
+            raise bad(f"tensor {key!r}: data_offsets start at {start}, not at {at} where the previous tensor ends "
+                      "(tensors overlap or leave a gap)")
+        at = end
+    if base + at != size:
+        raise bad(f"the tensors end at byte {base + at} but the file has {size}")
     return out
 
 
