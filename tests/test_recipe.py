@@ -115,6 +115,29 @@ def test_rerun_with_the_same_config_skips_every_stage(run_copy):
     assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}
 
 
+def test_plan_names_the_stages_a_run_would_redo_and_touches_nothing(run_copy, capsys):
+    """--plan: a complete run plans to skip every stage; a changed UNet key plans the UNet and what reads it (not
+    the judge, which does not); --rerun plans that stage; the run folder is left as it was."""
+    from thermgen.train.recipe import plan_recipe
+
+    def snapshot():
+        return {str(p.relative_to(run_copy)): p.stat().st_mtime_ns for p in run_copy.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert {a for _, a, _ in plan_recipe(load_config(None, TINY_RECIPE), run_copy)} == {"skip"}
+    plan = {n: (a, why) for n, a, why in plan_recipe(load_config(None, TINY_RECIPE + ["train.max_train_steps=2"]), run_copy)}
+    assert [plan[s][0] for s in ("data", "captions", "tclip", "vae", "judge")] == ["skip"] * 5
+    assert plan["unet"] == ("run", "config or an upstream stage changed")
+    assert plan["contrast"] == ("run", "upstream stage unet runs") and plan["evaluate"][0] == "run"
+    plan = plan_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("evaluate",), stop_after="evaluate")
+    assert [n for n, a, _ in plan if a == "run"] == ["evaluate"]
+    assert main(["--out", str(run_copy), "--plan", "--rerun", "tclip", *TINY_RECIPE]) == 0
+    out = capsys.readouterr().out
+    assert "tclip     run      --rerun" in out and "unet      run      upstream stage tclip runs" in out
+    assert "nothing was changed" in out
+    assert snapshot() == before
+
+
 def test_changed_unet_key_reruns_the_unet_but_not_the_stages_before_it(run_copy):
     before = (run_copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     cfg = load_config(None, TINY_RECIPE + ["train.max_train_steps=2"])

@@ -1163,6 +1163,34 @@ def stage_status(stage: Stage, ctx: Context) -> tuple[bool, str]:
     return True, "complete"
 
 
+def plan_recipe(cfg: dict, run_dir: Path, *, rerun: tuple[str, ...] = (), stop_after: str | None = None
+                ) -> list[tuple[str, str, str]]:
+    """What :func:`run_recipe` would do with this config and run folder, touching nothing: ``(stage, action, why)``
+    per stage, action one of "skip" (complete), "run" or "disabled". A stage whose upstream stage runs runs too.
+    A stage that runs replaces its outputs, so ``python -m thermgen.train --plan`` is the way to check that a
+    re-evaluation of an old run will not retrain (and delete) its T-CLIP or UNet first."""
+    ctx = Context(cfg=cfg, run=Path(run_dir))
+    plan, runs = [], set()
+    for stage in STAGES:
+        if not stage.enabled(cfg):
+            plan.append((stage.name, "disabled", ""))
+            ctx.tokens[stage.name] = "disabled"
+        elif stage.name in rerun:
+            plan.append((stage.name, "run", "--rerun"))
+        elif any(d in runs for d in stage.deps):
+            plan.append((stage.name, "run", f"upstream stage {next(d for d in stage.deps if d in runs)} runs"))
+        else:
+            done, why = stage_status(stage, ctx)
+            if done:
+                ctx.tokens[stage.name] = read_marker(ctx, stage.name)["token"]
+            plan.append((stage.name, "skip" if done else "run", why))
+        if plan[-1][1] == "run":
+            runs.add(stage.name)
+        if stage.name == stop_after:
+            break
+    return plan
+
+
 def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[str, ...] = (),
                stop_after: str | None = None, progress: bool = True) -> dict:
     """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written)."""
@@ -1313,6 +1341,9 @@ def build_parser():
                         "run.num_processes; default: the config's, 1)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print which stages would run or be skipped in the run folder, and why, and exit without "
+                        "touching it (a stage that runs replaces its outputs: check before re-evaluating an old run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to RUN/recipe.log)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides (see above)")
     return p
@@ -1348,6 +1379,13 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     out = args.out or Path("runs") / f"{cfg_path.stem if cfg_path else 'cpu-default'}-{cfg['data']['source']}"
+    if args.plan:
+        plan = plan_recipe(cfg, out, rerun=tuple(args.rerun), stop_after=args.stop_after)
+        for name, action, why in plan:
+            print(f"{name:<9} {action:<8} {why}")
+        n = sum(a == "run" for _, a, _ in plan)
+        print(f"[thermgen.train] plan for {out}: {n} stage(s) would run, replacing their outputs; nothing was changed")
+        return 0
     summary = run_recipe(cfg, out, resume=args.resume, rerun=tuple(args.rerun), stop_after=args.stop_after,
                          progress=not args.no_progress)
     print(f"[thermgen.train] finished in {summary['seconds']:.1f} s, peak RSS {summary['peak_rss_mb']:.0f} MiB; "
