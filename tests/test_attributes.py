@@ -222,8 +222,10 @@ def test_swap_edits_exactly_one_fact(hit_records):
 
     tod = swap_pairs(hit_records, "time_of_day")
     assert len(tod) >= 40
+    by_id = {r["id"]: r for r in hit_records}
     for p in tod:
         assert (p.value_a, p.value_b) == ("day", "night")
+        assert p.real_value == by_id[p.record_id]["meta"]["time_of_day"]  # the side as photographed
         sa = {f["fact"]: f["value"] for f in p.stated_a if f["caption"] == "global"}
         sb = {f["fact"]: f["value"] for f in p.stated_b if f["caption"] == "global"}
         assert sa.pop("time_of_day") == "day" and sb.pop("time_of_day") == "night"
@@ -233,7 +235,7 @@ def test_swap_edits_exactly_one_fact(hit_records):
     people = swap_record(rec, "person")
     counts_a = {f["label"]: f["value"] for f in people.stated_a if f["fact"] == "count"}
     counts_b = {f["label"]: f["value"] for f in people.stated_b if f["fact"] == "count"}
-    assert counts_a.pop("Person") > 0 and "Person" not in counts_b
+    assert counts_a.pop("Person") > 0 and "Person" not in counts_b and people.real_value == "present"
     assert counts_a == counts_b
     scene = {(f["fact"], str(f["value"])) for f in people.stated_a if "label" not in f}
     assert scene == {(f["fact"], str(f["value"])) for f in people.stated_b if "label" not in f}
@@ -245,7 +247,7 @@ def test_swap_edits_exactly_one_fact(hit_records):
         p = swap_record(many[0], "cars")
         ca = {f["label"]: f["value"] for f in p.stated_a if f["fact"] == "count"}
         cb = {f["label"]: f["value"] for f in p.stated_b if f["fact"] == "count"}
-        assert ca.pop("Car") >= 6 and cb.pop("Car") == 2 and ca == cb
+        assert ca.pop("Car") >= 6 and cb.pop("Car") == 2 and ca == cb and p.real_value == "6+"
     # The scene facts given to the renderer are the record's own: infer_facts is what the swap starts from.
     scene_facts, _ = infer_facts(rec["measurements"], [o["label"] for o in rec["objects"]], rec["meta"])
     assert any(f.name == "time_of_day" for f in scene_facts)

@@ -106,8 +106,15 @@ def test_evaluation_over_two_seeds_reports_mean_std_and_seed_diversity(run_copy)
         assert over["attributes"]["time_of_day"]["accuracy"]["n"] == 2
         div = over["seed_diversity"]
         assert (div["seeds"], div["prompts"]) == (2, 4) and div["within"] > 0 and div["across"] > 0
+        # the swap test says which side fails: the prompt as photographed, or the edited one
+        for sw in over["swap"].values():
+            assert sw["factual_correct"]["n"] == 2 and sw["edited_correct"]["n"] == 2
+            assert sw["pairs_with_real_value"] == sw["pairs"]
     md = (run_copy / "reports" / "generation.md").read_text()
     assert "**Seed diversity**" in md and "| tclip | " in md.split("**Seed diversity**")[1]
+    assert gen["rows"]["tclip"]["over_seeds"]["swap"], "the tiny recipe's synthetic test split has swap pairs"
+    rows = [ln for ln in md.split("**Swap test**")[1].splitlines() if ln.startswith("| tclip |")]
+    assert rows and all(ln.count("|") == 9 and "| - |" not in ln for ln in rows)
 
 
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):

@@ -94,8 +94,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
-    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
-                                             record_attributes, swap_report)
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images, swap_report
     from thermgen.metrics.fid import list_images
     from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
     from thermgen.train.config import load_config
@@ -112,9 +111,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     feats = image_features(list_images(imgs).files, res, progress=False)
     graded = judge_images(judge, feats, attribute_table(recs))
     if prompt_style == "captions":
-        by_id = {r["id"]: r for r in recs}
-        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b,
-                  record_attributes(by_id[x.record_id]).get("time_of_day"))
+        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value)
                  for x in build_swaps(recs, "time_of_day", max_pairs=swap_pairs)]
     else:  # side A states the record's own time of day
         pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]

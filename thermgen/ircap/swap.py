@@ -32,7 +32,9 @@ MANY_CARS = 6
 
 @dataclass
 class SwapPair:
-    """One record rendered twice, with one fact edited. ``stated_a`` / ``stated_b``: the facts each side states."""
+    """One record rendered twice, with one fact edited. ``stated_a`` / ``stated_b``: the facts each side states.
+    ``real_value``: the record's own value of the attribute (one of ``value_a`` / ``value_b``), so that a report
+    can tell the side that states the scene as photographed from the side that states the edit."""
 
     record_id: str
     attribute: str
@@ -44,6 +46,7 @@ class SwapPair:
     fine_b: str
     stated_a: list[dict[str, Any]] = field(default_factory=list)
     stated_b: list[dict[str, Any]] = field(default_factory=list)
+    real_value: str | None = None
 
 
 def _labels(rec: Mapping[str, Any]) -> list[str]:
@@ -71,9 +74,9 @@ def _keep_objects(labels, per_obj, meas, keep: Sequence[int]):
     return [per_obj[i] for i in keep], [labels[i] for i in keep], meas2
 
 
-def _pair(rec, attr, va, vb, ca, cb) -> SwapPair:
+def _pair(rec, attr, va, vb, ca, cb, real) -> SwapPair:
     return SwapPair(rec["id"], attr, va, vb, ca.global_caption, ca.fine_caption, cb.global_caption, cb.fine_caption,
-                    list(ca.stated), list(cb.stated))
+                    list(ca.stated), list(cb.stated), real)
 
 
 def swap_record(rec: Mapping[str, Any], kind: str) -> SwapPair | None:
@@ -90,7 +93,7 @@ def swap_record(rec: Mapping[str, Any], kind: str) -> SwapPair | None:
             edited = [Fact(f.name, value, f.subject, "swap test: edited", {"time_of_day": value})
                       if f.name == "time_of_day" else f for f in scene]
             sides.append(_render(rec, edited, per_obj, labels, meas))
-        return _pair(rec, kind, "day", "night", sides[0], sides[1])
+        return _pair(rec, kind, "day", "night", sides[0], sides[1], tod.value)
     if kind == "person":
         people = [i for i, lab in enumerate(labels) if is_person(lab)]
         if not people:
@@ -98,7 +101,7 @@ def swap_record(rec: Mapping[str, Any], kind: str) -> SwapPair | None:
         keep = [i for i in range(len(labels)) if i not in people]
         a = _render(rec, scene, per_obj, labels, meas)
         b = _render(rec, scene, *_keep_objects(labels, per_obj, meas, keep))
-        return _pair(rec, kind, "present", "absent", a, b)
+        return _pair(rec, kind, "present", "absent", a, b, "present")  # side A: the record as annotated
     cars = [i for i, lab in enumerate(labels) if lab.strip().lower() == "car"]
     if len(cars) < MANY_CARS:
         return None
@@ -106,7 +109,7 @@ def swap_record(rec: Mapping[str, Any], kind: str) -> SwapPair | None:
     keep = [i for i in range(len(labels)) if i not in dropped]
     a = _render(rec, scene, per_obj, labels, meas)
     b = _render(rec, scene, *_keep_objects(labels, per_obj, meas, keep))
-    return _pair(rec, kind, "6+", "1-5", a, b)
+    return _pair(rec, kind, "6+", "1-5", a, b, "6+")
 
 
 def _about_edit(entry: Mapping[str, Any], kind: str) -> bool:

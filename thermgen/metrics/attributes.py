@@ -328,8 +328,11 @@ def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: 
     }
     if real_values is not None:
         ok_a, ok_b = va == ia, vb == ib
-        fact = [ok_a[i] if r == values_a[i] else ok_b[i] for i, r in enumerate(real_values) if r in (values_a[i], values_b[i])]
-        edit = [ok_b[i] if r == values_a[i] else ok_a[i] for i, r in enumerate(real_values) if r in (values_a[i], values_b[i])]
+        fact, edit = [], []
+        for i, r in enumerate(real_values):
+            if r in (values_a[i], values_b[i]):
+                fact.append(ok_a[i] if r == values_a[i] else ok_b[i])
+                edit.append(ok_b[i] if r == values_a[i] else ok_a[i])
         out["factual_correct"] = float(np.mean(fact)) if fact else float("nan")
         out["edited_correct"] = float(np.mean(edit)) if edit else float("nan")
         out["pairs_with_real_value"] = len(fact)

@@ -703,11 +703,9 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
     """Judge the images generated for ``recs`` (folder ``images``, or their judge features ``feats``) and run
     the one-fact swap test, for one seed."""
     from thermgen.ircap.swap import SWAP_KINDS, swap_pairs
-    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, judge_images, record_attributes,
-                                             swap_report)
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, swap_report
 
     judge = AttributeJudge.load(judge_dir(ctx))
-    by_id = {r["id"]: r for r in recs}
     graded = judge_images(judge, _folder_features(ctx, images) if feats is None else feats, attribute_table(recs))
     swaps = {}
     for kind in SWAP_KINDS:
@@ -723,11 +721,7 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
                                  record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}")
             sides.append(_folder_features(ctx, d))
         swaps[kind] = swap_report(judge, kind, sides[0], sides[1], [p.value_a for p in pairs],
-                                  [p.value_b for p in pairs], real_values=[
-                                      # person and car swaps keep the record as annotated on side A (by the swap
-                                      # builder's own reading of the labels); the time of day is the record's
-                                      record_attributes(by_id[p.record_id]).get(kind) if kind == "time_of_day"
-                                      else p.value_a for p in pairs])
+                                  [p.value_b for p in pairs], real_values=[p.real_value for p in pairs])
     return {"attributes": graded, "swap": swaps}
 
 
@@ -1163,29 +1157,34 @@ def stage_status(stage: Stage, ctx: Context) -> tuple[bool, str]:
     return True, "complete"
 
 
+def stage_action(stage: Stage, ctx: Context, rerun: tuple[str, ...], running: set[str]) -> tuple[str, str]:
+    """``(action, why)`` for one stage, action "skip" (complete), "run" or "disabled"; ``running``: the stages
+    before it that run. The one decision that :func:`run_recipe` acts on and :func:`plan_recipe` prints."""
+    if not stage.enabled(ctx.cfg):
+        return "disabled", ""
+    if stage.name in rerun:
+        return "run", "--rerun"
+    upstream = next((d for d in stage.deps if d in running), None)
+    if upstream:
+        return "run", f"upstream stage {upstream} runs"
+    done, why = stage_status(stage, ctx)
+    return ("skip" if done else "run"), why
+
+
 def plan_recipe(cfg: dict, run_dir: Path, *, rerun: tuple[str, ...] = (), stop_after: str | None = None
                 ) -> list[tuple[str, str, str]]:
     """What :func:`run_recipe` would do with this config and run folder, touching nothing: ``(stage, action, why)``
-    per stage, action one of "skip" (complete), "run" or "disabled". A stage whose upstream stage runs runs too.
-    A stage that runs replaces its outputs, so ``python -m thermgen.train --plan`` is the way to check that a
-    re-evaluation of an old run will not retrain (and delete) its T-CLIP or UNet first."""
+    per stage (:func:`stage_action`). A stage that runs replaces its outputs, so ``python -m thermgen.train --plan``
+    is the way to check that a re-evaluation of an old run will not retrain (and delete) its T-CLIP or UNet first."""
     ctx = Context(cfg=cfg, run=Path(run_dir))
-    plan, runs = [], set()
+    plan, running = [], set()
     for stage in STAGES:
-        if not stage.enabled(cfg):
-            plan.append((stage.name, "disabled", ""))
-            ctx.tokens[stage.name] = "disabled"
-        elif stage.name in rerun:
-            plan.append((stage.name, "run", "--rerun"))
-        elif any(d in runs for d in stage.deps):
-            plan.append((stage.name, "run", f"upstream stage {next(d for d in stage.deps if d in runs)} runs"))
+        action, why = stage_action(stage, ctx, rerun, running)
+        plan.append((stage.name, action, why))
+        if action == "run":
+            running.add(stage.name)
         else:
-            done, why = stage_status(stage, ctx)
-            if done:
-                ctx.tokens[stage.name] = read_marker(ctx, stage.name)["token"]
-            plan.append((stage.name, "skip" if done else "run", why))
-        if plan[-1][1] == "run":
-            runs.add(stage.name)
+            ctx.tokens[stage.name] = "disabled" if action == "disabled" else read_marker(ctx, stage.name)["token"]
         if stage.name == stop_after:
             break
     return plan
@@ -1210,15 +1209,16 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
     t_all = time.time()
     summary: dict[str, Any] = {"run": str(ctx.run), "stages": {}}
     prev = _read_previous(ctx)
+    running: set[str] = set()
     try:
         for stage in STAGES:
-            if not stage.enabled(cfg):
+            action, reason = stage_action(stage, ctx, rerun, running)
+            if action == "disabled":
                 summary["stages"][stage.name] = {"status": "disabled"}
                 ctx.tokens[stage.name] = "disabled"
                 continue
             h = stage_hash(stage, ctx)
-            done, why = stage_status(stage, ctx)
-            if done and stage.name not in rerun:
+            if action == "skip":
                 m = read_marker(ctx, stage.name)
                 ctx.tokens[stage.name] = m["token"]
                 summary["stages"][stage.name] = {"status": "skipped (complete)",
@@ -1228,7 +1228,7 @@ def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[s
                 if stage.name == stop_after:
                     break
                 continue
-            reason = "--rerun" if stage.name in rerun else why
+            running.add(stage.name)
             print(f"[thermgen.train] {stage.name}: running ({reason})", flush=True)
             logger.info("stage %-9s running (%s), hash %s", stage.name, reason, h)
             (ctx.run / MARKER_DIR / f"{stage.name}.json").unlink(missing_ok=True)
