@@ -310,3 +310,62 @@ def test_seed_diversity_is_zero_when_the_seed_does_not_matter_and_near_one_when_
         seed_diversity([prompts])
     with pytest.raises(ValueError, match="same >= 2 prompts"):
         seed_diversity([prompts, prompts[:10]])
+
+
+# ---- does the judge read the attribute or the site? -------------------------------------------------------
+def test_flight_groups_follow_frame_order_and_name_a_record_without_a_frame():
+    from thermgen.data.sample import DataError
+    from thermgen.metrics.attributes import flight_groups
+
+    recs = [_rec(i, "train", tod, 60, 30, []) for i, tod in enumerate(["night", "day", "day", "night", "night"])]
+    for r, frame in zip(recs, ["00012", "00003", "00004", "00020", "00001"]):
+        r["meta"]["frame"] = frame
+    # frame order: 1 night, 3 day, 4 day, 12 night, 20 night -> flights 0, 1, 1, 2, 2
+    assert flight_groups(recs) == [2, 1, 1, 2, 0]
+    del recs[3]["meta"]["frame"]
+    with pytest.raises(DataError, match=r"t/train/0003.*meta\.frame"):
+        flight_groups(recs)
+    recs[3]["meta"]["frame"] = "x12"
+    with pytest.raises(DataError, match="not a frame number"):
+        flight_groups(recs)
+
+
+@pytest.mark.parametrize("site_only", [True, False])
+def test_held_out_flights_catch_a_judge_that_recognises_sites(tmp_path, site_only):
+    """Six flights, each over its own site (one bright cell of the 4x4 grid the tiny features pool over). With
+    ``site_only`` the time of day shows in nothing but the site, so the plain judge (test images from flights it was
+    trained on) is perfect and the held-out-flight one is not; when day frames are also warmer overall, both are."""
+    from thermgen.io import write_png16
+    from thermgen.ircap.manifest import write_manifest
+    from thermgen.judge import held_out_flights, train_judge
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for flight in range(6):
+        tod = "night" if flight % 2 else "day"
+        for split, n in (("train", 8), ("val", 2), ("test", 4)):
+            for i in range(n):
+                level = 0.3 if site_only or tod == "night" else 0.45
+                img = np.clip(rng.normal(level, 0.02, (32, 32)), 0, 1)
+                row, col = divmod(flight, 4)
+                img[row * 8:(row + 1) * 8, col * 8:(col + 1) * 8] = 0.9
+                name = f"{split}_{flight}_{i}.png"
+                write_png16(tmp_path / name, (img * 65535).astype(np.uint16))
+                r = _rec(len(recs), split, tod, 60, 30, [], name)
+                r["meta"]["frame"] = str(flight * 100 + len(recs))
+                recs.append(r)
+    write_manifest(tmp_path / "manifest.jsonl", recs)
+    train_judge(tmp_path / "manifest.jsonl", tmp_path / "judge", resolution=32, feature=PoolFeatures(), progress=False)
+    rep = held_out_flights(tmp_path / "judge", tmp_path / "manifest.jsonl", feature=PoolFeatures(), progress=False)
+    assert rep["n_flights"] == 6 and len(rep["flights"]) == 6 and rep["n_test"] == 24
+    assert [f["n_train"] for f in rep["flights"]] == [8] * 6 and [f["n_test"] for f in rep["flights"]] == [4] * 6
+    plain, held = rep["ceiling"]["time_of_day"]["accuracy"], rep["held_out_flights"]["time_of_day"]["accuracy"]
+    assert plain == 1.0
+    if site_only:
+        assert held <= 0.7
+    else:
+        assert held == 1.0
+    from thermgen.metrics.judging import flights_markdown
+
+    md = flights_markdown(rep)
+    assert md.count("| time_of_day |") == 1 and md.count("| day |") + md.count("| night |") == 6

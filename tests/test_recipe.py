@@ -97,6 +97,33 @@ def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
     assert "captions per image: global 3.0, fine 3.0" in (run / "tclip" / "logs" / "train.log").read_text()
 
 
+def test_judge_stage_checks_held_out_flights_when_records_have_frame_numbers(run_copy):
+    """Synthetic scenes are numbered (meta.frame = scene id): the judge stage writes reports/judge_flights.* and the
+    held-out accuracies beside its ceiling, and the generation report gains their row. Frames that are not numbers
+    (KAIST's keys) mean no flight check, not a failed stage."""
+    from thermgen.train.recipe import generation_markdown
+
+    reports = run_copy / "reports"
+    flights = json.loads((reports / "judge_flights.json").read_text())
+    assert flights["n_flights"] >= 2 and sum(f["n_test"] for f in flights["flights"]) == flights["n_test"]
+    judge = json.loads((reports / "judge.json").read_text())
+    assert judge["held_out_flights"] == flights["held_out_flights"]
+    assert set(judge["held_out_flights"]) == set(judge["ceiling"])
+    assert "| time_of_day |" in (reports / "judge_flights.md").read_text()
+    gen = json.loads((reports / "generation.json").read_text())
+    assert gen["judge_ceiling_held_out_flights"] == judge["held_out_flights"]
+    assert "judge refit without their flight" in generation_markdown(gen)
+
+    lines = [json.loads(x) for x in (run_copy / "manifest.jsonl").read_text().splitlines()]
+    for rec in lines:
+        rec["meta"]["frame"] = f"set00/V000/I{rec['meta']['frame']}"
+    (run_copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("judge",), stop_after="judge", progress=False)
+    assert summary["stages"]["judge"]["status"] == "ran"
+    assert not (reports / "judge_flights.json").exists() and not (reports / "judge_flights.md").exists()
+    assert "held_out_flights" not in json.loads((reports / "judge.json").read_text())
+
+
 def test_evaluation_over_two_seeds_reports_mean_std_and_seed_diversity(run_copy):
     summary = run_recipe(load_config(None, TINY_RECIPE + ["eval.seeds=[0, 1]"]), run_copy, progress=False)
     assert statuses(summary)["evaluate"] == "ran" and statuses(summary)["unet"] == "skipped (complete)"

@@ -33,6 +33,11 @@ How much does the seed change the image, for a fixed prompt? Folders of the same
     python -m thermgen.judge diversity --judge RUN/judge --images RUN/eval/tclip/seed0/images \
         RUN/eval/tclip/seed42/images RUN/eval/tclip/seed123/images --out RUN/reports/diversity.json
 
+Does the judge read the attribute or recognise the place? HIT-UAV's splits share flights; refit the heads without
+each flight in turn and grade that flight's test images (frames numbered along the recording, ``meta.frame``)::
+
+    python -m thermgen.judge flights --judge RUN/judge --manifest RUN/manifest.jsonl --out RUN/reports/judge_flights.json
+
 All write JSON and a Markdown table beside it. Method: :mod:`thermgen.metrics.attributes`.
 """
 
@@ -51,6 +56,8 @@ from thermgen.metrics.judging import (  # noqa: F401  (re-exported: the command'
     confusion_markdown,
     diversity_folders,
     eval_folder,
+    flights_markdown,
+    held_out_flights,
     split_features,
     text_probe,
     text_probe_markdown,
@@ -97,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", required=True, nargs="+", help="2 or more folders with generation.json, the same "
                    "prompts in the same order, one seed each")
     d.add_argument("--out", required=True, help="report JSON path (.md beside it)")
-    for q in (t, e, a, x, d):
+    f = sub.add_parser("flights", help="the judge's ceiling on flights it never saw (HIT-UAV: frames numbered along "
+                       "the recording): reads it the attribute, or the site?",
+                       description="Refit the judge's heads without each flight in turn and grade that flight's test "
+                       "images; beside the plain ceiling on the same images.")
+    f.add_argument("--judge", required=True, help="judge folder (from `train`)")
+    f.add_argument("--manifest", required=True, help="the manifest the judge was trained on (records need meta.frame)")
+    f.add_argument("--train-split", default="train")
+    f.add_argument("--test-split", default="test")
+    f.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    for q in (t, e, a, x, d, f):
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -126,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                                   args.cache_dir or default_cache_dir()))
             print(ceiling_markdown(rep))
             print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
+        elif args.cmd == "flights":
+            rep = held_out_flights(args.judge, args.manifest, train_split=args.train_split, test_split=args.test_split,
+                                   device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())
+            _write_report(args.out, rep, flights_markdown(rep))
         elif args.cmd == "text":
             rep = text_probe(args.text_encoder, args.manifest, device=args.device)
             _write_report(args.out, rep, text_probe_markdown(rep))

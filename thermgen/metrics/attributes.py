@@ -98,6 +98,36 @@ def attribute_table(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str 
     return {a: [row.get(a) for row in rows] for a in ATTRIBUTES}
 
 
+def flight_groups(records: Sequence[Mapping[str, Any]]) -> list[int]:
+    """One flight number per record: records ordered by ``meta.frame``, a new flight where the time of day changes.
+
+    For datasets whose frames are numbered along the recording, as HIT-UAV's file names are: its frames come in
+    13 such runs (night 0-1606, day 1609-2291, ...), each one or more flights over a site, split at random into
+    train/val/test. Grouping by them lets a check hold out whole flights (:func:`thermgen.metrics.judging.held_out_flights`).
+    A record without ``meta.frame`` or ``meta.time_of_day`` is a :class:`~thermgen.data.sample.DataError` naming it.
+    """
+    from thermgen.data.sample import DataError
+
+    keyed = []
+    for i, r in enumerate(records):
+        meta = r.get("meta") or {}
+        frame, tod = meta.get("frame"), meta.get("time_of_day")
+        if frame is None or tod is None:
+            raise DataError(f"record {r.get('id', i)!r}: flights need meta.frame and meta.time_of_day "
+                            f"(found frame={frame!r}, time_of_day={tod!r})")
+        try:
+            keyed.append((int(frame), i, tod))
+        except (TypeError, ValueError):
+            raise DataError(f"record {r.get('id', i)!r}: meta.frame {frame!r} is not a frame number") from None
+    groups = [0] * len(records)
+    flight, last = -1, None
+    for _, i, tod in sorted(keyed):
+        if tod != last:
+            flight, last = flight + 1, tod
+        groups[i] = flight
+    return groups
+
+
 # ----------------------------------------------------------------------------------------------
 # Features
 
@@ -154,11 +184,13 @@ class AttributeJudge:
     @classmethod
     def fit(cls, feats: np.ndarray, labels: Mapping[str, Sequence[str | None]], *,
             val_feats: np.ndarray | None = None, val_labels: Mapping[str, Sequence[str | None]] | None = None,
-            info: Mapping[str, Any] | None = None) -> AttributeJudge:
+            info: Mapping[str, Any] | None = None, l2: float | Mapping[str, float] | None = None) -> AttributeJudge:
         """Fit one head per attribute on ``feats`` (N, D) and ``labels[attr]`` (N values, None = unknown).
 
         The L2 strength is the one of :attr:`L2_GRID` with the best accuracy on the validation set (the largest
-        on ties); without one, 1e-2. An attribute with fewer than 2 classes present is skipped (logged).
+        on ties); without one, 1e-2. ``l2`` fixes it instead (one value, or one per attribute: e.g. a fitted
+        judge's choices, to refit it on other images). An attribute with fewer than 2 classes present is skipped
+        (logged).
         """
         feats = np.asarray(feats, dtype=np.float64)
         mean = feats.mean(0)
@@ -184,7 +216,11 @@ class AttributeJudge:
             scores = {}
             vv = val_labels.get(attr) if (zv is not None and val_labels is not None) else None
             vkeep = np.array([v is not None and v in classes for v in vv]) if vv is not None else np.zeros(0, bool)
-            if vkeep.any():
+            fixed = l2.get(attr) if isinstance(l2, Mapping) else l2
+            if fixed is not None:
+                w, b = _fit_logreg(xk, y, len(classes), float(fixed))
+                l2_used = float(fixed)
+            elif vkeep.any():
                 yv = torch.tensor([classes.index(v) for v in vv if v is not None and v in classes])
                 for l2 in cls.L2_GRID:
                     w, b = _fit_logreg(xk, y, len(classes), l2)
@@ -192,11 +228,11 @@ class AttributeJudge:
                     scores[l2] = acc
                     if best is None or acc >= best[0]:
                         best = (acc, l2, w, b)
-                _, l2, w, b = best
+                _, l2_used, w, b = best
             else:
-                l2 = 1e-2
-                w, b = _fit_logreg(xk, y, len(classes), l2)
-            heads[attr] = {"classes": classes, "w": w.numpy(), "b": b.numpy(), "l2": l2,
+                l2_used = 1e-2
+                w, b = _fit_logreg(xk, y, len(classes), l2_used)
+            heads[attr] = {"classes": classes, "w": w.numpy(), "b": b.numpy(), "l2": l2_used,
                            "val_accuracy_by_l2": {str(k): round(v, 4) for k, v in scores.items()},
                            "train_counts": dict(Counter(v for v in values if v is not None))}
         return cls(mean, std, heads, dict(info or {}))
@@ -268,16 +304,24 @@ def judge_images(judge: AttributeJudge, feats: np.ndarray, expected: Mapping[str
     images), ``balanced_accuracy`` (mean per-class recall over the classes present) and ``confusion``
     (``{expected: {predicted: count}}``).
     """
-    pred = judge.predict(feats)
+    return grade_predictions(judge.predict(feats), expected,
+                             {a: h["classes"] for a, h in judge.heads.items()},
+                             {a: majority_class(judge, a) for a in judge.heads})
+
+
+def grade_predictions(pred: Mapping[str, Sequence[str]], expected: Mapping[str, Sequence[str | None]],
+                      classes_of: Mapping[str, Sequence[str]], majority: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`judge_images`'s grading of given verdicts ``pred[attr]`` (one per image) against ``expected``;
+    ``classes_of`` and ``majority``: per attribute, the head's classes and its training majority class."""
     out: dict[str, Any] = {}
     for attr, values in expected.items():
-        if attr not in judge.heads:
+        if attr not in pred:
             continue
         pairs = [(e, p) for e, p in zip(values, pred[attr]) if e is not None]
         if not pairs:
             continue
-        classes = judge.heads[attr]["classes"]
-        maj = majority_class(judge, attr)
+        classes = list(classes_of[attr])
+        maj = majority[attr]
         conf = {e: {p: 0 for p in classes} for e in classes}
         for e, p in pairs:
             conf.setdefault(e, {q: 0 for q in classes})[p] += 1

@@ -384,7 +384,7 @@ def run_vae(ctx: Context) -> dict:
 def _judge_version() -> list:
     from thermgen.metrics.attributes import JUDGE_SCHEMA_VERSION, AttributeJudge
 
-    return [JUDGE_SCHEMA_VERSION, list(AttributeJudge.L2_GRID), "inception"]
+    return [JUDGE_SCHEMA_VERSION, list(AttributeJudge.L2_GRID), "inception", "held-out-flights"]
 
 
 def judge_dir(ctx: Context) -> Path:
@@ -396,16 +396,35 @@ def feature_cache(ctx: Context) -> Path:
 
 
 def run_judge(ctx: Context) -> dict:
-    """The attribute judge on the real splits (thermgen.metrics.judging.train_judge); its ceiling goes to reports/judge.md."""
-    from thermgen.metrics.judging import train_judge
+    """The attribute judge on the real splits (thermgen.metrics.judging.train_judge); its ceiling goes to reports/judge.md.
+
+    Where every train and test record has a frame number (HIT-UAV; synthetic scenes' ids), the ceiling on flights the judge never saw
+    (thermgen.metrics.judging.held_out_flights) goes beside it, to reports/judge_flights.md and the generation report.
+    """
+    from thermgen.ircap.manifest import read_manifest
+    from thermgen.metrics.judging import flights_markdown, held_out_flights, train_judge
 
     d = ctx.cfg["data"]
     rep = train_judge(ctx.manifest, judge_dir(ctx), resolution=ctx.cfg["train"]["resolution"], train_split=d["train_split"],
                       val_split=d["val_split"], test_split=d["test_split"], device=ctx.device, progress=ctx.progress,
                       cache_dir=feature_cache(ctx))
+    framed = all(str((r.get("meta") or {}).get("frame", "")).isdigit() for r in read_manifest(ctx.manifest)
+                 if r["split"] in (d["train_split"], d["test_split"]))
+    if framed:
+        flights = held_out_flights(judge_dir(ctx), ctx.manifest, train_split=d["train_split"], test_split=d["test_split"],
+                                   device=ctx.device, progress=ctx.progress, cache_dir=feature_cache(ctx))
+        rep["held_out_flights"] = flights["held_out_flights"]
+        _write_json(ctx.reports_dir / "judge_flights.json", flights)
+        (ctx.reports_dir / "judge_flights.md").write_text(flights_markdown(flights))
+    else:
+        (ctx.reports_dir / "judge_flights.json").unlink(missing_ok=True)
+        (ctx.reports_dir / "judge_flights.md").unlink(missing_ok=True)
+        logger.info("judge: no held-out-flight check (records without a numeric meta.frame)")
     _write_json(ctx.reports_dir / "judge.json", rep)
     shutil.copyfile(judge_dir(ctx) / "report.md", ctx.reports_dir / "judge.md")
-    return {a: {"accuracy": r["accuracy"], "majority_rate": r["majority_rate"]} for a, r in rep["ceiling"].items()}
+    return {a: {"accuracy": r["accuracy"], "majority_rate": r["majority_rate"],
+                **({"held_out_flights": rep["held_out_flights"][a]["accuracy"]} if framed else {})}
+            for a, r in rep["ceiling"].items()}
 
 
 # ---- UNet (main and ablation) --------------------------------------------------------------------
@@ -794,7 +813,10 @@ def run_evaluate(ctx: Context) -> dict:
                               "base_text_tower": "T-CLIP's base text tower without adapters (mode 'base'), "
                                                  "same UNet training"}}
     if use_judge:
-        report["judge_ceiling"] = json.loads((ctx.reports_dir / "judge.json").read_text())["ceiling"]
+        judge_rep = json.loads((ctx.reports_dir / "judge.json").read_text())
+        report["judge_ceiling"] = judge_rep["ceiling"]
+        if judge_rep.get("held_out_flights"):
+            report["judge_ceiling_held_out_flights"] = judge_rep["held_out_flights"]
     _write_json(ctx.reports_dir / "generation.json", report)
     (ctx.reports_dir / "generation.md").write_text(generation_markdown(report))
     return {k: {"fid": v.get("fid"), "kid_mean": v.get("kid_mean")} for k, v in rows.items()}
@@ -861,6 +883,10 @@ def judge_markdown(report: dict) -> list[str]:
         if ceiling:
             out.append("| real test images (judge ceiling) | - | " + " | ".join(
                 f"{ceiling[a]['accuracy']:.3f}" if a in ceiling else "-" for a in attrs) + " |")
+        flights = report.get("judge_ceiling_held_out_flights") or {}
+        if flights:
+            out.append("| real test images, judge refit without their flight (reports/judge_flights.md) | - | "
+                       + " | ".join(f"{flights[a]['accuracy']:.3f}" if a in flights else "-" for a in attrs) + " |")
         for name, r in rows.items():
             o = r.get("over_seeds", {})
             out.append(f"| {name} | {_ms(o.get('fid'), 1)} | " + " | ".join(
