@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import logging
 import math
@@ -48,6 +47,7 @@ from torch import nn
 from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
+from .tracking import csv_tracker, make_trackers, plot_csv_curves
 
 __all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
@@ -333,6 +333,8 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
             start = int(found[-1].name.split("-")[1])
             logger.info("stage %s: resumed from %s", stage, found[-1])
     if acc.is_main_process:
+        # rows of this stage past its checkpoint belong to the interrupted tail: the resumed run writes them again
+        csv_tracker(acc).drop_rows(lambda r: r.get("stage") == stage and r["step"] > start)
         logger.info("stage %s: %d steps, %d trainable parameters, batch %d x %d processes", stage, steps, n_trainable, per_rank, acc.num_processes)
 
     # The caption/augmentation draws are made for the global batch and sliced to this process's share (the
@@ -372,7 +374,7 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
                     ctx.log_rows.append(
                         {"stage": stage, "step": step, "loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0], "scale": round(scale, 4), "seconds": round(time.time() - t0, 2)}
                     )
-                    _append_csv(ctx.out / "logs" / "loss.csv", ctx.log_rows[-1])
+                    acc.log({k: v for k, v in ctx.log_rows[-1].items() if k != "step"}, step=step)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 bar.update(1)
                 if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
@@ -401,37 +403,9 @@ def _save_checkpoint(acc, root: Path, step: int, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
 def plot_loss(csv_path: Path, png_path: Path) -> None:
     """Loss curve PNG (one line per stage) from the loss CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(csv_path.open()))
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for stage in dict.fromkeys(r["stage"] for r in rows):
-        pts = [(int(r["step"]), float(r["loss"])) for r in rows if r["stage"] == stage]
-        ax.plot(*zip(*pts), label=stage)
-    ax.set_xlabel("step (per stage)")
-    ax.set_ylabel("InfoNCE loss")
-    ax.set_title("T-CLIP training loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    plot_csv_curves(csv_path, png_path, y="loss", by="stage", title="T-CLIP training loss", ylabel="InfoNCE loss")
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -460,8 +434,12 @@ def train(
     resume: bool = False,
     cpu: bool = False,
     progress: bool = True,
+    report_to: str = "csv",
 ) -> Path:
-    """Run the stages (module docstring) and write the T-CLIP folder `out`. Returns `out`."""
+    """Run the stages (module docstring) and write the T-CLIP folder `out`. Returns `out`.
+
+    The loss log goes through accelerate's trackers (:mod:`tclip.tracking`): ``out/logs/loss.csv`` always, and
+    TensorBoard too with ``report_to="tensorboard"``."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -485,6 +463,7 @@ def train(
         # split_batches: the loader yields global batches and each process takes its share, so the lr schedule
         # steps once per optimizer step and N processes train on the batches of one
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed, split_batches=True),
+        log_with=make_trackers("tclip", out / "logs", filename="loss.csv", resume=resume, report_to=report_to),
     )
     set_seed(seed)
 
@@ -506,10 +485,9 @@ def train(
     if not records:
         raise ValueError(f"{manifest}: no records with split {split!r}")
     handler = None
+    acc.init_trackers("tclip", config={k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in cfg.items()})
     if acc.is_main_process:
         (out / "logs").mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "logs" / "loss.csv").exists():
-            (out / "logs" / "loss.csv").unlink()
         _write_state(out, state)
         handler = logging.FileHandler(out / "logs" / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -580,7 +558,7 @@ def train(
         logger.removeHandler(handler)
         handler.close()
     acc.wait_for_everyone()
-    acc.end_training()
+    acc.end_training()  # finishes the trackers
     return out
 
 
@@ -623,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=None, help="override lora.r (rank)")
     p.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--report-to", choices=("csv", "tensorboard"), default="csv",
+                   help="loss log: logs/loss.csv always; tensorboard also writes logs/tclip/ (when installed)")
     return p
 
 
@@ -652,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             cpu=args.cpu,
             progress=not args.no_progress,
+            report_to=args.report_to,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"tclip.train: error: {exc}", file=sys.stderr)

@@ -116,6 +116,9 @@ def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path, c
     state["completed"] = ["base", "global"]
     (out / "train_state.json").write_text(json.dumps(state))
     finished = _adapter_weights(out, "fine")
+    log_rows = lambda: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                        for r in csv.DictReader((out / "logs" / "loss.csv").open())]
+    rows_finished = log_rows()
     assert tclip_train.main(args) != 0  # refuses to overwrite a partial run without --resume
     with caplog.at_level(logging.INFO, logger="tclip.train"):
         assert tclip_train.main([*args, "--resume"]) == 0
@@ -124,6 +127,10 @@ def test_resume_continues_from_the_last_checkpoint_exactly(manifest, tmp_path, c
     assert not any("stage global: resumed" in r.getMessage() for r in caplog.records)  # completed stages are kept
     resumed = _adapter_weights(out, "fine")
     assert all(torch.allclose(resumed[k], finished[k], atol=1e-6) for k in finished)
+    # the log holds each step once: the fine stage's rows past step 3 were dropped and logged again
+    rows = log_rows()
+    assert [(r["stage"], r["step"]) for r in rows] == [(r["stage"], r["step"]) for r in rows_finished]
+    assert [float(r["loss"]) for r in rows] == pytest.approx([float(r["loss"]) for r in rows_finished], abs=1e-5)
 
 
 def test_resume_refuses_a_changed_config(manifest, tmp_path, capsys):

@@ -187,7 +187,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "validation_images_per_prompt": Field(int, 4, "images per validation prompt", min=1),
         "validation_inference_steps": Field(int, 25, "sampler steps for validation grids", min=1),
         "guidance_scale": Field(_NUM, 3.0, "classifier-free guidance for validation and evaluation", min=0),
-        "report_to": Field(str, "csv", "'csv' (always written) or 'tensorboard' (also, when installed)",
+        "report_to": Field(str, "csv", "training logs of every stage (T-CLIP, VAE, UNet), through accelerate's "
+                           "trackers: 'csv' (always written) or 'tensorboard' (also, when installed)",
                            choices=("csv", "tensorboard")),
     },
     "scheduler": {

@@ -301,6 +301,8 @@ def tclip_argv(ctx: Context) -> list[str]:
         argv.append("--cpu")
     if not ctx.progress:
         argv.append("--no-progress")
+    if ctx.cfg["train"]["report_to"] != "csv":
+        argv += ["--report-to", ctx.cfg["train"]["report_to"]]
     return argv
 
 
@@ -361,7 +363,7 @@ def train_vae_stage(ctx: Context, resume: str | None) -> dict:
     train = _image_paths(ctx, _train_records(ctx))
     val = _image_paths(ctx, _records(ctx, d["val_split"]))
     return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, cpu=ctx.device == "cpu", show_progress=ctx.progress,
-                     resume=resume or False)
+                     resume=resume or False, report_to=ctx.cfg["train"]["report_to"])
 
 
 def run_vae(ctx: Context) -> dict:

@@ -27,7 +27,6 @@ Command (the UNet stage alone, e.g. under ``torchrun --nproc_per_node 2``)::
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import json
 import logging
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tclip.tracking import csv_tracker, make_trackers, read_csv_log
 from thermgen.train.checkpoints import list_checkpoints, load_extra_state, rotate_checkpoints, save_extra_state
 
 logger = logging.getLogger(__name__)
@@ -496,11 +496,17 @@ def mirror_latents(latents: torch.Tensor, patch_size: int | None = None) -> torc
 # Logs and pictures
 # --------------------------------------------------------------------------------------------------
 def read_log(path: Path) -> list[dict[str, float]]:
-    """Rows of a training CSV log (step, loss, lr, seconds) as floats."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    """Rows of a training CSV log (step, loss, lr, seconds) as numbers (tclip.tracking.read_csv_log)."""
+    return read_csv_log(path)
+
+
+def _flat_config(cfg: dict) -> dict[str, Any]:
+    """The run's settings as flat ``section.key`` scalars, what trackers store as hyperparameters."""
+    out: dict[str, Any] = {}
+    for section, keys in cfg.items():
+        for k, v in (keys.items() if isinstance(keys, dict) else [("", keys)]):
+            out[f"{section}.{k}" if k else section] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
+    return out
 
 
 def plot_loss_curve(rows: list[dict[str, float]], path: Path, title: str = "UNet training loss") -> None:
@@ -653,6 +659,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
                                                                 sync_with_dataloader=False),
         mixed_precision=tc["mixed_precision"],
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        log_with=make_trackers("unet", out_dir / "logs", filename="train_log.csv", resume=bool(resume),
+                               report_to=tc["report_to"]),
     )
     world, rank = accelerator.num_processes, accelerator.process_index
     G = tc["train_batch_size"]  # the global micro-batch, shared out among the processes
@@ -728,23 +736,10 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             resumed_from = str(path)
             accelerator.print(f"resumed from {path} (step {global_step})")
 
-    tb = None
+    accelerator.init_trackers("unet", config=_flat_config(cfg))
     if accelerator.is_main_process:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         # Rows past the checkpoint belong to the interrupted tail; the resumed run writes them again.
-        rows = [r for r in read_log(log_path) if r["step"] <= global_step] if resumed_from else []
-        with open(log_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["step", "loss", "lr", "seconds"])
-            for r in rows:
-                w.writerow([int(r["step"]), r["loss"], r["lr"], r["seconds"]])
-        if tc["report_to"] == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                tb = SummaryWriter(str(out_dir / "logs" / "tensorboard"))
-            except ImportError:
-                logger.warning("train.report_to=tensorboard but tensorboard is not installed; CSV only")
+        csv_tracker(accelerator).drop_rows(lambda r: r["step"] > global_step)
 
     lat_mean = cache["latent_mean"]
     lat_std = cache["latent_std"]
@@ -837,12 +832,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         loss_val = step_loss
         bar.update(1)
         bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
-        if accelerator.is_main_process:
-            with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([global_step, loss_val, lr_scheduler.get_last_lr()[0], round(time.time() - t0, 3)])
-            if tb is not None:
-                tb.add_scalar("train/loss", loss_val, global_step)
-                tb.add_scalar("train/lr", lr_scheduler.get_last_lr()[0], global_step)
+        accelerator.log({"loss": loss_val, "lr": lr_scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3)},
+                        step=global_step)
         if global_step % tc["checkpointing_steps"] == 0 or global_step == tc["max_train_steps"]:
             if accelerator.is_main_process:
                 rotate_checkpoints(ckpt_dir, tc["checkpoints_total_limit"])
@@ -888,8 +879,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             "unet": str(out_dir / "unet"), "log": str(log_path), "loss_curve": str(out_dir / "loss_curve.png"),
         }
         (out_dir / "train_report.json").write_text(json.dumps(report, indent=2))
-        if tb is not None:
-            tb.close()
+    for tracker in accelerator.trackers:  # not end_training(): that also ends the process group of a caller's run
+        tracker.finish()
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return report

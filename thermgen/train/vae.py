@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from tclip.tracking import csv_tracker, make_trackers
 from thermgen.data.sample import DataError
 
 logger = logging.getLogger(__name__)
@@ -499,6 +500,7 @@ def train_vae(
     show_progress: bool = True,
     resume: bool | str = False,
     step_callback=None,
+    report_to: str = "csv",
 ) -> dict[str, Any]:
     """Train (or adapt) a thermal VAE, save it to ``out_dir`` and report reconstruction error on ``val_images``.
 
@@ -563,7 +565,14 @@ def train_vae(
         # split_batches: vae.batch_size is the global batch, shared out among the processes, so N processes
         # train on the same batches (and log the same loss curve) as one
         accelerator = Accelerator(cpu=bool(cpu) or not torch.cuda.is_available(), mixed_precision=cfg["mixed_precision"],
-                                  dataloader_config=DataLoaderConfiguration(split_batches=True))
+                                  dataloader_config=DataLoaderConfiguration(split_batches=True),
+                                  log_with=make_trackers("vae", out_dir, filename="vae_log.csv", resume=bool(resume),
+                                                         report_to=report_to))
+        accelerator.init_trackers("vae", config={k: v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
+                                                 for k, v in cfg.items()})
+        own_accelerator = True
+    else:
+        own_accelerator = False
     if cfg["steps"] > 0 and cfg["batch_size"] % accelerator.num_processes:
         raise ValueError(f"vae.batch_size ({cfg['batch_size']}) must be divisible by the {accelerator.num_processes} "
                          "processes (it is the global batch, split among them)")
@@ -654,12 +663,16 @@ def train_vae(
     if accelerator.is_main_process:
         vae.save_pretrained(out_dir, safe_serialization=True)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
-        _write_log(out_dir / "vae_log.csv", rows)
+        if not (out_dir / "vae_log.csv").is_file():  # no step logged (vae.steps 0), or a caller's accelerator
+            _write_log(out_dir / "vae_log.csv", rows)
         _plot_loss(out_dir / "vae_loss.png", rows)
         _plot_reconstructions(out_dir / "vae_reconstructions.png", preview, recons)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         (out_dir / "vae_report.md").write_text(_report_markdown(report))
+    if own_accelerator:
+        for tracker in accelerator.trackers:
+            tracker.finish()
     accelerator.wait_for_everyone()
     report["seconds"] = report["seconds"] or round(time.perf_counter() - t0, 2)
     return report
@@ -714,6 +727,9 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
             step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, data_sha, accelerator, lr_scheduler, gens)
             resumed_from = str(path)
             accelerator.print(f"vae: resumed from {path} (step {step})")
+    log = csv_tracker(accelerator) if accelerator.is_main_process else None
+    if log is not None:  # the interrupted tail past the checkpoint is trained, and logged, again
+        log.drop_rows(lambda r: r["step"] > step)
     bar = tqdm(total=cfg["steps"], initial=step, desc="vae",
                disable=not (show_progress and accelerator.is_local_main_process))
     try:
@@ -766,6 +782,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
                     raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
                 if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
                     rows.append(row)
+                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 every = cfg["checkpointing_steps"]
                 if every and (step % every == 0 or step == cfg["steps"]):
                     if accelerator.is_main_process:
@@ -1025,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="YAML file holding the VAE keys (top level or under 'vae:') (default: none)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the model and reports")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    parser.add_argument("--report-to", choices=("csv", "tensorboard"), default="csv",
+                        help="loss log: OUT/vae_log.csv always; tensorboard also writes OUT/vae/ (when installed)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in OUT/checkpoints (same config; default: start over)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=200 resolution=64")
@@ -1049,7 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
             n_val = max(1, round(len(files) * args.val_fraction))
             val = [files[i] for i in sorted(order[:n_val])]
             train = [files[i] for i in sorted(order[n_val:])]
-        report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress, resume=args.resume)
+        report = train_vae(cfg, train, val, args.out, show_progress=not args.no_progress, resume=args.resume,
+                           report_to=args.report_to)
     except (ValueError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,162 @@
+"""Training logs through accelerate's trackers, shared by the T-CLIP, VAE and UNet training loops.
+
+Every loop logs with ``accelerator.log(values, step=step)``; what receives the values is a list of trackers built by
+:func:`make_trackers` and handed to ``Accelerator(log_with=...)``:
+
+* :class:`CSVTracker` (always): one CSV per run (``step`` first, then the logged keys), which the loss-curve PNGs
+  (:func:`plot_csv_curves`) and the benchmarks read. A resumed run first drops the rows past its checkpoint
+  (:meth:`CSVTracker.drop_rows`), so the file holds each step once, as an uninterrupted run would.
+* accelerate's own TensorBoard tracker, when asked for (``report_to="tensorboard"``) and installed.
+
+The lowest layer of the toolkit (``tclip`` imports nothing of ``thermgen``), so all three loops can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CSVTracker", "make_trackers", "plot_csv_curves", "read_csv_log"]
+
+
+def read_csv_log(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV log; numbers come back as float (``step`` as int), other cells as text. No file: ``[]``."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            parsed: dict[str, Any] = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = int(v) if k == "step" else float(v)
+                except (TypeError, ValueError):
+                    parsed[k] = v
+            out.append(parsed)
+    return out
+
+
+class CSVTracker(GeneralTracker):
+    """An accelerate tracker that appends each ``accelerator.log`` call to ``logging_dir/filename`` as one CSV row.
+
+    The columns are ``step`` and the keys of the first row logged (or of the file's header when it already holds
+    rows); a later row with a key outside them is an error naming it, since a CSV cannot grow a column midway.
+    ``store_init_configuration`` writes the run's settings to ``<filename stem>.config.json`` beside it.
+    """
+
+    name = "csv"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, run_name: str, logging_dir: str | Path, filename: str = "train_log.csv", *, fresh: bool = True):
+        super().__init__()
+        self.run_name = run_name
+        self.path = Path(logging_dir) / filename
+        self.fresh = fresh
+        self._fields: list[str] | None = None
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.fresh:
+            self.path.unlink(missing_ok=True)
+        elif self.path.is_file():
+            with self.path.open(newline="") as f:
+                self._fields = next(csv.reader(f), None)
+
+    def store_init_configuration(self, values: Mapping[str, Any]) -> None:
+        self.path.with_suffix(".config.json").write_text(json.dumps(dict(values), indent=2, default=str) + "\n")
+
+    def log(self, values: Mapping[str, Any], step: int | None = None, **kwargs) -> None:
+        row = {"step": step, **values}
+        if self._fields is None:
+            self._fields = list(row)
+        if not self.path.is_file():
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self._fields)
+        extra = [k for k in row if k not in self._fields]
+        if extra:
+            raise ValueError(f"{self.path}: logged key(s) {extra} are not columns of this log ({self._fields})")
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+
+    def drop_rows(self, drop: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the rows for which ``drop(row)`` is true (a resumed run: those past its checkpoint); returns how
+        many. Call after ``init_trackers``."""
+        rows = read_csv_log(self.path)
+        keep = [r for r in rows if not drop(r)]
+        if len(keep) != len(rows):
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._fields or list(rows[0]))
+                w.writeheader()
+                w.writerows(keep)
+        return len(rows) - len(keep)
+
+
+def make_trackers(run_name: str, logging_dir: str | Path, *, filename: str = "train_log.csv", resume: bool = False,
+                  report_to: str = "csv") -> list:
+    """The ``log_with`` list: a :class:`CSVTracker` (a fresh file unless ``resume``) and, for
+    ``report_to="tensorboard"``, accelerate's TensorBoard tracker (logs in ``logging_dir/run_name``) when the
+    ``tensorboard`` package is installed (otherwise a warning, and CSV only)."""
+    from accelerate.utils import is_tensorboard_available
+
+    if report_to not in ("csv", "tensorboard"):
+        raise ValueError(f"report_to must be 'csv' or 'tensorboard', not {report_to!r}")
+    trackers: list = [CSVTracker(run_name, logging_dir, filename, fresh=not resume)]
+    if report_to == "tensorboard":
+        if is_tensorboard_available():
+            from accelerate.tracking import TensorBoardTracker
+
+            trackers.append(TensorBoardTracker(run_name, logging_dir))
+        else:
+            logger.warning("report_to=tensorboard but tensorboard is not installed; CSV only")
+    return trackers
+
+
+def csv_tracker(accelerator) -> CSVTracker | None:
+    """The accelerator's :class:`CSVTracker` (None on other processes, which hold no trackers)."""
+    return next((t for t in accelerator.trackers if isinstance(t, CSVTracker)), None)
+
+
+def plot_csv_curves(csv_path: str | Path, png_path: str | Path, *, y: str = "loss", by: str | None = None,
+                    title: str = "training loss", ylabel: str | None = None, logy: bool = False) -> bool:
+    """Curve PNG of column ``y`` against ``step`` from a CSV log, one line per value of column ``by`` (e.g. the
+    T-CLIP stage). Returns False (and writes nothing) when the log has no finite rows."""
+    rows = [r for r in read_csv_log(csv_path) if isinstance(r.get(y), float) and math.isfinite(r[y])]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    groups = dict.fromkeys(r.get(by) for r in rows) if by else {None: None}
+    for g in groups:
+        pts = [(r["step"], r[y]) for r in rows if by is None or r.get(by) == g]
+        ax.plot(*zip(*pts), label=str(g) if by else None, lw=1, marker="." if len(pts) < 30 else None)
+    ax.set_xlabel("step" + (f" (per {by})" if by else ""))
+    ax.set_ylabel(ylabel or y)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    if by:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return True
