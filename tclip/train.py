@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from torch import nn
 from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
-from .tracking import csv_tracker, make_trackers, plot_csv_curves
+from .scaffold import checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints
 
 __all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
@@ -326,11 +325,11 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
 
     ckpt_root = ctx.out / "checkpoints" / stage
     start = 0
-    if resume and ckpt_root.is_dir():
-        found = sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    if resume:
+        found = list_checkpoints(ckpt_root, prefix="step-")
         if found:
             acc.load_state(str(found[-1]))
-            start = int(found[-1].name.split("-")[1])
+            start = checkpoint_step(found[-1], prefix="step-")
             logger.info("stage %s: resumed from %s", stage, found[-1])
     if acc.is_main_process:
         # rows of this stage past its checkpoint belong to the interrupted tail: the resumed run writes them again
@@ -395,12 +394,10 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
 
 
 def _save_checkpoint(acc, root: Path, step: int, keep: int) -> None:
-    path = root / f"step-{step}"
-    acc.save_state(str(path))
     if acc.is_main_process:
-        found = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-        for old in found[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        rotate_checkpoints(root, keep, prefix="step-")
+    acc.wait_for_everyone()
+    acc.save_state(str(root / f"step-{step}"))
 
 
 def plot_loss(csv_path: Path, png_path: Path) -> None:
@@ -438,7 +435,7 @@ def train(
 ) -> Path:
     """Run the stages (module docstring) and write the T-CLIP folder `out`. Returns `out`.
 
-    The loss log goes through accelerate's trackers (:mod:`tclip.tracking`): ``out/logs/loss.csv`` always, and
+    The loss log goes through accelerate's trackers (:mod:`tclip.scaffold`): ``out/logs/loss.csv`` always, and
     TensorBoard too with ``report_to="tensorboard"``."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tclip.text_encoder  # noqa: F401
     from thermgen.train.recipe import _load_pipeline
-    from thermgen.train.checkpoints import list_checkpoints
+    from tclip.scaffold import checkpoint_step, list_checkpoints
 
     run = args.run
     if not (run / "judge" / "judge.json").is_file():
@@ -246,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         ckpts = ckpts[-1:]
     elif args.checkpoints != "all":
         want = {int(x) for x in args.checkpoints.split(",")}
-        ckpts = [c for c in ckpts if int(c.name.split("-")[1]) in want]
-    todo = [(int(c.name.split("-")[1]), c, "ema" if (c / "ema.safetensors").is_file() else "raw") for c in ckpts] \
+        ckpts = [c for c in ckpts if checkpoint_step(c) in want]
+    todo = [(checkpoint_step(c), c, "ema" if (c / "ema.safetensors").is_file() else "raw") for c in ckpts] \
         or [(-1, None, "final")]
     if args.raw and ckpts:
-        todo.append((int(ckpts[-1].name.split("-")[1]), ckpts[-1], "raw"))
+        todo.append((checkpoint_step(ckpts[-1]), ckpts[-1], "raw"))
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
     for step, ckpt, weights in todo:

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tclip.tracking import csv_tracker, make_trackers, read_csv_log
-from thermgen.train.checkpoints import list_checkpoints, load_extra_state, rotate_checkpoints, save_extra_state
+from tclip.scaffold import (checkpoint_step, csv_tracker, list_checkpoints, load_extra_state, make_trackers, read_csv_log,
+                            rotate_checkpoints, save_extra_state)
 
 logger = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ def mirror_latents(latents: torch.Tensor, patch_size: int | None = None) -> torc
 # Logs and pictures
 # --------------------------------------------------------------------------------------------------
 def read_log(path: Path) -> list[dict[str, float]]:
-    """Rows of a training CSV log (step, loss, lr, seconds) as numbers (tclip.tracking.read_csv_log)."""
+    """Rows of a training CSV log (step, loss, lr, seconds) as numbers (tclip.scaffold.read_csv_log)."""
     return read_csv_log(path)
 
 
@@ -732,7 +732,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         else:
             accelerator.load_state(str(path))
             load_extra_state(path, lr_scheduler, ema)
-            global_step = int(path.name.split("-", 1)[1])
+            global_step = checkpoint_step(path)
             resumed_from = str(path)
             accelerator.print(f"resumed from {path} (step {global_step})")
 

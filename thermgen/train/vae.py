@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from tclip.tracking import csv_tracker, make_trackers
+from tclip.scaffold import csv_tracker, make_trackers
 from thermgen.data.sample import DataError
 
 logger = logging.getLogger(__name__)
@@ -682,7 +682,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
              step_callback=None) -> tuple[list[dict[str, float]], str | None]:
     from diffusers.optimization import get_scheduler
 
-    from thermgen.train.checkpoints import rotate_checkpoints
+    from tclip.scaffold import rotate_checkpoints
 
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
@@ -825,7 +825,7 @@ def images_sha256(x: torch.Tensor | ImageFiles) -> str:
 
 def _latest_vae_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest checkpoint that was written to the end (its ``vae_state.json`` is written last), or None."""
-    from thermgen.train.checkpoints import list_checkpoints
+    from tclip.scaffold import list_checkpoints
 
     done = [c for c in list_checkpoints(ckpt_dir) if (c / "vae_state.json").is_file()]
     return done[-1] if done else None
@@ -838,7 +838,7 @@ def _save_vae_checkpoint(path: Path, cfg: dict, data_sha: str, step: int, batche
     ``vae_generators.safetensors`` (the generator states), plus the lr schedule as JSON."""
     from safetensors.torch import save_file
 
-    from thermgen.train.checkpoints import save_extra_state
+    from tclip.scaffold import save_extra_state
 
     save_extra_state(path, lr_scheduler, None)
     save_file({"epoch_start": epoch_start.contiguous(), **{k: g.get_state().cpu().contiguous() for k, g in gens.items()}},
@@ -855,7 +855,7 @@ def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_s
     ``(step, batches done in its epoch, the epoch's generator state, log rows)``."""
     from safetensors.torch import load_file
 
-    from thermgen.train.checkpoints import load_extra_state
+    from tclip.scaffold import load_extra_state
 
     meta_file = path / "vae_state.json"
     if not meta_file.is_file():

@@ -1,4 +1,4 @@
-"""tclip.tracking: the accelerate trackers every training loop logs through (CSV always, TensorBoard on request)."""
+"""tclip.scaffold: the accelerate trackers every training loop logs through (CSV always, TensorBoard on request)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from accelerate import Accelerator
 
-from tclip.tracking import CSVTracker, csv_tracker, make_trackers, plot_csv_curves, read_csv_log
+from tclip.scaffold import CSVTracker, csv_tracker, make_trackers, plot_csv_curves, read_csv_log
 
 
 def test_csv_tracker_logs_through_accelerate_and_a_resume_drops_the_interrupted_tail(tmp_path):
@@ -51,3 +51,18 @@ def test_make_trackers_adds_tensorboard_only_when_asked_and_installed(tmp_path, 
     acc = Accelerator(cpu=True, log_with=make_trackers("r", tmp_path))
     acc.init_trackers("r")
     assert isinstance(csv_tracker(acc), CSVTracker)
+
+
+def test_checkpoints_are_listed_by_step_and_rotated_to_the_limit(tmp_path):
+    from tclip.scaffold import checkpoint_step, list_checkpoints, rotate_checkpoints
+
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-x", "step-5", "checkpoint-30"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-7").write_text("a file, not a checkpoint")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30"]
+    assert [checkpoint_step(p, "step-") for p in list_checkpoints(tmp_path, prefix="step-")] == [5]
+    assert rotate_checkpoints(tmp_path, None) == []
+    # room for one more save under a limit of 2: only the newest stays
+    assert [p.name for p in rotate_checkpoints(tmp_path, 2)] == ["checkpoint-2", "checkpoint-10"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30"]
+    assert list_checkpoints(tmp_path / "missing") == []

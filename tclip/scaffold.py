@@ -1,12 +1,22 @@
-"""Training logs through accelerate's trackers, shared by the T-CLIP, VAE and UNet training loops.
+"""The training scaffold shared by the T-CLIP, VAE and UNet loops: logs through accelerate's trackers, and
+step-named checkpoints with rotation and pickle-free extra state.
 
-Every loop logs with ``accelerator.log(values, step=step)``; what receives the values is a list of trackers built by
-:func:`make_trackers` and handed to ``Accelerator(log_with=...)``:
+**Logs.** Every loop logs with ``accelerator.log(values, step=step)``; what receives the values is a list of trackers
+built by :func:`make_trackers` and handed to ``Accelerator(log_with=...)``:
 
 * :class:`CSVTracker` (always): one CSV per run (``step`` first, then the logged keys), which the loss-curve PNGs
   (:func:`plot_csv_curves`) and the benchmarks read. A resumed run first drops the rows past its checkpoint
   (:meth:`CSVTracker.drop_rows`), so the file holds each step once, as an uninterrupted run would.
 * accelerate's own TensorBoard tracker, when asked for (``report_to="tensorboard"``) and installed.
+
+**Checkpoints.** ``accelerator.save_state`` into ``<prefix><step>`` folders (``checkpoint-2000``; T-CLIP:
+``step-100`` per stage), the oldest removed beyond a limit (:func:`rotate_checkpoints`), as diffusers' training
+scripts do with ``checkpoints_total_limit``. Not accelerate's automatic naming (``ProjectConfiguration(
+automatic_checkpoint_naming=True, total_limit=N)``): its folders are numbered by save count, not by step, and the
+step is what a resume, the steps-vs-quality curve (``python -m thermgen.bench.control``) and a user need. The extra
+state (lr schedule, EMA) is saved beside accelerate's files as JSON and safetensors (:func:`save_extra_state`), not
+through ``register_for_checkpointing``, which reloads by unpickling; accelerate loads its own files with
+``weights_only=True``.
 
 The lowest layer of the toolkit (``tclip`` imports nothing of ``thermgen``), so all three loops can use it.
 """
@@ -17,6 +27,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +36,8 @@ from accelerate.tracking import GeneralTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSVTracker", "make_trackers", "plot_csv_curves", "read_csv_log"]
+__all__ = ["CSVTracker", "checkpoint_step", "csv_tracker", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
+           "read_csv_log", "rotate_checkpoints", "save_extra_state"]
 
 
 def read_csv_log(path: str | Path) -> list[dict[str, Any]]:
@@ -160,3 +172,67 @@ def plot_csv_curves(csv_path: str | Path, png_path: str | Path, *, y: str = "los
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
     return True
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def checkpoint_step(path: Path, prefix: str = "checkpoint-") -> int:
+    """The step of a ``<prefix><step>`` checkpoint folder."""
+    return int(Path(path).name[len(prefix):])
+
+
+def list_checkpoints(ckpt_dir: Path, prefix: str = "checkpoint-") -> list[Path]:
+    """``<prefix><step>`` folders in ``ckpt_dir``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [d for d in ckpt_dir.iterdir() if d.is_dir() and d.name.startswith(prefix)
+             and d.name[len(prefix):].isdigit()]
+    return sorted(found, key=lambda d: checkpoint_step(d, prefix))
+
+
+def rotate_checkpoints(ckpt_dir: Path, limit: int | None, prefix: str = "checkpoint-") -> list[Path]:
+    """Delete the oldest checkpoints so that one more save keeps at most ``limit``; returns what was removed."""
+    if limit is None:
+        return []
+    ckpts = list_checkpoints(ckpt_dir, prefix)
+    removed = ckpts[:max(0, len(ckpts) - limit + 1)]
+    for d in removed:
+        shutil.rmtree(d)
+    return removed
+
+
+def save_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
+    """Save the lr schedule (JSON) and the EMA (JSON + safetensors) beside accelerate's state.
+
+    Not through ``register_for_checkpointing``: accelerate reloads such objects by unpickling them
+    (weights_only disabled); JSON and safetensors load without any unpickling.
+    """
+    from safetensors.torch import save_file
+
+    sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+    (ckpt / "lr_scheduler.json").write_text(json.dumps(sched))
+    if ema is not None:
+        sd = ema.state_dict()
+        save_file({f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(sd["shadow_params"])},
+                  str(ckpt / "ema.safetensors"))
+        (ckpt / "ema.json").write_text(json.dumps({k: v for k, v in sd.items() if k != "shadow_params"}))
+
+
+def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
+    """Restore what :func:`save_extra_state` wrote; a missing file is an error naming it."""
+    from safetensors.torch import load_file
+
+    f = ckpt / "lr_scheduler.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by thermgen.train?)")
+    state = json.loads(f.read_text())
+    state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
+    lr_scheduler.load_state_dict(state)
+    if ema is not None:
+        if not (ckpt / "ema.safetensors").is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt} has no ema.safetensors but train.use_ema is true")
+        tensors = load_file(str(ckpt / "ema.safetensors"))
+        sd = json.loads((ckpt / "ema.json").read_text())
+        dev = ema.shadow_params[0].device if ema.shadow_params else "cpu"
+        sd["shadow_params"] = [tensors[f"shadow.{i}"].to(dev) for i in range(len(tensors))]
+        ema.load_state_dict(sd)
