@@ -98,8 +98,29 @@ def _merge(base: dict, override: dict, where: str) -> dict:
                 raise ValueError(f"{where}: key {key!r} must be a mapping, got {type(value).__name__}")
             out[key] = _merge(base[key], value, f"{where}.{key}")
         else:
+            _check_type(base[key], value, f"{where}.{key}")
             out[key] = value
     return out
+
+
+#: Keys whose value may also be null (their default is not).
+NULLABLE_KEYS = ("image_cache_mb",)
+
+
+def _check_type(default, value, where: str) -> None:
+    """A setting keeps its default's type (an int is a float too; a default of null takes anything)."""
+    if default is None or (value is None and where.rsplit(".", 1)[-1] in NULLABLE_KEYS):
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{where} must be {type(default).__name__}, like its default {default!r}; got {value!r}")
 
 
 def _check_stage(cfg: dict, where: str) -> None:

@@ -279,7 +279,7 @@ def test_augment_shift_translates_within_the_frame():
 @pytest.mark.parametrize(
     "augment,match",
     [
-        ({"hflip": "yes"}, "augment.hflip must be true or false"),
+        ({"hflip": "yes"}, r"augment\.hflip must be bool, like its default"),
         ({"shift": 0.3}, r"augment.shift must be a number in \[0, 0.1\]"),
         ({"swap_words": [["left"]]}, "augment.swap_words must be a list of"),
         ({"crop": True}, "unknown key 'crop'"),

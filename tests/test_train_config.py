@@ -154,9 +154,9 @@ def test_tclip_section_is_the_training_config_of_tclip_train_with_its_keys_check
 
 
 def test_vae_settings_are_checked_when_the_config_loads():
-    with pytest.raises(ConfigError, match=r"vae\.train.*vae\.stepz"):
+    with pytest.raises(ConfigError, match=r"vae\.train\.stepz"):
         load_config(None, ["vae.train={stepz: 3}"])
-    with pytest.raises(ConfigError, match=r"vae\.train.*vae\.batch_size"):
+    with pytest.raises(ConfigError, match=r"vae\.train\.batch_size must be a positive integer"):
         load_config(None, ["vae.train={batch_size: 0}"])
 
 
@@ -165,7 +165,7 @@ def test_documented_pretrained_sd_vae_setting_loads_and_batches_must_split_over_
     every layer; each global batch must split evenly over run.num_processes."""
     cfg = load_config(CONFIGS / "paper-vitb16-sd15.yaml", ["vae.pretrained=/models/sd15", "vae.train={channels: 3, steps: 0}"])
     assert cfg["vae"]["train"]["channels"] == 3
-    with pytest.raises(ConfigError, match=r"vae\.channels"):
+    with pytest.raises(ConfigError, match=r"vae\.train\.channels"):
         load_config(None, ["vae.train={channels: 3}"])
     with pytest.raises(ConfigError, match=r"tclip\.train.*base_stage\.batch_size 32.*num_processes 3"):
         load_config(None, ["run.num_processes=3"])
@@ -175,3 +175,28 @@ def test_documented_pretrained_sd_vae_setting_loads_and_batches_must_split_over_
     with pytest.raises(ConfigError, match=r"train\.train_batch_size.*num_processes 3"):
         load_config(None, nine + ["vae.train={batch_size: 9}"])
     assert load_config(None, ["run.num_processes=2"])["run"]["num_processes"] == 2
+
+
+def test_one_setting_of_a_stage_is_overridden_in_place_and_listed_with_its_default():
+    """vae.train.<setting>=V and tclip.train.<a>.<b>=V change one setting and keep the file's others (a whole
+    vae.train={...} replaces the mapping); --list-keys lists those settings from the stages' own definitions."""
+    cfg = load_config(CONFIGS / "hituav-64.yaml", ["vae.train.steps=7", "tclip.train.base_stage.steps=11",
+                                                    "tclip.train.lora.r=4", "vae.train.learning_rate=0.01"])
+    assert cfg["vae"]["train"] == {"kind": "patch", "patch_size": 4, "steps": 7, "learning_rate": 0.01}
+    assert cfg["tclip"]["train"] == {"base_stage": {"steps": 11}, "lora": {"r": 4}}
+    from thermgen.train.config import tclip_train_config
+
+    t = tclip_train_config(cfg)
+    assert t["base_stage"]["steps"] == 11 and t["lora"]["r"] == 4 and t["base"] == "tclip-cpu-rn"  # hituav-cpu's own
+    assert load_config(CONFIGS / "hituav-64.yaml", ["vae.train={steps: 7}"])["vae"]["train"] == {"steps": 7}
+    with pytest.raises(ConfigError, match=r"vae\.train\.stepz"):
+        load_config(None, ["vae.train.stepz=3"])
+    with pytest.raises(ConfigError, match=r"tclip\.train.*lora\.r must be int, like its default 8; got 'x'"):
+        load_config(None, ["tclip.train.lora.r=x"])
+    with pytest.raises(ConfigError, match=r"tclip\.train.*base_stage: unknown key 'stepz'"):
+        load_config(None, ["tclip.train.base_stage.stepz=3"])
+    with pytest.raises(ConfigError, match=r"must be section\.key.*vae\.train\.<setting>"):
+        load_config(None, ["unet.block_out_channels.x=3"])
+    keys = describe_keys()
+    assert "vae.train.steps = 300" in keys and "vae.train.resolution* = 64" in keys
+    assert "tclip.train.base_stage.steps = 400" in keys and "tclip.train.lora.r = 8" in keys

@@ -357,11 +357,11 @@ def check_stage_settings(cfg: dict, where: str = "") -> None:
     from thermgen.train.vae import validate_vae_config
 
     try:
-        v = validate_vae_config(vae_train_config(cfg))
+        v = validate_vae_config(vae_train_config(cfg), prefix="vae.train.")
     except ConfigError as e:
         raise ConfigError(f"{where}{e}") from None
     except ValueError as e:
-        raise ConfigError(f"{where}config key 'vae.train': {e}") from None
+        raise ConfigError(f"{where}{e}") from None
     if v["steps"] and v["kind"] != "patch" and v["batch_size"] % n:
         raise ConfigError(f"{where}config key 'vae.train': batch_size {v['batch_size']} is not divisible by "
                           f"run.num_processes {n}")
@@ -414,14 +414,34 @@ def _check_consistency(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}config key 'train.caption_dropout': {cfg['train']['caption_dropout']} is above 1")
 
 
+#: Keys whose value is a stage's own settings (a mapping checked by that stage's loader): ``key.sub[.sub]=value``
+#: overrides change one setting inside them and keep the rest.
+NESTED_KEYS = (("vae", "train"), ("tclip", "train"))
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """``"train.max_train_steps=50"`` -> ``("train", "max_train_steps", 50)``; the value is parsed as YAML."""
+    """``"train.max_train_steps=50"`` -> ``("train", "max_train_steps", 50)``; the value is parsed as YAML.
+
+    Inside the mapping-valued keys of :data:`NESTED_KEYS` a longer path sets one setting:
+    ``"vae.train.steps=200"`` -> ``("vae", "train", {"steps": 200})`` and ``"tclip.train.base_stage.steps=400"`` ->
+    ``("tclip", "train", {"base_stage": {"steps": 400}})``, merged into that key's current mapping by
+    :func:`load_config` (the settings are checked by the stage's loader when the config loads)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. train.max_train_steps=50")
     key, raw = text.split("=", 1)
     key = key.strip()
+    parts = key.split(".")
+    if len(parts) > 2 and tuple(parts[:2]) in NESTED_KEYS and all(parts[2:]):
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {text!r}: config key '{key}': value is not valid YAML ({e})") from None
+        for sub in reversed(parts[2:]):
+            value = {sub: value}
+        return parts[0], parts[1], value
     if key.count(".") != 1:
-        raise ConfigError(f"override {text!r}: key '{key}' must be section.key, e.g. train.learning_rate")
+        nested = " or " + " / ".join(f"{a}.{b}.<setting>" for a, b in NESTED_KEYS)
+        raise ConfigError(f"override {text!r}: key '{key}' must be section.key, e.g. train.learning_rate{nested}")
     sec, name = key.split(".")
     if key == "tclip.args":
         raise ConfigError(f"override {text!r}: tclip.args is gone: name the training config in tclip.config and change "
@@ -453,6 +473,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         sec, name, value = parse_override(text)
         _check_value(f"{sec}.{name}", SCHEMA[sec][name], value, f"override {text!r}: ")
+        if (sec, name) in NESTED_KEYS and text.split("=", 1)[0].strip().count(".") > 1:
+            value = _deep_merge(update.get(sec, {}).get(name, cfg[sec][name]), value)
         update.setdefault(sec, {})[name] = value
     # Applied together, so that e.g. data.source and data.root may be given in either order.
     cfg = merge(cfg, update, where="overrides: ") if update else cfg
@@ -480,6 +502,20 @@ def _load_file(path: Path, cfg: dict, seen: tuple) -> dict:
     return merge(cfg, data, where=f"{path}: ")
 
 
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _flat(d: dict, prefix: str) -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        out += _flat(v, f"{prefix}.{k}") if isinstance(v, dict) and v else [(f"{prefix}.{k}", v)]
+    return out
+
+
 def config_hash(*parts: Any) -> str:
     """Stable short hash of JSON-serialisable parts (a stage's config plus its inputs' hashes)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -488,12 +524,30 @@ def config_hash(*parts: Any) -> str:
 
 def describe_keys() -> str:
     """Every key with its default and meaning, for ``--list-keys``."""
+    from tclip.train import load_train_config
+
+    from thermgen.train.vae import validate_vae_config
+
+    recipe_filled = ("resolution", "seed", "center_crop", "mixed_precision", "pretrained")
+    nested = {
+        ("vae", "train"): ("the VAE stage's settings as the default recipe resolves them (`*`: taken from the recipe's "
+                           "own keys: train.resolution, run.seed, train.mixed_precision, vae.pretrained)",
+                           _flat(validate_vae_config(vae_train_config(defaults())), "vae.train")),
+        ("tclip", "train"): (f"the T-CLIP training config's settings, here those of tclip.config's default "
+                             f"{SCHEMA['tclip']['config'].default!r}", _flat(load_train_config(
+                                 SCHEMA["tclip"]["config"].default), "tclip.train")),
+    }
     lines = []
     for sec, fields in SCHEMA.items():
         lines.append(f"[{sec}]")
         for k, f in fields.items():
             extra = f" (one of {list(f.choices)})" if f.choices else ""
             lines.append(f"  {sec}.{k} = {json.dumps(f.default)}{extra}\n      {f.help}")
+            if (sec, k) in nested:
+                what, keys = nested[(sec, k)]
+                lines.append(f"      set one with {sec}.{k}.<setting>=VALUE (nested: a.b=VALUE); {what}:")
+                lines += [f"        {name}{'*' if name.split('.')[2] in recipe_filled and sec == 'vae' else ''} = "
+                          f"{json.dumps(v, default=str)}" for name, v in keys]
     return "\n".join(lines)
 
 

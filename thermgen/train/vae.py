@@ -100,17 +100,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 # ----------------------------------------------------------------------------- config
 
 
-def validate_vae_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill defaults and check every key; errors name the key (``vae.<key>``) and the bad value."""
+def validate_vae_config(cfg: dict[str, Any] | None, prefix: str = "vae.") -> dict[str, Any]:
+    """Fill defaults and check every key; errors name the key (``<prefix><key>``, e.g. ``vae.train.steps`` in the
+    recipe) and the bad value."""
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(VAE_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown VAE config key(s) {['vae.' + k for k in unknown]}; known: {sorted(VAE_DEFAULTS)}")
+        raise ValueError(f"unknown VAE config key(s) {[prefix + k for k in unknown]}; known: {sorted(VAE_DEFAULTS)}")
     out = {**VAE_DEFAULTS, **cfg}
 
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:
-            raise ValueError(f"vae.{key} must be {what}, got {out[key]!r}")
+            raise ValueError(f"{prefix}{key} must be {what}, got {out[key]!r}")
 
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
