@@ -75,13 +75,20 @@ class CSVTracker(GeneralTracker):
         self.run_name = run_name
         self.path = Path(logging_dir) / filename
         self.fresh = fresh
+        self.rows_logged = 0
         self._fields: list[str] | None = None
+        self._started = False
 
     @property
     def tracker(self) -> Path:
         return self.path
 
     def start(self) -> None:
+        """Called by ``init_trackers`` (accelerate >= 1.8; before that, by the first :meth:`log` / :meth:`drop_rows`):
+        a fresh run removes an old file, a resumed one reads its header."""
+        if self._started:
+            return
+        self._started = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.fresh:
             self.path.unlink(missing_ok=True)
@@ -93,10 +100,11 @@ class CSVTracker(GeneralTracker):
         self.path.with_suffix(".config.json").write_text(json.dumps(dict(values), indent=2, default=str) + "\n")
 
     def log(self, values: Mapping[str, Any], step: int | None = None, **kwargs) -> None:
+        self.start()
         row = {"step": step, **values}
         if self._fields is None:
             self._fields = list(row)
-        if not self.path.is_file():
+        if not self.path.is_file() or self.path.stat().st_size == 0:
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(self._fields)
         extra = [k for k in row if k not in self._fields]
@@ -104,10 +112,12 @@ class CSVTracker(GeneralTracker):
             raise ValueError(f"{self.path}: logged key(s) {extra} are not columns of this log ({self._fields})")
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+        self.rows_logged += 1
 
     def drop_rows(self, drop: Callable[[dict[str, Any]], bool]) -> int:
         """Remove the rows for which ``drop(row)`` is true (a resumed run: those past its checkpoint); returns how
         many. Call after ``init_trackers``."""
+        self.start()
         rows = read_csv_log(self.path)
         keep = [r for r in rows if not drop(r)]
         if len(keep) != len(rows):
@@ -224,13 +234,13 @@ def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
 
     f = ckpt / "lr_scheduler.json"
     if not f.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by thermgen.train?)")
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by this trainer?)")
     state = json.loads(f.read_text())
     state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
     lr_scheduler.load_state_dict(state)
     if ema is not None:
         if not (ckpt / "ema.safetensors").is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} has no ema.safetensors but train.use_ema is true")
+            raise FileNotFoundError(f"checkpoint {ckpt} has no ema.safetensors but this run keeps an EMA")
         tensors = load_file(str(ckpt / "ema.safetensors"))
         sd = json.loads((ckpt / "ema.json").read_text())
         dev = ema.shadow_params[0].device if ema.shadow_params else "cpu"

@@ -103,14 +103,18 @@ def _merge(base: dict, override: dict, where: str) -> dict:
     return out
 
 
-#: Keys whose value may also be null (their default is not).
+#: Keys whose value may also be null (their default is not), and keys that take any number (their default is an int).
 NULLABLE_KEYS = ("image_cache_mb",)
+NUMBER_KEYS = ("image_cache_mb",)
 
 
 def _check_type(default, value, where: str) -> None:
     """A setting keeps its default's type (an int is a float too; a default of null takes anything)."""
-    if default is None or (value is None and where.rsplit(".", 1)[-1] in NULLABLE_KEYS):
+    key = where.rsplit(".", 1)[-1]
+    if default is None or (value is None and key in NULLABLE_KEYS):
         return
+    if key in NUMBER_KEYS:
+        default = float(default)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -415,10 +419,10 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
 
 
 def _save_checkpoint(acc, root: Path, step: int, keep: int) -> None:
-    if acc.is_main_process:
-        rotate_checkpoints(root, keep, prefix="step-")
-    acc.wait_for_everyone()
     acc.save_state(str(root / f"step-{step}"))
+    if acc.is_main_process:  # after the save: a crash while saving leaves the older checkpoints whole
+        rotate_checkpoints(root, keep + 1, prefix="step-")
+    acc.wait_for_everyone()
 
 
 def plot_loss(csv_path: Path, png_path: Path) -> None:

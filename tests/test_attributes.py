@@ -72,6 +72,11 @@ def test_judge_learns_separable_attributes_and_falls_to_chance_on_shuffled_label
     assert res["time_of_day"]["accuracy"] > 0.97 and res["person"]["accuracy"] > 0.97
     assert set(res["time_of_day"]["confusion"]) == {"day", "night"}
     assert sum(sum(r.values()) for r in res["person"]["confusion"].values()) == 400
+    # every head chooses its own L2 on val (the whole grid is tried for each attribute)
+    for h in judge.heads.values():
+        assert set(h["val_accuracy_by_l2"]) == {str(v) for v in AttributeJudge.L2_GRID}
+    fixed = AttributeJudge.fit(x, y, val_feats=xv, val_labels=yv, l2={"time_of_day": 0.1, "person": 1e-4})
+    assert fixed.heads["time_of_day"]["l2"] == 0.1 and fixed.heads["person"]["l2"] == 1e-4
 
     rng = np.random.default_rng(3)
     shuffled = {a: list(rng.permutation(v)) for a, v in y.items()}
@@ -84,6 +89,15 @@ def test_judge_learns_separable_attributes_and_falls_to_chance_on_shuffled_label
     again = AttributeJudge.load(tmp_path / "j")
     assert again.predict(xt) == judge.predict(xt)
     assert not list((tmp_path / "j").glob("*.pt")) and not list((tmp_path / "j").glob("*.pkl"))
+
+
+def test_grading_counts_a_verdict_outside_the_classes_as_a_miss():
+    from thermgen.metrics.attributes import grade_predictions
+
+    r = grade_predictions({"time_of_day": ["day", "(no head)", "night"]}, {"time_of_day": ["day", "night", "night"]},
+                          {"time_of_day": ["day", "night"]}, {"time_of_day": "night"})["time_of_day"]
+    assert r["n"] == 3 and r["accuracy"] == pytest.approx(2 / 3) and r["confusion"]["night"]["(no head)"] == 1
+    assert r["balanced_accuracy"] == pytest.approx(0.75)
 
 
 def test_swap_report_counts_pairs_that_follow_the_swap():
@@ -322,6 +336,11 @@ def test_flight_groups_follow_frame_order_and_name_a_record_without_a_frame():
         r["meta"]["frame"] = frame
     # frame order: 1 night, 3 day, 4 day, 12 night, 20 night -> flights 0, 1, 1, 2, 2
     assert flight_groups(recs) == [2, 1, 1, 2, 0]
+    from thermgen.metrics.attributes import flights_unusable
+
+    assert "1.7 frames each on average" in flights_unusable(recs)  # single scenes, not flights
+    assert flights_unusable(recs * 8) is None
+    assert "1 flight(s)" in flights_unusable([r for r in recs if r["meta"]["time_of_day"] == "day"] * 10)
     del recs[3]["meta"]["frame"]
     with pytest.raises(DataError, match=r"t/train/0003.*meta\.frame"):
         flight_groups(recs)

@@ -97,31 +97,35 @@ def test_recipe_writes_a_loadable_pipeline_sample_grid_and_reports(base_run):
     assert "captions per image: global 3.0, fine 3.0" in (run / "tclip" / "logs" / "train.log").read_text()
 
 
-def test_judge_stage_checks_held_out_flights_when_records_have_frame_numbers(run_copy):
-    """Synthetic scenes are numbered (meta.frame = scene id): the judge stage writes reports/judge_flights.* and the
-    held-out accuracies beside its ceiling, and the generation report gains their row. Frames that are not numbers
-    (KAIST's keys) mean no flight check, not a failed stage."""
+def test_judge_stage_checks_held_out_flights_when_records_come_in_flights(run_copy):
+    """Synthetic scenes draw the time of day per scene, so their numbered ids make no flights: no check. Renumbered as
+    two flights (every day scene, then every night one), the judge stage writes reports/judge_flights.* and the
+    held-out accuracies beside its ceiling; holding out a flight leaves the other time of day only, so the time-of-day
+    head cannot be refit and each of its verdicts counts as a miss. The generation report shows the row."""
     from thermgen.train.recipe import generation_markdown
 
     reports = run_copy / "reports"
-    flights = json.loads((reports / "judge_flights.json").read_text())
-    assert flights["n_flights"] >= 2 and sum(f["n_test"] for f in flights["flights"]) == flights["n_test"]
-    judge = json.loads((reports / "judge.json").read_text())
-    assert judge["held_out_flights"] == flights["held_out_flights"]
-    assert set(judge["held_out_flights"]) == set(judge["ceiling"])
-    assert "| time_of_day |" in (reports / "judge_flights.md").read_text()
-    gen = json.loads((reports / "generation.json").read_text())
-    assert gen["judge_ceiling_held_out_flights"] == judge["held_out_flights"]
-    assert "judge refit without their flight" in generation_markdown(gen)
-
+    assert not (reports / "judge_flights.json").exists()
+    assert "held_out_flights" not in json.loads((reports / "judge.json").read_text())
     lines = [json.loads(x) for x in (run_copy / "manifest.jsonl").read_text().splitlines()]
-    for rec in lines:
-        rec["meta"]["frame"] = f"set00/V000/I{rec['meta']['frame']}"
+    order = sorted(range(len(lines)), key=lambda i: (lines[i]["meta"]["time_of_day"], i))
+    for frame, i in enumerate(order):
+        lines[i]["meta"]["frame"] = f"{frame:05d}"
     (run_copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("judge",), stop_after="judge", progress=False)
     assert summary["stages"]["judge"]["status"] == "ran"
-    assert not (reports / "judge_flights.json").exists() and not (reports / "judge_flights.md").exists()
-    assert "held_out_flights" not in json.loads((reports / "judge.json").read_text())
+    flights = json.loads((reports / "judge_flights.json").read_text())
+    assert flights["n_flights"] == 2 and sum(f["n_test"] for f in flights["flights"]) == flights["n_test"]
+    assert {f["time_of_day"] for f in flights["flights"]} == {"day", "night"}
+    assert flights["held_out_flights"]["time_of_day"]["accuracy"] == 0.0
+    assert flights["held_out_flights"]["time_of_day"]["n"] == flights["n_test"]
+    judge = json.loads((reports / "judge.json").read_text())
+    assert judge["held_out_flights"] == flights["held_out_flights"]
+    assert set(judge["held_out_flights"]) <= set(judge["ceiling"])
+    assert "| time_of_day |" in (reports / "judge_flights.md").read_text()
+    gen = json.loads((reports / "generation.json").read_text())
+    gen["judge_ceiling_held_out_flights"] = judge["held_out_flights"]
+    assert "judge refit without their flight" in generation_markdown(gen)
 
 
 def test_evaluation_over_two_seeds_reports_mean_std_and_seed_diversity(run_copy):

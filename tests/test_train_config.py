@@ -189,6 +189,9 @@ def test_one_setting_of_a_stage_is_overridden_in_place_and_listed_with_its_defau
     t = tclip_train_config(cfg)
     assert t["base_stage"]["steps"] == 11 and t["lora"]["r"] == 4 and t["base"] == "tclip-cpu-rn"  # hituav-cpu's own
     assert load_config(CONFIGS / "hituav-64.yaml", ["vae.train={steps: 7}"])["vae"]["train"] == {"steps": 7}
+    # text settings stay text where YAML would read a bool (no) or a number
+    cfg = load_config(None, ["vae.train.mixed_precision=no", "tclip.train.mixed_precision=no"])
+    assert cfg["vae"]["train"]["mixed_precision"] == "no" and cfg["tclip"]["train"]["mixed_precision"] == "no"
     with pytest.raises(ConfigError, match=r"vae\.train\.stepz"):
         load_config(None, ["vae.train.stepz=3"])
     with pytest.raises(ConfigError, match=r"tclip\.train.*lora\.r must be int, like its default 8; got 'x'"):

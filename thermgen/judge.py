@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--train-split", default="train")
     f.add_argument("--test-split", default="test")
     f.add_argument("--out", required=True, help="report JSON path (.md beside it)")
+    f.add_argument("--cache-dir", default=None, help="real-feature cache shared with thermgen.fid (default: "
+                   "thermgen's cache folder)")
+    f.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     for q in (t, e, a, x, d, f):
         q.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}/judge.json, judge.safetensors, report.json, report.md")
         elif args.cmd == "flights":
             rep = held_out_flights(args.judge, args.manifest, train_split=args.train_split, test_split=args.test_split,
-                                   device=args.device, progress=not args.quiet, cache_dir=default_cache_dir())
+                                   device=args.device, progress=not args.quiet,
+                                   cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
             _write_report(args.out, rep, flights_markdown(rep))
         elif args.cmd == "text":
             rep = text_probe(args.text_encoder, args.manifest, device=args.device)

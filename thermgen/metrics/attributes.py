@@ -128,6 +128,31 @@ def flight_groups(records: Sequence[Mapping[str, Any]]) -> list[int]:
     return groups
 
 
+#: The held-out-flight check needs flights, not single frames: at least this many records per flight on average.
+MIN_MEAN_FLIGHT = 10
+
+
+def flights_unusable(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why :func:`flight_groups` cannot split ``records`` into flights worth holding out, or None when it can.
+
+    Every record needs a numeric ``meta.frame`` and a ``meta.time_of_day``; there must be 2 flights or more, of
+    :data:`MIN_MEAN_FLIGHT` records or more on average (frames numbered along a recording, as HIT-UAV's are; synthetic
+    scenes draw the time of day per scene, so their "flights" would be single scenes)."""
+    for r in records:
+        meta = r.get("meta") or {}
+        if not str(meta.get("frame", "")).isdigit():
+            return f"record {r.get('id')!r} has no numeric meta.frame"
+        if meta.get("time_of_day") not in ATTRIBUTES["time_of_day"]:
+            return f"record {r.get('id')!r} has no meta.time_of_day"
+    n = len(set(flight_groups(records)))
+    if n < 2:
+        return f"{n} flight(s): nothing to hold out"
+    if len(records) / n < MIN_MEAN_FLIGHT:
+        return (f"{len(records)} records make {n} runs of one time of day ({len(records) / n:.1f} frames each on "
+                f"average, fewer than {MIN_MEAN_FLIGHT}): the frames are not numbered along a recording")
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Features
 
@@ -222,12 +247,12 @@ class AttributeJudge:
                 l2_used = float(fixed)
             elif vkeep.any():
                 yv = torch.tensor([classes.index(v) for v in vv if v is not None and v in classes])
-                for l2 in cls.L2_GRID:
-                    w, b = _fit_logreg(xk, y, len(classes), l2)
+                for cand in cls.L2_GRID:
+                    w, b = _fit_logreg(xk, y, len(classes), cand)
                     acc = float(((zv[torch.from_numpy(vkeep)] @ w + b).argmax(1) == yv).double().mean()) if len(yv) else 0.0
-                    scores[l2] = acc
+                    scores[cand] = acc
                     if best is None or acc >= best[0]:
-                        best = (acc, l2, w, b)
+                        best = (acc, cand, w, b)
                 _, l2_used, w, b = best
             else:
                 l2_used = 1e-2
@@ -323,8 +348,9 @@ def grade_predictions(pred: Mapping[str, Sequence[str]], expected: Mapping[str, 
         classes = list(classes_of[attr])
         maj = majority[attr]
         conf = {e: {p: 0 for p in classes} for e in classes}
-        for e, p in pairs:
-            conf.setdefault(e, {q: 0 for q in classes})[p] += 1
+        for e, p in pairs:  # a verdict outside the classes (e.g. no head) is counted, as a miss
+            row = conf.setdefault(e, {q: 0 for q in classes})
+            row[p] = row.get(p, 0) + 1
         recalls = [conf[e][e] / sum(conf[e].values()) for e in classes if sum(conf[e].values())]
         out[attr] = {
             "n": len(pairs),

@@ -93,11 +93,14 @@ def held_out_flights(judge_dir: str | Path, manifest: str | Path, *, train_split
     """
     import numpy as np
 
-    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, flight_groups, grade_predictions,
-                                             judge_images, majority_class)
+    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, flight_groups, flights_unusable,
+                                             grade_predictions, judge_images, majority_class)
 
     judge = AttributeJudge.load(judge_dir)
     res = int(judge.info["resolution"])
+    why_not = flights_unusable(_records(Path(manifest), train_split) + _records(Path(manifest), test_split))
+    if why_not:
+        raise DataError(f"{manifest}: no held-out-flight check: {why_not}")
     recs_tr, f_tr = split_features(manifest, train_split, res, feature=feature, device=device, progress=progress,
                                    cache_dir=cache_dir)
     recs_te, f_te = split_features(manifest, test_split, res, feature=feature, device=device, progress=progress,
@@ -121,7 +124,8 @@ def held_out_flights(judge_dir: str | Path, manifest: str | Path, *, train_split
         frames = sorted(int(r["meta"]["frame"]) for r, gg in zip(recs_tr + recs_te, groups) if gg == g)
         flights.append({"flight": g, "time_of_day": tod[0], "frames": [frames[0], frames[-1]],
                         "n_train": int((~keep).sum()), "n_test": len(held),
-                        "time_of_day_accuracy": float(np.mean([pred["time_of_day"][i] == t for i, t in zip(held, tod)]))})
+                        "time_of_day_accuracy": float(np.mean([pred["time_of_day"][i] == t for i, t in zip(held, tod)]))
+                        if "time_of_day" in pred else None})
     classes = {a: h["classes"] for a, h in judge.heads.items()}
     majority = {a: majority_class(judge, a) for a in judge.heads}
     return {"schema_version": 1, "judge": str(judge_dir), "manifest": str(manifest), "test_split": test_split,
@@ -145,7 +149,8 @@ def flights_markdown(rep: dict[str, Any]) -> str:
     lines += ["", "| flight | time of day | frames | train images held out | test images | time of day read right |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {f['flight']} | {f['time_of_day']} | {f['frames'][0]}-{f['frames'][1]} | {f['n_train']} | "
-              f"{f['n_test']} | {f['time_of_day_accuracy']:.3f} |" for f in rep["flights"]]
+              f"{f['n_test']} | " + ("-" if f["time_of_day_accuracy"] is None else f"{f['time_of_day_accuracy']:.3f}")
+              + " |" for f in rep["flights"]]
     return "\n".join(lines) + "\n"
 
 

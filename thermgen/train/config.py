@@ -419,6 +419,19 @@ def _check_consistency(cfg: dict, where: str) -> None:
 NESTED_KEYS = (("vae", "train"), ("tclip", "train"))
 
 
+def _nested_default(parts: list[str]) -> Any:
+    """The default of a stage setting ``vae.train.<key>`` / ``tclip.train.<a>.<b>`` (None when unknown)."""
+    if parts[0] == "vae":
+        from thermgen.train.vae import VAE_DEFAULTS as node
+    else:
+        from tclip.train import DEFAULT_CONFIG as node
+    for p in parts[2:]:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"train.max_train_steps=50"`` -> ``("train", "max_train_steps", 50)``; the value is parsed as YAML.
 
@@ -436,6 +449,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
             value = yaml.safe_load(raw) if raw.strip() != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {text!r}: config key '{key}': value is not valid YAML ({e})") from None
+        if value is not None and not isinstance(value, str) and isinstance(_nested_default(parts), str):
+            value = raw.strip()  # a text setting given a YAML bool or number (mixed_precision=no) stays text
         for sub in reversed(parts[2:]):
             value = {sub: value}
         return parts[0], parts[1], value

@@ -400,18 +400,20 @@ def feature_cache(ctx: Context) -> Path:
 def run_judge(ctx: Context) -> dict:
     """The attribute judge on the real splits (thermgen.metrics.judging.train_judge); its ceiling goes to reports/judge.md.
 
-    Where every train and test record has a frame number (HIT-UAV; synthetic scenes' ids), the ceiling on flights the judge never saw
-    (thermgen.metrics.judging.held_out_flights) goes beside it, to reports/judge_flights.md and the generation report.
+    Where the train and test records come in flights (frames numbered along a recording: HIT-UAV), the ceiling on
+    flights the judge never saw (thermgen.metrics.judging.held_out_flights) goes beside it, to reports/judge_flights.md
+    and the generation report.
     """
     from thermgen.ircap.manifest import read_manifest
+    from thermgen.metrics.attributes import flights_unusable
     from thermgen.metrics.judging import flights_markdown, held_out_flights, train_judge
 
     d = ctx.cfg["data"]
     rep = train_judge(ctx.manifest, judge_dir(ctx), resolution=ctx.cfg["train"]["resolution"], train_split=d["train_split"],
                       val_split=d["val_split"], test_split=d["test_split"], device=ctx.device, progress=ctx.progress,
                       cache_dir=feature_cache(ctx))
-    framed = all(str((r.get("meta") or {}).get("frame", "")).isdigit() for r in read_manifest(ctx.manifest)
-                 if r["split"] in (d["train_split"], d["test_split"]))
+    why_not = flights_unusable([r for r in read_manifest(ctx.manifest) if r["split"] in (d["train_split"], d["test_split"])])
+    framed = why_not is None
     if framed:
         flights = held_out_flights(judge_dir(ctx), ctx.manifest, train_split=d["train_split"], test_split=d["test_split"],
                                    device=ctx.device, progress=ctx.progress, cache_dir=feature_cache(ctx))
@@ -421,7 +423,7 @@ def run_judge(ctx: Context) -> dict:
     else:
         (ctx.reports_dir / "judge_flights.json").unlink(missing_ok=True)
         (ctx.reports_dir / "judge_flights.md").unlink(missing_ok=True)
-        logger.info("judge: no held-out-flight check (records without a numeric meta.frame)")
+        logger.info("judge: no held-out-flight check: %s", why_not)
     _write_json(ctx.reports_dir / "judge.json", rep)
     shutil.copyfile(judge_dir(ctx) / "report.md", ctx.reports_dir / "judge.md")
     return {a: {"accuracy": r["accuracy"], "majority_rate": r["majority_rate"],

@@ -617,6 +617,7 @@ def train_vae(
     resumed_from = None
     if cfg["steps"] > 0:
         rows, resumed_from = _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir, resume,
+                                      own_accelerator,
                                       step_callback)
 
     vae.eval()
@@ -664,7 +665,8 @@ def train_vae(
     if accelerator.is_main_process:
         vae.save_pretrained(out_dir, safe_serialization=True)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # only an interrupted run needs them
-        if not (out_dir / "vae_log.csv").is_file():  # no step logged (vae.steps 0), or a caller's accelerator
+        log = csv_tracker(accelerator) if own_accelerator else None
+        if log is None or not log.rows_logged:  # a caller's accelerator, or no step logged (vae.steps 0)
             _write_log(out_dir / "vae_log.csv", rows)
         _plot_loss(out_dir / "vae_loss.png", rows)
         _plot_reconstructions(out_dir / "vae_reconstructions.png", preview, recons)
@@ -680,6 +682,7 @@ def train_vae(
 
 
 def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir: Path, resume: bool | str = False,
+             own_accelerator: bool = True,
              step_callback=None) -> tuple[list[dict[str, float]], str | None]:
     from diffusers.optimization import get_scheduler
 
@@ -728,7 +731,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
             step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, data_sha, accelerator, lr_scheduler, gens)
             resumed_from = str(path)
             accelerator.print(f"vae: resumed from {path} (step {step})")
-    log = csv_tracker(accelerator) if accelerator.is_main_process else None
+    log = csv_tracker(accelerator) if accelerator.is_main_process and own_accelerator else None
     if log is not None:  # the interrupted tail past the checkpoint is trained, and logged, again
         log.drop_rows(lambda r: r["step"] > step)
     bar = tqdm(total=cfg["steps"], initial=step, desc="vae",
@@ -783,7 +786,8 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
                     raise FloatingPointError(f"VAE loss became {row['loss']} at step {step}; lower vae.learning_rate")
                 if step % cfg["log_every"] == 0 or step == cfg["steps"] or step == 1:
                     rows.append(row)
-                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                    if own_accelerator:  # a caller's accelerator keeps its trackers for its own logs
+                        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 every = cfg["checkpointing_steps"]
                 if every and (step % every == 0 or step == cfg["steps"]):
                     if accelerator.is_main_process:
