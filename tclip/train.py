@@ -46,7 +46,7 @@ from torch import nn
 from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
-from .scaffold import checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints
+from .scaffold import CSVTracker, checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints
 
 __all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
@@ -398,7 +398,10 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
                     ctx.log_rows.append(
                         {"stage": stage, "step": step, "loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0], "scale": round(scale, 4), "seconds": round(time.time() - t0, 2)}
                     )
-                    acc.log({k: v for k, v in ctx.log_rows[-1].items() if k != "step"}, step=step)
+                    row = {k: v for k, v in ctx.log_rows[-1].items() if k != "step"}
+                    for tracker in acc.trackers:  # the CSV keeps a stage column; other trackers get one curve per stage
+                        tracker.log(row if isinstance(tracker, CSVTracker) else
+                                    {f"{stage}/{k}": v for k, v in row.items() if k != "stage"}, step=step)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 bar.update(1)
                 if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
