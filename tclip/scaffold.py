@@ -36,8 +36,8 @@ from accelerate.tracking import GeneralTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSVTracker", "checkpoint_step", "csv_tracker", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
-           "read_csv_log", "rotate_checkpoints", "save_extra_state"]
+__all__ = ["CSVTracker", "checkpoint_step", "csv_tracker", "flat_settings", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
+           "read_csv_log", "rotate_checkpoints", "save_extra_state", "tracker_config"]
 
 
 def read_csv_log(path: str | Path) -> list[dict[str, Any]]:
@@ -126,6 +126,21 @@ class CSVTracker(GeneralTracker):
                 w.writeheader()
                 w.writerows(keep)
         return len(rows) - len(keep)
+
+
+def flat_settings(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested settings mapping as ``{"a.b.c": value}`` (an empty mapping stays a value)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(flat_settings(v, key) if isinstance(v, Mapping) and v else {key: v})
+    return out
+
+
+def tracker_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's settings as trackers store hyperparameters: flat ``a.b`` keys, scalar values (others as text)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) or v is None else json.dumps(v, default=str)
+            for k, v in flat_settings(cfg).items()}
 
 
 def make_trackers(run_name: str, logging_dir: str | Path, *, filename: str = "train_log.csv", resume: bool = False,

@@ -46,7 +46,7 @@ from torch import nn
 from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
-from .scaffold import CSVTracker, checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints
+from .scaffold import CSVTracker, checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints, tracker_config
 
 __all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
@@ -510,7 +510,7 @@ def train(
     if not records:
         raise ValueError(f"{manifest}: no records with split {split!r}")
     handler = None
-    acc.init_trackers("tclip", config={k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in cfg.items()})
+    acc.init_trackers("tclip", config=tracker_config(cfg))
     if acc.is_main_process:
         (out / "logs").mkdir(parents=True, exist_ok=True)
         _write_state(out, state)

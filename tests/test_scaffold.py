@@ -7,7 +7,7 @@ import json
 import pytest
 from accelerate import Accelerator
 
-from tclip.scaffold import CSVTracker, csv_tracker, make_trackers, plot_csv_curves, read_csv_log
+from tclip.scaffold import CSVTracker, csv_tracker, make_trackers, plot_csv_curves, read_csv_log, tracker_config
 
 
 def test_csv_tracker_logs_through_accelerate_and_a_resume_drops_the_interrupted_tail(tmp_path):
@@ -66,3 +66,10 @@ def test_checkpoints_are_listed_by_step_and_rotated_to_the_limit(tmp_path):
     assert [p.name for p in rotate_checkpoints(tmp_path, 2)] == ["checkpoint-2", "checkpoint-10"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30"]
     assert list_checkpoints(tmp_path / "missing") == []
+
+
+def test_tracker_config_flattens_settings_to_scalars():
+    cfg = {"base_stage": {"steps": 3, "lr": 0.1}, "lora": {"towers": ["vision", "text"]}, "augment": {}, "base": None,
+           "mixed_precision": "no"}
+    assert tracker_config(cfg) == {"base_stage.steps": 3, "base_stage.lr": 0.1, "lora.towers": '["vision", "text"]',
+                                   "augment": "{}", "base": None, "mixed_precision": "no"}

@@ -135,16 +135,15 @@ MIN_MEAN_FLIGHT = 10
 def flights_unusable(records: Sequence[Mapping[str, Any]]) -> str | None:
     """Why :func:`flight_groups` cannot split ``records`` into flights worth holding out, or None when it can.
 
-    Every record needs a numeric ``meta.frame`` and a ``meta.time_of_day``; there must be 2 flights or more, of
+    Every record needs a frame number and a time of day (:func:`flight_groups`); there must be 2 flights or more, of
     :data:`MIN_MEAN_FLIGHT` records or more on average (frames numbered along a recording, as HIT-UAV's are; synthetic
     scenes draw the time of day per scene, so their "flights" would be single scenes)."""
-    for r in records:
-        meta = r.get("meta") or {}
-        if not str(meta.get("frame", "")).isdigit():
-            return f"record {r.get('id')!r} has no numeric meta.frame"
-        if meta.get("time_of_day") not in ATTRIBUTES["time_of_day"]:
-            return f"record {r.get('id')!r} has no meta.time_of_day"
-    n = len(set(flight_groups(records)))
+    from thermgen.data.sample import DataError
+
+    try:
+        n = len(set(flight_groups(records)))
+    except DataError as e:
+        return str(e)
     if n < 2:
         return f"{n} flight(s): nothing to hold out"
     if len(records) / n < MIN_MEAN_FLIGHT:

@@ -524,13 +524,6 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _flat(d: dict, prefix: str) -> list[tuple[str, Any]]:
-    out = []
-    for k, v in d.items():
-        out += _flat(v, f"{prefix}.{k}") if isinstance(v, dict) and v else [(f"{prefix}.{k}", v)]
-    return out
-
-
 def config_hash(*parts: Any) -> str:
     """Stable short hash of JSON-serialisable parts (a stage's config plus its inputs' hashes)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -539,6 +532,7 @@ def config_hash(*parts: Any) -> str:
 
 def describe_keys() -> str:
     """Every key with its default and meaning, for ``--list-keys``."""
+    from tclip.scaffold import flat_settings
     from tclip.train import load_train_config
 
     from thermgen.train.vae import validate_vae_config
@@ -547,10 +541,10 @@ def describe_keys() -> str:
     nested = {
         ("vae", "train"): ("the VAE stage's settings as the default recipe resolves them (`*`: taken from the recipe's "
                            "own keys: train.resolution, run.seed, train.mixed_precision, vae.pretrained)",
-                           _flat(validate_vae_config(vae_train_config(defaults())), "vae.train")),
+                           flat_settings(validate_vae_config(vae_train_config(defaults())), "vae.train").items()),
         ("tclip", "train"): (f"the T-CLIP training config's settings, here those of tclip.config's default "
-                             f"{SCHEMA['tclip']['config'].default!r}", _flat(load_train_config(
-                                 SCHEMA["tclip"]["config"].default), "tclip.train")),
+                             f"{SCHEMA['tclip']['config'].default!r}", flat_settings(load_train_config(
+                                 SCHEMA["tclip"]["config"].default), "tclip.train").items()),
     }
     lines = []
     for sec, fields in SCHEMA.items():

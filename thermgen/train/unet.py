@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from tclip.scaffold import (checkpoint_step, csv_tracker, list_checkpoints, load_extra_state, make_trackers, read_csv_log,
-                            rotate_checkpoints, save_extra_state)
+                            rotate_checkpoints, save_extra_state, tracker_config)
 
 logger = logging.getLogger(__name__)
 
@@ -495,18 +495,8 @@ def mirror_latents(latents: torch.Tensor, patch_size: int | None = None) -> torc
 # --------------------------------------------------------------------------------------------------
 # Logs and pictures
 # --------------------------------------------------------------------------------------------------
-def read_log(path: Path) -> list[dict[str, float]]:
-    """Rows of a training CSV log (step, loss, lr, seconds) as numbers (tclip.scaffold.read_csv_log)."""
-    return read_csv_log(path)
-
-
-def _flat_config(cfg: dict) -> dict[str, Any]:
-    """The run's settings as flat ``section.key`` scalars, what trackers store as hyperparameters."""
-    out: dict[str, Any] = {}
-    for section, keys in cfg.items():
-        for k, v in (keys.items() if isinstance(keys, dict) else [("", keys)]):
-            out[f"{section}.{k}" if k else section] = v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
-    return out
+#: Rows of a training CSV log (step, loss, lr, seconds) as numbers.
+read_log = read_csv_log
 
 
 def plot_loss_curve(rows: list[dict[str, float]], path: Path, title: str = "UNet training loss") -> None:
@@ -736,7 +726,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             resumed_from = str(path)
             accelerator.print(f"resumed from {path} (step {global_step})")
 
-    accelerator.init_trackers("unet", config=_flat_config(cfg))
+    accelerator.init_trackers("unet", config=tracker_config(cfg))
     if accelerator.is_main_process:
         # Rows past the checkpoint belong to the interrupted tail; the resumed run writes them again.
         csv_tracker(accelerator).drop_rows(lambda r: r["step"] > global_step)

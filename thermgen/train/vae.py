@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from tclip.scaffold import csv_tracker, make_trackers
+from tclip.scaffold import csv_tracker, make_trackers, tracker_config
 from thermgen.data.sample import DataError
 
 logger = logging.getLogger(__name__)
@@ -569,8 +569,7 @@ def train_vae(
                                   dataloader_config=DataLoaderConfiguration(split_batches=True),
                                   log_with=make_trackers("vae", out_dir, filename="vae_log.csv", resume=bool(resume),
                                                          report_to=report_to))
-        accelerator.init_trackers("vae", config={k: v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
-                                                 for k, v in cfg.items()})
+        accelerator.init_trackers("vae", config=tracker_config(cfg))
         own_accelerator = True
     else:
         own_accelerator = False
