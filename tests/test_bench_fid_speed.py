@@ -20,7 +20,7 @@ class TinyInception(nn.Module):
     name = "tiny-inception"
     cache_id = "tiny-inception:test"
 
-    def __init__(self, path=None, device="cpu", channels_last=True):
+    def __init__(self, path=None, device="cpu", channels_last=True, fold_batchnorm=True):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,24 @@ def test_times_both_on_the_same_folders_and_agrees_with_clean_fid(tmp_path, monk
         assert r["fid_rel_diff"] < 1e-6
         assert r["seconds_median"] > 0
     assert rows["cleanfid"]["ratio_to_cleanfid"] == 1.0
+    # thermgen's distance on the very features clean-fid computed
+    assert rep["same_features"]["fid_rel_diff"] < 1e-6
+    assert rep["same_features"]["fid"] == pytest.approx(rows["cleanfid"]["fid"], rel=1e-6)
     assert "| thermgen |" in (out / "fid_speed.md").read_text()
     assert "thermgen_warm" in capsys.readouterr().out
+
+
+def test_a_distance_that_strays_from_clean_fids_fails_the_bench(tmp_path, monkeypatch, capsys):
+    import thermgen.metrics.fid as fid_mod
+
+    monkeypatch.setattr("thermgen.metrics.inception.InceptionFeatures", TinyInception)
+    real_fid = fid_mod.fid_from_features
+    monkeypatch.setattr(fid_mod, "fid_from_features", lambda a, b: real_fid(a, b) * (1 + 1e-4))
+    rng = np.random.default_rng(1)
+    real, fake = _folder(tmp_path / "real", 20, 0.3, rng), _folder(tmp_path / "fake", 20, 0.5, rng)
+    assert fid_speed.main(["--real", str(real), "--fake", str(fake), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "on the same features" in err and "more than 1e-06" in err
 
 
 def test_missing_folder_is_a_usage_error(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,39 @@ def test_inception_gives_2048_features_matching_cleanfid_scaling():
     f = net(x)
     assert f.shape == (1, 2048) and torch.isfinite(f).all() and f.abs().sum() > 0
     # clean-fid's InceptionV3W: (x - 128) / 128 then `layers` (NCHW), pooled to (B, 2048).
-    nchw = InceptionFeatures(path, channels_last=False)
+    nchw = InceptionFeatures(path, channels_last=False, fold_batchnorm=False)
+    assert isinstance(nchw.layers, torch.jit.ScriptModule)
     ref = nchw.layers((x - 128) / 128).reshape(1, 2048)
     torch.testing.assert_close(nchw(x), ref, rtol=0, atol=0)
-    # The default channels-last layout differs from it by float rounding only.
-    assert net.channels_last and not nchw.channels_last
+    # The default (channels-last, batch norm folded) differs from it by float rounding only.
+    assert net.channels_last and net.fold_batchnorm and not nchw.channels_last
+    assert not isinstance(net.layers, torch.jit.ScriptModule)
+    assert not any("batch_norm" in getattr(m, "code", "") for m in net.layers.modules())
+    assert sum(p.ndim == 4 for p in net.layers.parameters()) == 94  # every convolution, each with its folded bias
     convs = [p for p in net.layers.parameters() if p.ndim == 4 and p.shape[-1] > 1]
     assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
     assert all(p.is_contiguous() for p in nchw.layers.parameters())
     torch.testing.assert_close(f, ref, rtol=1e-4, atol=1e-4)
+    for kw in (dict(channels_last=True, fold_batchnorm=False), dict(channels_last=False, fold_batchnorm=True)):
+        torch.testing.assert_close(InceptionFeatures(path, **kw)(x), ref, rtol=1e-4, atol=1e-4)
+    assert len({InceptionFeatures(path, channels_last=c, fold_batchnorm=b).cache_id
+                for c in (True, False) for b in (True, False)}) == 4
+
+
+def test_folding_refuses_a_network_it_does_not_reproduce(monkeypatch):
+    path = _installed()
+    layers = InceptionFeatures(path, channels_last=False, fold_batchnorm=False).layers
+    inception.fold_inception(layers)  # the file as it is: reproduced
+    # A block whose arithmetic the folding does not model (here: another eps) is refused, not silently mis-folded.
+    real = inception._FoldedConv.__init__
+
+    def other_eps(self, block):
+        real(self, types.SimpleNamespace(var=block.var + 1.0, weight=block.weight, beta=block.beta, mean=block.mean,
+                                         padding=block.padding, stride=block.stride))
+
+    monkeypatch.setattr(inception._FoldedConv, "__init__", other_eps)
+    with pytest.raises(ValueError, match="x.pt: the batch-norm-folded Inception does not reproduce"):
+        inception.fold_inception(layers, source="x.pt")
 
 
 def test_inception_rejects_unresized_input():
