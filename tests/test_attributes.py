@@ -100,6 +100,30 @@ def test_grading_counts_a_verdict_outside_the_classes_as_a_miss():
     assert r["balanced_accuracy"] == pytest.approx(0.75)
 
 
+def test_stated_auc_reads_how_far_apart_the_prompts_put_the_images_whatever_the_threshold():
+    from thermgen.metrics.attributes import separation_auc, stated_auc
+
+    assert separation_auc([3, 4], [1, 2]) == 1.0 and separation_auc([1, 2], [3, 4]) == 0.0
+    assert separation_auc([1, 2], [2, 1]) == 0.5 and np.isnan(separation_auc([], [1]))
+    x, y = _separable(300, 0)
+    judge = AttributeJudge.fit(x, y)
+    day = np.zeros((6, 32))
+    day[:, :4] = 3
+    night = np.zeros((6, 32))
+    night[:, :4] = -3
+    stated = ["night"] * 6 + ["day"] * 6 + [None]
+    feats = np.concatenate([night, day, day[:1]])
+    assert stated_auc(judge, feats, stated, "time_of_day", "night") == 1.0
+    wrong = np.concatenate([day, night, night[:1]])  # every image on the wrong side
+    assert stated_auc(judge, wrong, stated, "time_of_day", "night") == 0.0
+    # Both groups judged "day" (accuracy at the majority rate), yet the night prompts' images lean further to night.
+    shifted = np.concatenate([day * 0.5, day, day[:1]])
+    r = judge_images(judge, shifted, {"time_of_day": stated})["time_of_day"]
+    assert r["accuracy"] == 0.5 and stated_auc(judge, shifted, stated, "time_of_day", "night") == 1.0
+    with pytest.raises(ValueError, match="dusk"):
+        stated_auc(judge, feats, stated, "time_of_day", "dusk")
+
+
 def test_swap_report_counts_pairs_that_follow_the_swap():
     x, y = _separable(300, 0)
     judge = AttributeJudge.fit(x, y)

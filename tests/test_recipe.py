@@ -305,7 +305,12 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
         assert 0 <= r["swap_time_of_day"]["follows"] <= 1
     # EMA and raw weights of the same checkpoint are different models.
     assert rows[1]["fid"] != rows[2]["fid"]
-    assert (out / "control.png").stat().st_size > 0 and "| 4 | raw |" in (out / "control.md").read_text()
+    assert all(0 <= r["day_night_auc"] <= 1 for r in rows if r["day_night_auc"] == r["day_night_auc"])
+    md = (out / "control.md").read_text()
+    assert (out / "control.png").stat().st_size > 0 and "| 4 | raw |" in md
+    ceiling = json.loads((out / "ceiling.json").read_text())  # the judge on the same records' real images
+    assert ceiling["n"] == 4 and set(ceiling["attributes"]) == set(rows[0]["attributes"])
+    assert "| real images of these records (ceiling) |" in md and "day/night AUC" in md
 
     # --scheduler: each sampler built from the pipeline's scheduler config, one row each; an unknown one is named.
     out2 = tmp_path / "samplers"

@@ -94,7 +94,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
-    from thermgen.metrics.attributes import AttributeJudge, attribute_table, image_features, judge_images, swap_report
+    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images, stated_auc,
+                                             swap_report)
     from thermgen.metrics.fid import list_images
     from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
     from thermgen.train.config import load_config
@@ -109,7 +110,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     judge = AttributeJudge.load(run / "judge")
     res = cfg["train"]["resolution"]
     feats = image_features(list_images(imgs).files, res, progress=False)
-    graded = judge_images(judge, feats, attribute_table(recs))
+    table = attribute_table(recs)
+    graded = judge_images(judge, feats, table)
     if prompt_style == "captions":
         pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value)
                  for x in build_swaps(recs, "time_of_day", max_pairs=swap_pairs)]
@@ -125,7 +127,27 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
             "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
                            for a, r in graded.items()},
+            "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night"),
             "swap_time_of_day": swap}
+
+
+def real_ceiling(run: Path, split: str, n_prompts: int | None, progress: bool) -> dict[str, Any]:
+    """The judge on the real images of the same records: the ceiling of every column."""
+    from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, stated_auc
+    from thermgen.metrics.judging import split_features
+    from thermgen.train.config import load_config
+    from thermgen.train.recipe import Context, _records, _subset, feature_cache
+
+    ctx = Context(cfg=load_config(run / "config.yaml"), run=run, progress=progress)
+    judge = AttributeJudge.load(run / "judge")
+    recs_all, feats_all = split_features(ctx.manifest, split, int(judge.info["resolution"]), progress=progress,
+                                         cache_dir=feature_cache(ctx))
+    recs = _subset(_records(ctx, split), n_prompts)
+    index = {r["id"]: i for i, r in enumerate(recs_all)}
+    feats = feats_all[[index[r["id"]] for r in recs]]
+    table = attribute_table(recs)
+    return {"n": len(recs), "attributes": {a: {"accuracy": r["accuracy"]} for a, r in judge_images(judge, feats, table).items()},
+            "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night")}
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -178,7 +200,7 @@ def _sides(swap: dict[str, Any]) -> str:
     return "" if f is None or e is None or f != f or e != e else f"{f:.3f} / {e:.3f}"
 
 
-def markdown(rows: list[dict[str, Any]], args) -> str:
+def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = None) -> str:
     attrs = list(rows[0]["attributes"]) if rows else []
     lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
              f"Run `{args.run}`; seed {args.seed}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
@@ -189,17 +211,30 @@ def markdown(rows: list[dict[str, Any]], args) -> str:
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
-             + " | day/night swap followed | swap: factual side / edited side |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- |"]
+             + " | day/night AUC | day/night swap followed | swap: factual side / edited side |",
+             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {r['guidance']} | {r['sampler_steps']} | "
                      f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
-                     + f" | {r['swap_time_of_day']['follows']:.3f} | {_sides(r['swap_time_of_day'])} |")
+                     + f" | {_num(r.get('day_night_auc'))} | {r['swap_time_of_day']['follows']:.3f} | "
+                       f"{_sides(r['swap_time_of_day'])} |")
+    if ceiling is not None:
+        lines.append("| real images of these records (ceiling) | | | | | | "
+                     + " | ".join(_num(ceiling["attributes"].get(a, {}).get("accuracy")) for a in attrs)
+                     + f" | {_num(ceiling['day_night_auc'])} | | |")
     if rows:
         lines.append("| majority rate | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
-                                                       for a in attrs) + " | | |")
+                                                       for a in attrs) + " | 0.5 | | |")
+    lines += ["", "day/night AUC: how far apart the judge puts the images prompted at night and those prompted by day (the "
+              "AUC of its P(night) between the two; 0.5: the prompt makes no difference it can see; on the ceiling row, "
+              "the real night and day images). Unlike accuracy it does not depend on the head's threshold, so it still "
+              "reads a weak judge."]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None or x != x else f"{x:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,9 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "fid")}
                              | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
-                             | {"swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
+                             | {"day_night_auc": round(r["day_night_auc"], 3),
+                                "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
             (args.out / "control.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "control.md").write_text(markdown(rows, args))
+    ceiling = real_ceiling(run, args.split, args.prompts, progress=not args.quiet)
+    (args.out / "ceiling.json").write_text(json.dumps(ceiling, indent=1))
+    (args.out / "control.md").write_text(markdown(rows, args, ceiling))
     plot_curves(rows, args.out / "control.png", f"{run}: {args.split}")
     print(f"wrote {args.out}/control.json, control.md, control.png")
     return 0

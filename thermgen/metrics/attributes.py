@@ -333,6 +333,30 @@ def judge_images(judge: AttributeJudge, feats: np.ndarray, expected: Mapping[str
                              {a: majority_class(judge, a) for a in judge.heads})
 
 
+def separation_auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
+    """Probability that a random ``pos`` score exceeds a random ``neg`` one (ties count half; NaN if a side is empty)."""
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    d = pos[:, None] - neg[None, :]
+    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+
+
+def stated_auc(judge: AttributeJudge, feats: np.ndarray, expected: Sequence[str | None], attr: str, positive: str) -> float:
+    """How far apart the judge puts images stated ``positive`` and images stated otherwise: the AUC of its
+    P(``positive``) between the two groups (0.5: no difference it can see; 1: fully apart). Unlike accuracy it does
+    not depend on where the head's threshold falls, so a weak judge still shows whether the prompt moves the image.
+    Images whose ``expected`` value is None are left out."""
+    if attr not in judge.heads:
+        raise ValueError(f"the judge has no head for attribute {attr!r} (its heads: {sorted(judge.heads)})")
+    classes = list(judge.heads[attr]["classes"])
+    if positive not in classes:
+        raise ValueError(f"attribute {attr!r}: class {positive!r} is not one of the judge's {classes}")
+    p = judge.predict_proba(feats)[attr][:, classes.index(positive)]
+    keep = [i for i, e in enumerate(expected) if e is not None]
+    return separation_auc([p[i] for i in keep if expected[i] == positive], [p[i] for i in keep if expected[i] != positive])
+
+
 def grade_predictions(pred: Mapping[str, Sequence[str]], expected: Mapping[str, Sequence[str | None]],
                       classes_of: Mapping[str, Sequence[str]], majority: Mapping[str, str]) -> dict[str, Any]:
     """:func:`judge_images`'s grading of given verdicts ``pred[attr]`` (one per image) against ``expected``;

@@ -170,9 +170,11 @@ class _FoldedConv(nn.Module):
 
     def __init__(self, block: nn.Module):
         super().__init__()
-        inv = torch.rsqrt(block.var.double() + 1e-3)
-        self.weight = nn.Parameter((block.weight.double() * inv[:, None, None, None]).float(), requires_grad=False)
-        self.bias = nn.Parameter((block.beta.double() - block.mean.double() * inv).float(), requires_grad=False)
+        dev = block.weight.device  # folded on the CPU in float64 (not every device has it), then moved back
+        w, var, mean, beta = (t.detach().cpu().double() for t in (block.weight, block.var, block.mean, block.beta))
+        inv = torch.rsqrt(var + 1e-3)
+        self.weight = nn.Parameter((w * inv[:, None, None, None]).float().to(dev), requires_grad=False)
+        self.bias = nn.Parameter((beta - mean * inv).float().to(dev), requires_grad=False)
         pad = block.padding
         self.padding = [int(p) for p in pad] if isinstance(pad, (list, tuple)) else [int(pad)] * 2
         self.stride = int(block.stride)
@@ -261,8 +263,14 @@ def fold_inception(layers: nn.Module, source: str = "the Inception file", check:
         p = next(layers.parameters(), None)
         if p is not None:
             x = x.to(p.device)
-        with torch.no_grad():
-            ref, got = layers(x), folded(x)
+        # On CUDA both would otherwise run in TF32, whose rounding over ~20 layers can exceed the check's tolerance.
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.no_grad():
+                ref, got = layers(x), folded(x)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         if ref.shape != got.shape or not torch.allclose(ref, got, rtol=1e-3, atol=1e-3):
             err = float((ref - got).abs().max()) if ref.shape == got.shape else float("nan")
             raise ValueError(f"{source}: the batch-norm-folded Inception does not reproduce the file's features "

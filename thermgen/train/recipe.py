@@ -1032,14 +1032,6 @@ def run_contrast(ctx: Context) -> dict:
     return {"comparisons": comparisons}
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Probability that a random ``pos`` score exceeds a random ``neg`` one (ties count half)."""
-    if not len(pos) or not len(neg):
-        return float("nan")
-    d = pos[:, None] - neg[None, :]
-    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
-
-
 def contrast_judge(ctx: Context, gen_imgs: dict[str, np.ndarray], real_imgs: dict[str, np.ndarray]) -> dict:
     """The attribute judge on the contrast samples: how far apart are the day and night prompts' images?
 
@@ -1049,7 +1041,7 @@ def contrast_judge(ctx: Context, gen_imgs: dict[str, np.ndarray], real_imgs: dic
     numbers for the real images of each kind are the reference.
     """
     from thermgen.io import write_png16
-    from thermgen.metrics.attributes import AttributeJudge
+    from thermgen.metrics.attributes import AttributeJudge, separation_auc
 
     judge = AttributeJudge.load(judge_dir(ctx))
     if "time_of_day" not in judge.heads:
@@ -1076,7 +1068,7 @@ def contrast_judge(ctx: Context, gen_imgs: dict[str, np.ndarray], real_imgs: dic
                          "mean_p_night_day_prompts": float(p_night["day"].mean()),
                          "mean_p_night_night_prompts": float(p_night["night"].mean()),
                          "separation": float((p_night["night"] > 0.5).mean() - (p_night["day"] > 0.5).mean()),
-                         "auc": _auc(p_night["night"], p_night["day"]), "n": [len(p_night["day"]), len(p_night["night"])]}
+                         "auc": separation_auc(p_night["night"], p_night["day"]), "n": [len(p_night["day"]), len(p_night["night"])]}
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
