@@ -100,17 +100,20 @@ def test_grading_counts_a_verdict_outside_the_classes_as_a_miss():
     assert r["balanced_accuracy"] == pytest.approx(0.75)
 
 
+def _judge_and_clear_images(n: int):
+    """A judge fitted on :func:`_separable` and ``n`` clear day and ``n`` clear night feature rows."""
+    x, y = _separable(300, 0)
+    day, night = np.zeros((n, 32)), np.zeros((n, 32))
+    day[:, :4], night[:, :4] = 3, -3
+    return AttributeJudge.fit(x, y), day, night
+
+
 def test_stated_auc_reads_how_far_apart_the_prompts_put_the_images_whatever_the_threshold():
     from thermgen.metrics.attributes import separation_auc, stated_auc
 
     assert separation_auc([3, 4], [1, 2]) == 1.0 and separation_auc([1, 2], [3, 4]) == 0.0
     assert separation_auc([1, 2], [2, 1]) == 0.5 and np.isnan(separation_auc([], [1]))
-    x, y = _separable(300, 0)
-    judge = AttributeJudge.fit(x, y)
-    day = np.zeros((6, 32))
-    day[:, :4] = 3
-    night = np.zeros((6, 32))
-    night[:, :4] = -3
+    judge, day, night = _judge_and_clear_images(6)
     stated = ["night"] * 6 + ["day"] * 6 + [None]
     feats = np.concatenate([night, day, day[:1]])
     assert stated_auc(judge, feats, stated, "time_of_day", "night") == 1.0
@@ -125,12 +128,7 @@ def test_stated_auc_reads_how_far_apart_the_prompts_put_the_images_whatever_the_
 
 
 def test_swap_report_counts_pairs_that_follow_the_swap():
-    x, y = _separable(300, 0)
-    judge = AttributeJudge.fit(x, y)
-    day = np.zeros((4, 32))
-    day[:, :4] = 3
-    night = np.zeros((4, 32))
-    night[:, :4] = -3
+    judge, day, night = _judge_and_clear_images(4)
     # Pairs 0-1 follow (day image for the day prompt, night for night); pair 2 ignores the prompt; pair 3 is reversed.
     a = np.stack([day[0], day[1], day[2], night[3]])
     b = np.stack([night[0], night[1], day[2], day[3]])
