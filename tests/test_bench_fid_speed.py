@@ -54,6 +54,7 @@ def test_times_both_on_the_same_folders_and_agrees_with_clean_fid(tmp_path, monk
     # thermgen's distance on the very features clean-fid computed
     assert rep["same_features"]["fid_rel_diff"] < 1e-6
     assert rep["same_features"]["fid"] == pytest.approx(rows["cleanfid"]["fid"], rel=1e-6)
+    assert rep["same_features"]["fid_dxd_eigh"] == pytest.approx(rows["cleanfid"]["fid"], rel=1e-6)
     assert "| thermgen |" in (out / "fid_speed.md").read_text()
     assert "thermgen_warm" in capsys.readouterr().out
 

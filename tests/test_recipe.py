@@ -112,8 +112,8 @@ def test_judge_stage_checks_held_out_flights_when_records_come_in_flights(run_co
     for frame, i in enumerate(order):
         lines[i]["meta"]["frame"] = f"{frame:05d}"
     (run_copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("judge",), stop_after="judge", progress=False)
-    assert summary["stages"]["judge"]["status"] == "ran"
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, rerun=("judge",), progress=False)
+    assert summary["stages"]["judge"]["status"] == "ran" and summary["stages"]["evaluate"]["status"] == "ran"
     flights = json.loads((reports / "judge_flights.json").read_text())
     assert flights["n_flights"] == 2 and sum(f["n_test"] for f in flights["flights"]) == flights["n_test"]
     assert {f["time_of_day"] for f in flights["flights"]} == {"day", "night"}
@@ -124,7 +124,7 @@ def test_judge_stage_checks_held_out_flights_when_records_come_in_flights(run_co
     assert set(judge["held_out_flights"]) <= set(judge["ceiling"])
     assert "| time_of_day |" in (reports / "judge_flights.md").read_text()
     gen = json.loads((reports / "generation.json").read_text())
-    gen["judge_ceiling_held_out_flights"] = judge["held_out_flights"]
+    assert gen["judge_ceiling_held_out_flights"] == judge["held_out_flights"]
     assert "judge refit without their flight" in generation_markdown(gen)
 
 

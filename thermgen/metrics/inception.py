@@ -109,8 +109,7 @@ class InceptionFeatures(nn.Module):
       runs as the equivalent Python modules (:func:`fold_inception`). That drops 94 normalisation passes and the
       ``contiguous()`` calls with which the TorchScript blocks turn every branch back into NCHW before the concat.
     - ``channels_last`` (default): the convolutions run on NHWC tensors (input and weights), which oneDNN runs
-      faster on CPU. Together on this project's 2-core machine: 2.6-2.8 s per batch of 32 against 3.8-3.9 s (channels-last
-      only) and 4.3 s (the file as it is); ``python -m thermgen.bench.fid_speed`` times the whole command.
+      faster on CPU. ``python -m thermgen.bench.fid_speed`` times the whole command against clean-fid's (README).
 
     ``channels_last=False, fold_batchnorm=False`` is the network exactly as clean-fid's own ``InceptionV3W`` runs it.
 
