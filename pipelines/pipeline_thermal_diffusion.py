@@ -289,6 +289,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         prompt_embeds=None,
         negative_prompt_embeds=None,
         callback_on_step_end_tensor_inputs=None,
+        negative_prompt_fine=None,
     ) -> None:
         """Fail early, naming the argument and the value it got."""
         if prompt is None and prompt_embeds is None:
@@ -308,12 +309,15 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             batch = prompt_embeds.shape[0]
             if prompt_fine is not None:
                 raise ValueError("`prompt_fine` cannot be used with `prompt_embeds` (encode both prompts yourself).")
-        for name, value in (("prompt_fine", prompt_fine), ("negative_prompt", negative_prompt)):
+        for name, value in (("prompt_fine", prompt_fine), ("negative_prompt", negative_prompt),
+                            ("negative_prompt_fine", negative_prompt_fine)):
             values = self._as_list(value, name)
             if values is not None and len(values) not in (1, batch):
                 raise ValueError(f"`{name}` has {len(values)} entries but `prompt` has {batch}; give 1 or {batch}.")
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("Pass only one of `negative_prompt` and `negative_prompt_embeds`, not both.")
+        if negative_prompt_fine is not None and negative_prompt is None:
+            raise ValueError("`negative_prompt_fine` needs `negative_prompt` (the negative's global prompt).")
         if negative_prompt_embeds is not None and (
             prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
         ):
@@ -413,6 +417,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         prompt: str | list[str] | None = None,
         prompt_fine: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
+        negative_prompt_fine: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 50,
@@ -445,6 +450,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 for all). None: the text encoder's mode decides (fused/concat reuse `prompt`).
             negative_prompt (`str` or `list[str]`, *optional*):
                 What to steer away from under classifier-free guidance; default the empty prompt.
+            negative_prompt_fine (`str` or `list[str]`, *optional*):
+                The negative's fine-grained prompt (with `negative_prompt`), e.g. the fine caption of the same scene
+                with one fact edited, so that guidance pushes along that fact (`thermgen.ircap.swap.contrast_prompts`).
+                None: `negative_prompt` serves as both.
             height (`int`, *optional*), width (`int`, *optional*):
                 Output size in pixels; default `unet.config.sample_size * vae_scale_factor`. Must be divisible by
                 the VAE factor times the UNet's downsampling factor.
@@ -512,6 +521,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             prompt_embeds,
             negative_prompt_embeds,
             callback_on_step_end_tensor_inputs,
+            negative_prompt_fine,
         )
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -551,13 +561,15 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                     negatives = negatives * batch_size
                 # Give the negative branch a fine prompt too when the positive has one, so both branches
                 # take the same path through the encoder (and the same token length in concat mode).
-                negative_prompt_embeds = self.encode_prompt(
-                    negatives, negatives if fine is not None else None, device, num_images_per_prompt
-                )
+                neg_fine = self._as_list(negative_prompt_fine, "negative_prompt_fine")
+                if neg_fine is not None and len(neg_fine) == 1:
+                    neg_fine = neg_fine * batch_size
+                if neg_fine is None and fine is not None:
+                    neg_fine = negatives
+                negative_prompt_embeds = self.encode_prompt(negatives, neg_fine, device, num_images_per_prompt)
                 if self.takes_pooled:
                     negative_pooled_prompt_embeds = (
-                        self.encode_pooled(negatives, negatives if fine is not None else None, device,
-                                           num_images_per_prompt)
+                        self.encode_pooled(negatives, neg_fine, device, num_images_per_prompt)
                         if negative_pooled_prompt_embeds is None else
                         self._given_pooled(negative_pooled_prompt_embeds, device, num_images_per_prompt))
             else:

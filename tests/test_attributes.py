@@ -284,6 +284,15 @@ def test_swap_edits_exactly_one_fact(hit_records):
         ca = {f["label"]: f["value"] for f in p.stated_a if f["fact"] == "count"}
         cb = {f["label"]: f["value"] for f in p.stated_b if f["fact"] == "count"}
         assert ca.pop("Car") >= 6 and cb.pop("Car") == 2 and ca == cb and p.real_value == "6+"
+    # The contrastive negative of a record is the swap side that states the edit, never the record itself.
+    from thermgen.ircap.swap import contrast_captions
+
+    for p in tod[:5]:
+        r = by_id[p.record_id]
+        edited = (p.global_b, p.fine_b) if p.real_value == "day" else (p.global_a, p.fine_a)
+        assert contrast_captions(r, "time_of_day") == edited
+        assert edited != (r["global_caption"], r["fine_caption"])
+    assert contrast_captions(rec, "person") == (people.global_b, people.fine_b)
     # The scene facts given to the renderer are the record's own: infer_facts is what the swap starts from.
     scene_facts, _ = infer_facts(rec["measurements"], [o["label"] for o in rec["objects"]], rec["meta"])
     assert any(f.name == "time_of_day" for f in scene_facts)

@@ -20,11 +20,13 @@ def _ctx(tmp_path, *overrides):
     return Context(cfg=cfg, run=tmp_path, progress=False)
 
 
-def _reused(caplog, tmp_path, pipe, out, *overrides, prompts=PROMPTS, fine=FINE, seed=0, ids=("a", "b")) -> bool:
+def _reused(caplog, tmp_path, pipe, out, *overrides, prompts=PROMPTS, fine=FINE, seed=0, ids=("a", "b"),
+            negative=None) -> bool:
     """Run generate_prompts; True when it reused the folder (its log line), False when it generated."""
     caplog.clear()
+    neg = {} if negative is None else {"negative": list(negative), "negative_fine": list(negative)}
     generate_prompts(_ctx(tmp_path, *overrides), pipe, list(prompts), None if fine is None else list(fine), out,
-                     seed=seed, record_ids=list(ids))
+                     seed=seed, record_ids=list(ids), **neg)
     assert len(list(out.glob("*.png"))) == len(prompts)
     return "reused" in caplog.text
 
@@ -39,12 +41,19 @@ def test_same_request_reuses_the_folder_and_any_change_regenerates(tmp_path, cap
     assert _reused(caplog, tmp_path, pipe, out)
 
     for changed in (dict(seed=1), dict(prompts=PROMPTS[::-1]), dict(ids=("a", "c")), dict(fine=FINE[::-1]),
-                    dict(fine=None)):
+                    dict(fine=None), dict(negative=PROMPTS[::-1])):
         assert not _reused(caplog, tmp_path, pipe, out, **changed), changed
         assert not _reused(caplog, tmp_path, pipe, out)  # back to the first request: made again, not reused
     for override in ("train.guidance_scale=5.0", "eval.num_inference_steps=3"):
         assert not _reused(caplog, tmp_path, pipe, out, override), override
         assert not _reused(caplog, tmp_path, pipe, out)
+
+    # Negative prompts are part of the request and of the index (a contrastive negative per prompt).
+    assert not _reused(caplog, tmp_path, pipe, out, negative=PROMPTS[::-1])
+    assert _reused(caplog, tmp_path, pipe, out, negative=PROMPTS[::-1])
+    entries = json.loads((out / "generation.json").read_text())["images"]
+    assert [e["negative_prompt"] for e in entries] == PROMPTS[::-1]
+    assert not _reused(caplog, tmp_path, pipe, out)
 
     (out / "00001.png").unlink()  # a half-deleted folder is regenerated, not trusted
     assert not _reused(caplog, tmp_path, pipe, out)

@@ -221,6 +221,8 @@ def test_xformers_stays_off_without_cuda(pipe):
         ({"prompt": 5}, "prompt"),
         ({"prompt": ["a", "b"], "prompt_fine": ["x", "y", "z"]}, "prompt_fine"),
         ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, "negative_prompt"),
+        ({"prompt": ["a", "b"], "negative_prompt": "x", "negative_prompt_fine": ["x", "y", "z"]}, "negative_prompt_fine"),
+        ({"negative_prompt_fine": "x"}, "negative_prompt_fine"),
         ({"generator": [torch.Generator(), torch.Generator()]}, "generator"),
         ({"latents": torch.zeros(1, 4, 4, 4)}, "latents"),
         ({"callback_on_step_end_tensor_inputs": ["noise"]}, "callback_on_step_end_tensor_inputs"),
@@ -230,6 +232,27 @@ def test_bad_input_raises_naming_the_argument(pipe, kwargs, named):
     kwargs = {"prompt": PROMPT, "num_inference_steps": 1, **kwargs}
     with pytest.raises(ValueError, match=f"`{named}`"):
         pipe(**kwargs)
+
+
+def test_negative_fine_prompt_is_the_negative_branchs_fine_input():
+    """A contrastive negative (the same scene with one fact edited) has a fine caption of its own: the negative branch
+    must encode exactly (negative_prompt, negative_prompt_fine), as precomputed embeddings of that pair give, pooled
+    embedding included; without it the negative prompt serves as both."""
+    pipe = tiny_pipeline(mode="fused", pooled=True)
+    te = pipe.text_encoder
+    neg, neg_fine = "An infrared thermal image of a road by day", "Thermal infrared image of sunlit asphalt"
+    kw = dict(prompt_fine=FINE, guidance_scale=3.0)
+    a = run(pipe, negative_prompt=neg, negative_prompt_fine=neg_fine, **kw)
+    pe, pp = te.encode_prompt([PROMPT], [FINE], return_pooled=True)
+    ne, npp = te.encode_prompt([neg], [neg_fine], return_pooled=True)
+    b = run(pipe, prompt=None, prompt_embeds=pe, pooled_prompt_embeds=pp, negative_prompt_embeds=ne,
+            negative_pooled_prompt_embeds=npp, guidance_scale=3.0)
+    assert np.allclose(a, b, atol=1e-6)
+    assert np.abs(a - run(pipe, negative_prompt=neg, **kw)).max() > 1e-4
+    ne2, npp2 = te.encode_prompt([neg], [neg], return_pooled=True)
+    c = run(pipe, prompt=None, prompt_embeds=pe, pooled_prompt_embeds=pp, negative_prompt_embeds=ne2,
+            negative_pooled_prompt_embeds=npp2, guidance_scale=3.0)
+    assert np.allclose(run(pipe, negative_prompt=neg, **kw), c, atol=1e-6)
 
 
 # ---- pooled prompt embedding (unet.pooled_conditioning) ---------------------------------------------------

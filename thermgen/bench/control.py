@@ -89,9 +89,14 @@ def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: in
 
 
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
-                      swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions") -> dict[str, Any]:
+                      swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions",
+                      contrast: str | None = None) -> dict[str, Any]:
     """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
-    with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts."""
+    with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
+
+    ``contrast``: an IR-Cap fact (``time_of_day``); each prompt's negative is then its record's captions with that
+    fact edited (:func:`thermgen.ircap.swap.contrast_captions`; the empty prompt where a record does not qualify),
+    and each swap side's negative is the other side's prompt."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images, stated_auc,
@@ -104,7 +109,17 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     ctx = Context(cfg=cfg, run=run, progress=progress)
     recs = _subset(_records(ctx, split), n_prompts)
     prompts, fine = _prompts_for_mode(mode, recs if prompt_style == "captions" else query_prompts(recs, prompt_style, seed))
-    imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs])
+    neg: dict[str, Any] = {}
+    if contrast is not None:
+        if prompt_style != "captions":
+            raise ValueError(f"contrast={contrast!r} is built from IR-Cap facts: use it with prompt_style='captions'")
+        from thermgen.ircap.swap import contrast_captions
+
+        edited = [contrast_captions(r, contrast) or ("", "") for r in recs]
+        n, f = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": fc} for g, fc in edited])
+        neg = {"negative": n, "negative_fine": f}
+    imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs],
+                            **neg)
     rep = evaluate_generation(ctx.manifest, imgs, None, work, split=split, name="generation", samples=0,
                               progress=progress, cache_dir=feature_cache(ctx))
     judge = AttributeJudge.load(run / "judge")
@@ -120,7 +135,11 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     sides = []
     for k, side in ((0, "a"), (2, "b")):
         p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
-        d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed)
+        neg = {}
+        if contrast is not None:  # the other side's prompt
+            n, nf = _prompts_for_mode(mode, [{"global_caption": x[2 - k], "fine_caption": x[3 - k]} for x in pairs])
+            neg = {"negative": n, "negative_fine": nf}
+        d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed, **neg)
         sides.append(image_features(list_images(d).files, res, progress=False))
     swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
                        real_values=[x[6] for x in pairs])
@@ -209,6 +228,7 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
              + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
+             + (f" --contrast {args.contrast}" if getattr(args, "contrast", None) else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
              + " | day/night AUC | day/night swap followed | swap: factual side / edited side |",
@@ -255,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="generation seed")
     p.add_argument("--prompt-style", default="captions", choices=["captions", "keywords", "request", "question"],
                    help="prompt with the IR-Cap captions, or with held-out queries in a user's own words (same facts)")
+    p.add_argument("--contrast", default=None, choices=["time_of_day"],
+                   help="contrastive negative prompts: each prompt's negative is its record's captions with this fact "
+                        "edited (each swap side's: the other side), so guidance pushes along the fact (default: the "
+                        "empty negative prompt)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.contrast and args.prompt_style != "captions":
+        p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
 
     import tclip.text_encoder  # noqa: F401
     from thermgen.train.recipe import _load_pipeline
@@ -295,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
-                                  work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style)
-            r.update(prompt_style=args.prompt_style, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
+                                  work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
+                                  contrast=args.contrast)
+            r.update(prompt_style=args.prompt_style, contrast=args.contrast, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "fid")}

@@ -150,3 +150,17 @@ def swap_pairs(records: Sequence[Mapping[str, Any]], kind: str, max_pairs: int |
         step = len(pairs) / max_pairs
         pairs = [pairs[int(i * step)] for i in range(max_pairs)]
     return pairs
+
+
+def contrast_captions(rec: Mapping[str, Any], kind: str = "time_of_day") -> tuple[str, str] | None:
+    """(global, fine) captions of ``rec`` with its ``kind`` fact set to the other value, rendered from its edited
+    facts as the swap test does: a *contrastive negative prompt*. Under classifier-free guidance with this as the
+    negative, the step moves from the scene at the other value to the scene as stated, so guidance pushes along the
+    one fact rather than away from the empty prompt. None when the record does not qualify (for ``time_of_day``:
+    no day/night fact; ``person``: no people to remove; ``cars``: fewer than :data:`MANY_CARS` cars)."""
+    pair = swap_record(rec, kind)
+    if pair is None:
+        return None
+    if pair.real_value == pair.value_a:
+        return pair.global_b, pair.fine_b
+    return pair.global_a, pair.fine_a

@@ -603,9 +603,11 @@ def _seed_base(seed: int) -> int:
 
 
 def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | None, out: Path, *, seed: int,
-                     record_ids: list[str] | None = None, desc: str = "generate") -> Path:
+                     record_ids: list[str] | None = None, desc: str = "generate",
+                     negative: list[str] | None = None, negative_fine: list[str] | None = None) -> Path:
     """One 16-bit PNG per prompt (``<index:05d>.png``, generated with seed ``_seed_base(seed) + index``) and a
     ``generation.json`` index (file, prompt, fine prompt, record id, seed) that thermgen.fid / thermgen.judge read.
+    ``negative`` / ``negative_fine``: one negative prompt per prompt (default: the empty prompt), recorded too.
 
     The index also records the ``settings`` the images were made with (:func:`pipeline_fingerprint`, sampler steps,
     guidance, resolution, batch, device, library versions). A folder whose index records the same settings for the
@@ -619,8 +621,16 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
     settings = {"pipeline": pipeline_fingerprint(pipe), "num_inference_steps": cfg["eval"]["num_inference_steps"],
                 "guidance_scale": cfg["train"]["guidance_scale"], "resolution": res, "batch": batch,
                 "device": str(pipe.device), "versions": _generation_versions()}
+    for name, lst in (("negative", negative), ("negative_fine", negative_fine)):
+        if lst is not None and len(lst) != len(prompts):
+            raise ValueError(f"generate_prompts: {len(lst)} {name} prompts for {len(prompts)} prompts")
+    if negative_fine is not None and negative is None:
+        raise ValueError("generate_prompts: negative_fine needs negative")
     wanted = [{"prompt": p, "prompt_fine": None if fine is None else fine[i], "seed": _seed_base(seed) + i,
-               "record_id": None if record_ids is None else record_ids[i]} for i, p in enumerate(prompts)]
+               "record_id": None if record_ids is None else record_ids[i]}
+              | ({} if negative is None else {"negative_prompt": negative[i]})
+              | ({} if negative_fine is None else {"negative_prompt_fine": negative_fine[i]})
+              for i, p in enumerate(prompts)]
     if _reusable(out, settings, wanted):
         logger.info("%s: reused %d images in %s (same pipeline weights, prompts, seeds and sampler settings)",
                     desc, len(prompts), out)
@@ -635,6 +645,10 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
         idx = list(range(s, min(len(prompts), s + batch)))
         gens = [torch.Generator().manual_seed(_seed_base(seed) + i) for i in idx]
         kw = {"prompt_fine": [fine[i] for i in idx]} if fine is not None else {}
+        if negative is not None:
+            kw["negative_prompt"] = [negative[i] for i in idx]
+        if negative_fine is not None:
+            kw["negative_prompt_fine"] = [negative_fine[i] for i in idx]
         imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
                     guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
                     output_type="uint16", **kw).images
@@ -645,6 +659,7 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
                 e["prompt_fine"] = fine[i]
             if record_ids is not None:
                 e["record_id"] = record_ids[i]
+            e.update({k: v for k, v in wanted[i].items() if k.startswith("negative")})
             entries.append(e)
     (out / "generation.json").write_text(json.dumps({"settings": settings, "images": entries}, indent=1))
     return out
@@ -691,7 +706,8 @@ def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
     if index.get("settings") != settings or len(index.get("images", [])) != len(wanted):
         return False
     for e, w in zip(index["images"], wanted):
-        if any(e.get(k) != v for k, v in w.items()) or not (out / e["file"]).is_file():
+        if any(e.get(k) != w.get(k) for k in set(w) | {"negative_prompt", "negative_prompt_fine"}) \
+                or not (out / e["file"]).is_file():
             return False
     return True
 
