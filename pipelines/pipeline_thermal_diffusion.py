@@ -290,6 +290,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         negative_prompt_embeds=None,
         callback_on_step_end_tensor_inputs=None,
         negative_prompt_fine=None,
+        contrast_prompt=None,
+        contrast_prompt_fine=None,
+        contrast_scale=0.0,
     ) -> None:
         """Fail early, naming the argument and the value it got."""
         if prompt is None and prompt_embeds is None:
@@ -310,7 +313,8 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             if prompt_fine is not None:
                 raise ValueError("`prompt_fine` cannot be used with `prompt_embeds` (encode both prompts yourself).")
         for name, value in (("prompt_fine", prompt_fine), ("negative_prompt", negative_prompt),
-                            ("negative_prompt_fine", negative_prompt_fine)):
+                            ("negative_prompt_fine", negative_prompt_fine), ("contrast_prompt", contrast_prompt),
+                            ("contrast_prompt_fine", contrast_prompt_fine)):
             values = self._as_list(value, name)
             if values is not None and len(values) not in (1, batch):
                 raise ValueError(f"`{name}` has {len(values)} entries but `prompt` has {batch}; give 1 or {batch}.")
@@ -318,6 +322,15 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             raise ValueError("Pass only one of `negative_prompt` and `negative_prompt_embeds`, not both.")
         if negative_prompt_fine is not None and negative_prompt is None:
             raise ValueError("`negative_prompt_fine` needs `negative_prompt` (the negative's global prompt).")
+        if isinstance(contrast_scale, bool) or not isinstance(contrast_scale, (int, float)) or contrast_scale < 0:
+            raise ValueError(f"`contrast_scale` must be a number >= 0, got {contrast_scale!r}")
+        if (contrast_prompt is None) != (contrast_scale == 0):
+            raise ValueError("`contrast_prompt` and `contrast_scale` > 0 go together: got contrast_prompt="
+                             f"{contrast_prompt!r}, contrast_scale={contrast_scale!r}")
+        if contrast_prompt_fine is not None and contrast_prompt is None:
+            raise ValueError("`contrast_prompt_fine` needs `contrast_prompt` (the contrast's global prompt).")
+        if contrast_prompt is not None and prompt_embeds is not None:
+            raise ValueError("`contrast_prompt` needs `prompt` as text, not `prompt_embeds`.")
         if negative_prompt_embeds is not None and (
             prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
         ):
@@ -418,6 +431,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         prompt_fine: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         negative_prompt_fine: str | list[str] | None = None,
+        contrast_prompt: str | list[str] | None = None,
+        contrast_prompt_fine: str | list[str] | None = None,
+        contrast_scale: float = 0.0,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 50,
@@ -454,6 +470,12 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 The negative's fine-grained prompt (with `negative_prompt`), e.g. the fine caption of the same scene
                 with one fact edited, so that guidance pushes along that fact (`thermgen.ircap.swap.contrast_prompts`).
                 None: `negative_prompt` serves as both.
+            contrast_prompt, contrast_prompt_fine (`str` or `list[str]`, *optional*), contrast_scale (`float`):
+                Contrastive guidance along one fact: the prompt with that fact edited ("... by day" for a night
+                prompt; `thermgen.ircap.swap.contrast_captions` renders it from IR-Cap facts). Each step's noise
+                prediction becomes `u + guidance_scale * (c - u) + contrast_scale * (c - k)` (u: the negative prompt,
+                c: the prompt, k: the contrast prompt), so the stated value is pushed away from the edited one while
+                classifier-free guidance keeps every other fact; costs one more UNet evaluation per step.
             height (`int`, *optional*), width (`int`, *optional*):
                 Output size in pixels; default `unet.config.sample_size * vae_scale_factor`. Must be divisible by
                 the VAE factor times the UNet's downsampling factor.
@@ -522,6 +544,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             negative_prompt_embeds,
             callback_on_step_end_tensor_inputs,
             negative_prompt_fine,
+            contrast_prompt,
+            contrast_prompt_fine,
+            contrast_scale,
         )
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -583,6 +608,18 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                     negative_pooled_prompt_embeds = self._given_pooled(
                         negative_pooled_prompt_embeds, device, num_images_per_prompt)
 
+        contrast_embeds = contrast_pooled = None
+        if contrast_prompt is not None:
+            contrasts = self._as_list(contrast_prompt, "contrast_prompt")
+            contrasts = contrasts * batch_size if len(contrasts) == 1 else contrasts
+            c_fine = self._as_list(contrast_prompt_fine, "contrast_prompt_fine")
+            c_fine = c_fine * batch_size if c_fine is not None and len(c_fine) == 1 else c_fine
+            if c_fine is None and fine is not None:
+                c_fine = contrasts
+            contrast_embeds = self.encode_prompt(contrasts, c_fine, device, num_images_per_prompt)
+            if self.takes_pooled:
+                contrast_pooled = self.encode_pooled(contrasts, c_fine, device, num_images_per_prompt)
+
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -600,22 +637,28 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                class_labels = None
+                # Branches, in this order: [negative,] [contrast,] prompt.
+                contexts, pooled = [prompt_embeds], [pooled_prompt_embeds]
+                if contrast_embeds is not None:
+                    contexts.insert(0, contrast_embeds)
+                    pooled.insert(0, contrast_pooled)
                 if self.do_classifier_free_guidance:
-                    model_input = torch.cat([latents, latents])
-                    context = torch.cat([negative_prompt_embeds, prompt_embeds])
-                    if self.takes_pooled:
-                        class_labels = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])
-                else:
-                    model_input, context = latents, prompt_embeds
-                    class_labels = pooled_prompt_embeds if self.takes_pooled else None
+                    contexts.insert(0, negative_prompt_embeds)
+                    pooled.insert(0, negative_pooled_prompt_embeds)
+                model_input = torch.cat([latents] * len(contexts))
+                context = torch.cat(contexts)
+                class_labels = torch.cat(pooled) if self.takes_pooled else None
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 noise_pred = self.unet(
                     model_input, t, encoder_hidden_states=context, class_labels=class_labels, return_dict=False
                 )[0]
+                preds = list(noise_pred.chunk(len(contexts)))
+                noise_text = preds[-1]
+                noise_pred = noise_text
                 if self.do_classifier_free_guidance:
-                    noise_uncond, noise_text = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+                    noise_pred = preds[0] + self.guidance_scale * (noise_text - preds[0])
+                if contrast_embeds is not None:
+                    noise_pred = noise_pred + float(contrast_scale) * (noise_text - preds[-2])
 
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
 

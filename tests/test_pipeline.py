@@ -255,6 +255,39 @@ def test_negative_fine_prompt_is_the_negative_branchs_fine_input():
     assert np.allclose(run(pipe, negative_prompt=neg, **kw), c, atol=1e-6)
 
 
+def test_contrastive_guidance_adds_a_branch_along_the_edited_fact(monkeypatch):
+    """noise = u + g (c - u) + s (c - k), u the empty negative, c the prompt, k the contrast prompt (each branch
+    encoded with its own fine prompt), checked against the UNet's own predictions and inputs at every step."""
+    pipe = tiny_pipeline(mode="fused", pooled=True)
+    contrast, c_fine = "An infrared thermal image of a parking lot by day", "Thermal infrared image of sunlit asphalt"
+    unet_io, step_in = [], []
+    hook = pipe.unet.register_forward_hook(
+        lambda m, args, kw, out: unet_io.append((kw["encoder_hidden_states"].clone(), out[0].clone())),
+        with_kwargs=True)
+    step = pipe.scheduler.step
+    monkeypatch.setattr(pipe.scheduler, "step", lambda out, *a, **kw: step_in.append(out.clone()) or step(out, *a, **kw))
+    try:
+        with_c = run(pipe, num_inference_steps=2, prompt_fine=FINE, guidance_scale=3.0, contrast_prompt=contrast,
+                     contrast_prompt_fine=c_fine, contrast_scale=2.0, output_type="latent")
+    finally:
+        hook.remove()
+    te = pipe.text_encoder
+    want = torch.cat([te.encode_prompt([""], [""]), te.encode_prompt([contrast], [c_fine]),
+                      te.encode_prompt([PROMPT], [FINE])])
+    assert len(unet_io) == len(step_in) == 2
+    for (ctx, out), noise in zip(unet_io, step_in):
+        assert torch.allclose(ctx, want, atol=1e-6)
+        u, k, c = out.chunk(3)
+        assert torch.allclose(noise, u + 3.0 * (c - u) + 2.0 * (c - k), atol=1e-6)
+    monkeypatch.undo()
+    plain = run(pipe, num_inference_steps=2, prompt_fine=FINE, guidance_scale=3.0, output_type="latent")
+    assert torch.abs(with_c - plain).max() > 1e-4
+    for bad in (dict(contrast_scale=1.0), dict(contrast_prompt=contrast),
+                dict(contrast_prompt=contrast, contrast_scale=-1.0), dict(contrast_prompt_fine=c_fine)):
+        with pytest.raises(ValueError, match="contrast"):
+            run(pipe, num_inference_steps=1, **bad)
+
+
 # ---- pooled prompt embedding (unet.pooled_conditioning) ---------------------------------------------------
 def test_pooled_conditioning_reaches_the_unet_and_round_trips(tmp_path):
     pipe = tiny_pipeline(mode="fused", pooled=True)

@@ -330,6 +330,32 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert rows[0]["prompt_style"] == "keywords" and rows[0]["n"] == 4 and 0 <= rows[0]["swap_time_of_day"]["follows"] <= 1
     assert "--prompt-style keywords" in (out3 / "control.md").read_text()
 
+    # --contrast: each prompt's negative is its record's captions with the time of day edited; each swap side's
+    # negative is the other side's prompt.
+    out4 = tmp_path / "contrast"
+    assert control(["--run", str(run), "--out", str(out4), "--split", "val", "--checkpoints", "last", "--steps", "2",
+                    "--contrast", "time_of_day", "--quiet"]) == 0
+    rows = json.loads((out4 / "control.json").read_text())
+    assert rows[0]["contrast"] == "time_of_day" and "--contrast time_of_day" in (out4 / "control.md").read_text()
+    main = json.loads((out4 / "work" / "images" / "generation.json").read_text())["images"]
+    assert main and all(e["negative_prompt"] and e["negative_prompt"] != e["prompt"] for e in main)
+    side_a, side_b = (json.loads((out4 / "work" / f"swap_{k}" / "generation.json").read_text())["images"]
+                      for k in "ab")
+    assert [e["negative_prompt"] for e in side_a] == [e["prompt"] for e in side_b]
+    assert [e["negative_prompt"] for e in side_b] == [e["prompt"] for e in side_a]
+    with pytest.raises(SystemExit):
+        control(["--run", str(run), "--out", str(out4), "--contrast", "time_of_day", "--prompt-style", "keywords"])
+    # --contrast-scale: the edited prompt as a third guidance branch, the empty prompt staying the negative.
+    out5 = tmp_path / "contrast3"
+    assert control(["--run", str(run), "--out", str(out5), "--split", "val", "--checkpoints", "last", "--steps", "2",
+                    "--contrast", "time_of_day", "--contrast-scale", "2", "--quiet"]) == 0
+    rows = json.loads((out5 / "control.json").read_text())
+    assert rows[0]["contrast_scale"] == 2.0 and "+ contrast 2.0" in (out5 / "control.md").read_text()
+    index = json.loads((out5 / "work" / "images" / "generation.json").read_text())
+    assert index["settings"]["contrast_scale"] == 2.0
+    assert [e["contrast_prompt"] for e in index["images"]] == [e["negative_prompt"] for e in main]
+    assert not any("negative_prompt" in e for e in index["images"])
+
 
 def test_unet_trains_on_caption_variants(run_copy):
     """train.caption_variants: the UNet stage encodes each image's other phrasings and draws one per step."""

@@ -90,13 +90,15 @@ def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: in
 
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
                       swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions",
-                      contrast: str | None = None) -> dict[str, Any]:
+                      contrast: str | None = None, contrast_scale: float | None = None) -> dict[str, Any]:
     """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
-    ``contrast``: an IR-Cap fact (``time_of_day``); each prompt's negative is then its record's captions with that
+    ``contrast``: an IR-Cap fact (``time_of_day``). Each prompt's *contrast* is then its record's captions with that
     fact edited (:func:`thermgen.ircap.swap.contrast_captions`; the empty prompt where a record does not qualify),
-    and each swap side's negative is the other side's prompt."""
+    and each swap side's contrast is the other side's prompt. With ``contrast_scale`` None the contrast replaces the
+    empty negative prompt; with a scale it is the pipeline's third, contrastive guidance branch
+    (``contrast_prompt``), the empty prompt staying the negative."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images, stated_auc,
@@ -117,7 +119,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
 
         edited = [contrast_captions(r, contrast) or ("", "") for r in recs]
         n, f = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": fc} for g, fc in edited])
-        neg = {"negative": n, "negative_fine": f}
+        neg = _contrast_kwargs(n, f, contrast_scale)
     imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs],
                             **neg)
     rep = evaluate_generation(ctx.manifest, imgs, None, work, split=split, name="generation", samples=0,
@@ -138,7 +140,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
         neg = {}
         if contrast is not None:  # the other side's prompt
             n, nf = _prompts_for_mode(mode, [{"global_caption": x[2 - k], "fine_caption": x[3 - k]} for x in pairs])
-            neg = {"negative": n, "negative_fine": nf}
+            neg = _contrast_kwargs(n, nf, contrast_scale)
         d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed, **neg)
         sides.append(image_features(list_images(d).files, res, progress=False))
     swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
@@ -148,6 +150,14 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                            for a, r in graded.items()},
             "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night"),
             "swap_time_of_day": swap}
+
+
+def _contrast_kwargs(prompts: list[str], fine: list[str] | None, scale: float | None) -> dict[str, Any]:
+    """generate_prompts' keywords for contrast prompts: as the negative prompt (``scale`` None), or as the
+    contrastive guidance branch with ``scale``."""
+    if scale is None:
+        return {"negative": prompts, "negative_fine": fine}
+    return {"contrast": prompts, "contrast_fine": fine, "contrast_scale": float(scale)}
 
 
 def real_ceiling(run: Path, split: str, n_prompts: int | None, progress: bool) -> dict[str, Any]:
@@ -229,12 +239,14 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
              + (f" --contrast {args.contrast}" if getattr(args, "contrast", None) else "")
+             + (f" --contrast-scale {' '.join(map(str, args.contrast_scale))}"
+                if getattr(args, "contrast_scale", None) else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
              + " | day/night AUC | day/night swap followed | swap: factual side / edited side |",
              "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {r['guidance']} | {r['sampler_steps']} | "
+        lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {_guidance(r)} | {r['sampler_steps']} | "
                      f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
                      + f" | {_num(r.get('day_night_auc'))} | {r['swap_time_of_day']['follows']:.3f} | "
@@ -251,6 +263,15 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
               "the real night and day images). Unlike accuracy it does not depend on the head's threshold, so it still "
               "reads a weak judge."]
     return "\n".join(lines) + "\n"
+
+
+def _guidance(r: dict[str, Any]) -> str:
+    """The guidance cell: the scale, and how the contrast prompt (if any) entered."""
+    if not r.get("contrast"):
+        return str(r["guidance"])
+    if r.get("contrast_scale") is None:
+        return f"{r['guidance']}, negative: {r['contrast']} edited"
+    return f"{r['guidance']} + contrast {r['contrast_scale']} ({r['contrast']} edited)"
 
 
 def _num(x: float | None) -> str:
@@ -279,10 +300,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="contrastive negative prompts: each prompt's negative is its record's captions with this fact "
                         "edited (each swap side's: the other side), so guidance pushes along the fact (default: the "
                         "empty negative prompt)")
+    p.add_argument("--contrast-scale", type=float, nargs="+", default=None,
+                   help="with --contrast: keep the empty negative prompt and add the edited prompt as a third, "
+                        "contrastive guidance branch with these scales (u + g (c - u) + s (c - k)); default: the "
+                        "edited prompt replaces the negative prompt")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.contrast and args.prompt_style != "captions":
         p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
+    if args.contrast_scale is not None and not args.contrast:
+        p.error("--contrast-scale needs --contrast")
+    if args.contrast_scale is not None and any(x <= 0 for x in args.contrast_scale):
+        p.error("--contrast-scale: scales must be > 0")
 
     import tclip.text_encoder  # noqa: F401
     from thermgen.train.recipe import _load_pipeline
@@ -316,17 +345,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for step, ckpt, weights in todo:
         base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
-        for (_, sched), g, s in itertools.product(samplers.items(), args.guidance, args.steps):
+        for (_, sched), g, s, cs in itertools.product(samplers.items(), args.guidance, args.steps,
+                                                     args.contrast_scale or [None]):
             base.scheduler = sched
             t0 = time.time()
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
                                   work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
-                                  contrast=args.contrast)
-            r.update(prompt_style=args.prompt_style, contrast=args.contrast, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
+                                  contrast=args.contrast, contrast_scale=cs)
+            r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
             rows.append(r)
-            print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "fid")}
+            print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "contrast", "contrast_scale",
+                                                "sampler_steps", "fid")}
                              | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
                              | {"day_night_auc": round(r["day_night_auc"], 3),
                                 "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)

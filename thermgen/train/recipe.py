@@ -604,10 +604,14 @@ def _seed_base(seed: int) -> int:
 
 def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | None, out: Path, *, seed: int,
                      record_ids: list[str] | None = None, desc: str = "generate",
-                     negative: list[str] | None = None, negative_fine: list[str] | None = None) -> Path:
+                     negative: list[str] | None = None, negative_fine: list[str] | None = None,
+                     contrast: list[str] | None = None, contrast_fine: list[str] | None = None,
+                     contrast_scale: float = 0.0) -> Path:
     """One 16-bit PNG per prompt (``<index:05d>.png``, generated with seed ``_seed_base(seed) + index``) and a
     ``generation.json`` index (file, prompt, fine prompt, record id, seed) that thermgen.fid / thermgen.judge read.
-    ``negative`` / ``negative_fine``: one negative prompt per prompt (default: the empty prompt), recorded too.
+    ``negative`` / ``negative_fine``: one negative prompt per prompt (default: the empty prompt), recorded too;
+    ``contrast`` / ``contrast_fine`` with ``contrast_scale`` > 0: one contrast prompt per prompt (the pipeline's
+    contrastive guidance), recorded too.
 
     The index also records the ``settings`` the images were made with (:func:`pipeline_fingerprint`, sampler steps,
     guidance, resolution, batch, device, library versions). A folder whose index records the same settings for the
@@ -621,15 +625,22 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
     settings = {"pipeline": pipeline_fingerprint(pipe), "num_inference_steps": cfg["eval"]["num_inference_steps"],
                 "guidance_scale": cfg["train"]["guidance_scale"], "resolution": res, "batch": batch,
                 "device": str(pipe.device), "versions": _generation_versions()}
-    for name, lst in (("negative", negative), ("negative_fine", negative_fine)):
+    for name, lst in (("negative", negative), ("negative_fine", negative_fine), ("contrast", contrast),
+                      ("contrast_fine", contrast_fine)):
         if lst is not None and len(lst) != len(prompts):
             raise ValueError(f"generate_prompts: {len(lst)} {name} prompts for {len(prompts)} prompts")
     if negative_fine is not None and negative is None:
         raise ValueError("generate_prompts: negative_fine needs negative")
+    if (contrast is None) != (contrast_scale == 0):
+        raise ValueError("generate_prompts: contrast prompts and contrast_scale > 0 go together")
+    if contrast_scale:
+        settings["contrast_scale"] = float(contrast_scale)
     wanted = [{"prompt": p, "prompt_fine": None if fine is None else fine[i], "seed": _seed_base(seed) + i,
                "record_id": None if record_ids is None else record_ids[i]}
               | ({} if negative is None else {"negative_prompt": negative[i]})
               | ({} if negative_fine is None else {"negative_prompt_fine": negative_fine[i]})
+              | ({} if contrast is None else {"contrast_prompt": contrast[i]})
+              | ({} if contrast_fine is None else {"contrast_prompt_fine": contrast_fine[i]})
               for i, p in enumerate(prompts)]
     if _reusable(out, settings, wanted):
         logger.info("%s: reused %d images in %s (same pipeline weights, prompts, seeds and sampler settings)",
@@ -649,6 +660,11 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
             kw["negative_prompt"] = [negative[i] for i in idx]
         if negative_fine is not None:
             kw["negative_prompt_fine"] = [negative_fine[i] for i in idx]
+        if contrast is not None:
+            kw["contrast_prompt"] = [contrast[i] for i in idx]
+            kw["contrast_scale"] = float(contrast_scale)
+        if contrast_fine is not None:
+            kw["contrast_prompt_fine"] = [contrast_fine[i] for i in idx]
         imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
                     guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
                     output_type="uint16", **kw).images
@@ -659,7 +675,7 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
                 e["prompt_fine"] = fine[i]
             if record_ids is not None:
                 e["record_id"] = record_ids[i]
-            e.update({k: v for k, v in wanted[i].items() if k.startswith("negative")})
+            e.update({k: v for k, v in wanted[i].items() if k.startswith(("negative", "contrast"))})
             entries.append(e)
     (out / "generation.json").write_text(json.dumps({"settings": settings, "images": entries}, indent=1))
     return out
@@ -696,6 +712,9 @@ def pipeline_fingerprint(pipe) -> str:
     return h.hexdigest()
 
 
+_PER_IMAGE_EXTRAS = {"negative_prompt", "negative_prompt_fine", "contrast_prompt", "contrast_prompt_fine"}
+
+
 def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
     """Whether ``out`` already holds exactly these images: a ``generation.json`` written with the same settings
     (pipeline fingerprint included) for the same prompts, fine prompts, seeds and record ids, every file present."""
@@ -706,7 +725,7 @@ def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
     if index.get("settings") != settings or len(index.get("images", [])) != len(wanted):
         return False
     for e, w in zip(index["images"], wanted):
-        if any(e.get(k) != w.get(k) for k in set(w) | {"negative_prompt", "negative_prompt_fine"}) \
+        if any(e.get(k) != w.get(k) for k in set(w) | _PER_IMAGE_EXTRAS) \
                 or not (out / e["file"]).is_file():
             return False
     return True
