@@ -67,6 +67,18 @@ def test_scheduler_flag_swaps_the_sampler(pipeline_dir, tmp_path):
     assert json.loads((tmp_path / "generation.json").read_text())["scheduler"] == "EulerDiscreteScheduler"
 
 
+def test_contrast_prompt_steers_the_image_and_is_recorded(pipeline_dir, tmp_path):
+    day = "An infrared thermal image of a parking lot full of cars by day"
+    assert generate(pipeline_dir, tmp_path / "plain", "--n", "1") == 0
+    assert generate(pipeline_dir, tmp_path / "c", "--n", "1", "--contrast-prompt", day) == 0
+    assert generate(pipeline_dir, tmp_path / "c4", "--n", "1", "--contrast-prompt", day, "--contrast-scale", "4") == 0
+    ims = [np.asarray(PIL.Image.open(tmp_path / d / "prompt00_seed0.png")).astype(int) for d in ("plain", "c", "c4")]
+    assert np.abs(ims[0] - ims[1]).max() > 0 and np.abs(ims[1] - ims[2]).max() > 0
+    rec = json.loads((tmp_path / "c4" / "generation.json").read_text())["images"][0]
+    assert rec["contrast_prompt"] == day and rec["contrast_scale"] == 4.0
+    assert "contrast_prompt" not in json.loads((tmp_path / "plain" / "generation.json").read_text())["images"][0]
+
+
 def test_make_scheduler_keeps_the_noise_schedule():
     base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
     dpm = make_scheduler("dpm++", base.config)
@@ -83,6 +95,9 @@ def test_make_scheduler_keeps_the_noise_schedule():
         (["--n", "0"], "--n"),
         (["--height", "18"], "height"),
         (["--prompt-fine", "a", "--prompt-fine", "b"], "--prompt-fine"),
+        (["--contrast-prompt", "a", "--contrast-prompt", "b"], "--contrast-prompt"),
+        (["--contrast-scale", "2"], "--contrast-scale"),
+        (["--contrast-prompt", "a", "--contrast-scale", "0"], "--contrast-scale"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(pipeline_dir, tmp_path, capsys, extra, named):

@@ -28,6 +28,10 @@ import torch
 from thermgen.schedulers import SCHEDULER_NAMES, make_scheduler
 from thermgen.schedulers import scheduler_class as _scheduler_class
 
+# Default weight of the contrastive guidance branch (--contrast-prompt), chosen on HIT-UAV val
+# (python -m thermgen.bench.control --contrast time_of_day --contrast-scale ...; docs/results-generation.md).
+CONTRAST_SCALE = 2.0
+
 
 @contextmanager
 def pipeline_warnings(echo: bool = False) -> Iterator[list[str]]:
@@ -77,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-grained prompt ('Thermal infrared image ...'): once for all prompts or once per "
                    "--prompt (default: none; the text encoder's mode decides)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt for guidance (default: the empty prompt)")
+    p.add_argument("--contrast-prompt", action="append", default=None,
+                   help="contrastive guidance: the prompt with the one fact you want enforced edited (for 'a road at "
+                   "night', 'a road by day'); once for all prompts or once per --prompt. Each step adds "
+                   "--contrast-scale x (prompt - contrast) to the guided prediction (default: none)")
+    p.add_argument("--contrast-scale", type=float, default=None,
+                   help=f"weight of the contrast branch (default {CONTRAST_SCALE} with --contrast-prompt)")
     p.add_argument("--seed", type=int, default=0, help="seed of image 0; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=4, help="images per prompt (default 4)")
     p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
@@ -104,6 +114,13 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.prompt_fine is not None and len(args.prompt_fine) not in (1, len(args.prompt)):
         raise ValueError(f"--prompt-fine given {len(args.prompt_fine)} times; give it once or once per --prompt ({len(args.prompt)})")
+    if args.contrast_prompt is not None and len(args.contrast_prompt) not in (1, len(args.prompt)):
+        raise ValueError(f"--contrast-prompt given {len(args.contrast_prompt)} times; give it once or once per "
+                         f"--prompt ({len(args.prompt)})")
+    if args.contrast_scale is not None and args.contrast_prompt is None:
+        raise ValueError("--contrast-scale needs --contrast-prompt")
+    if args.contrast_scale is not None and args.contrast_scale <= 0:
+        raise ValueError(f"--contrast-scale must be > 0, got {args.contrast_scale}")
     if args.colormap is not None and args.bits == 16:
         raise ValueError("--colormap renders 8-bit colour; it cannot be combined with --bits 16")
     if args.pipeline is None:
@@ -162,6 +179,9 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
         for i, prompt in enumerate(args.prompt):
             row: list[np.ndarray] = []
             seeds = [args.seed + k for k in range(args.n)]
+            contrast = None
+            if args.contrast_prompt is not None:
+                contrast = args.contrast_prompt[0 if len(args.contrast_prompt) == 1 else i]
             for start in range(0, args.n, args.batch_size):
                 chunk = seeds[start : start + args.batch_size]
                 # one generator per image: image k depends only on its own seed, not on --n or --batch-size
@@ -170,6 +190,8 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     prompt=[prompt] * len(chunk),
                     prompt_fine=None if fines is None else [fines[i]] * len(chunk),
                     negative_prompt=args.negative_prompt,
+                    contrast_prompt=None if contrast is None else [contrast] * len(chunk),
+                    contrast_scale=0.0 if contrast is None else (args.contrast_scale or CONTRAST_SCALE),
                     height=args.height,
                     width=args.width,
                     num_inference_steps=args.steps,
@@ -183,6 +205,9 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     row.append(img)
                     records.append({"file": path.name, "prompt_index": i, "prompt": prompt,
                                     "prompt_fine": None if fines is None else fines[i], "seed": seed,
+                                    **({} if contrast is None else
+                                       {"contrast_prompt": contrast,
+                                        "contrast_scale": args.contrast_scale or CONTRAST_SCALE}),
                                     "mean": float(img.mean()), "std": float(img.std())})
             grid.append(row)
     except ValueError as err:  # bad size etc., named by the pipeline's check_inputs

@@ -95,7 +95,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
     ``contrast``: an IR-Cap fact (``time_of_day``). Each prompt's *contrast* is then its record's captions with that
-    fact edited (:func:`thermgen.ircap.swap.contrast_captions`; the empty prompt where a record does not qualify),
+    fact edited (:func:`thermgen.ircap.swap.contrast_captions`; where a record does not qualify, plain guidance),
     and each swap side's contrast is the other side's prompt. With ``contrast_scale`` None the contrast replaces the
     empty negative prompt; with a scale it is the pipeline's third, contrastive guidance branch
     (``contrast_prompt``), the empty prompt staying the negative."""
@@ -117,7 +117,10 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
             raise ValueError(f"contrast={contrast!r} is built from IR-Cap facts: use it with prompt_style='captions'")
         from thermgen.ircap.swap import contrast_captions
 
-        edited = [contrast_captions(r, contrast) or ("", "") for r in recs]
+        # A record without the fact keeps plain guidance: the empty negative prompt, or (as a contrast branch) its
+        # own captions, whose contrast term c - k is then zero.
+        edited = [contrast_captions(r, contrast)
+                  or (("", "") if contrast_scale is None else (r["global_caption"], r["fine_caption"])) for r in recs]
         n, f = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": fc} for g, fc in edited])
         neg = _contrast_kwargs(n, f, contrast_scale)
     imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs],
