@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def generate_args(prompt=PROMPT, fine="", negative="", seed=5, randomize=False, steps=2, guidance=3.0, n=2,
-                  colormap="white-hot"):
-    return prompt, fine, negative, seed, randomize, steps, guidance, n, colormap
+                  colormap="white-hot", contrast="", contrast_w=2.0):
+    return prompt, fine, negative, seed, randomize, steps, guidance, n, colormap, contrast, contrast_w
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,23 @@ def test_downloaded_pngs_equal_thermgen_generate_with_the_same_seed(client, file
     for p, seed in zip(pngs, (11, 12)):
         cli = np.asarray(PIL.Image.open(out / f"prompt00_seed{seed}.png"))
         assert np.array_equal(np.asarray(PIL.Image.open(p)), cli)
+
+
+def test_contrast_prompt_gives_what_thermgen_generate_gives_with_it(client, files, tmp_path):
+    from thermgen.generate import main
+
+    day = "An infrared thermal image of a parking lot by day"
+    _, _, _, pngs = client.predict(*generate_args(seed=3, n=1, contrast=day, contrast_w=4.0), api_name="/generate")
+    _, _, _, plain = client.predict(*generate_args(seed=3, n=1), api_name="/generate")
+    out = tmp_path / "cli"
+    assert main(["--pipeline", str(files / "pipeline"), "--prompt", PROMPT, "--seed", "3", "--n", "1", "--steps", "2",
+                 "--guidance", "3.0", "--bits", "16", "--contrast-prompt", day, "--contrast-scale", "4",
+                 "--out", str(out)]) == 0
+    got = np.asarray(PIL.Image.open(pngs[0]))
+    assert np.array_equal(got, np.asarray(PIL.Image.open(out / "prompt00_seed3.png")))
+    assert not np.array_equal(got, np.asarray(PIL.Image.open(plain[0])))
+    with pytest.raises(AppError, match="Contrast weight must be a number above 0|less than minimum value 0.5"):
+        client.predict(*generate_args(n=1, contrast=day, contrast_w=0.0), api_name="/generate")
 
 
 def test_randomized_seed_is_shown_and_reproduces_the_images(client):

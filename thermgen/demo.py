@@ -4,7 +4,8 @@
 
 then open http://127.0.0.1:7860. Three tabs:
 
-* **Generate**: prompt, optional fine-grained prompt, negative prompt, seed (or "randomize seed"), steps, guidance,
+* **Generate**: prompt, optional fine-grained, negative and contrast prompt (the same scene with the one fact to
+  enforce edited: contrastive guidance), seed (or "randomize seed"), steps, guidance,
   number of images and colormap -> a gallery, the seed used, and each image as a lossless 16-bit PNG. Image ``k``
   uses seed ``seed + k`` on a CPU generator, as ``python -m thermgen.generate --seed SEED`` does, so on the CPU
   (float32) the command reproduces what the page showed; on CUDA the demo runs in float16, so pixels differ
@@ -241,13 +242,16 @@ class ThermalDemo:
         guidance: Any = DEFAULT_GUIDANCE,
         n_images: Any = DEFAULT_IMAGES,
         colormap: str = "white-hot",
+        contrast_prompt: str = "",
+        contrast_scale: Any = None,
     ) -> dict[str, Any]:
-        """Generate images. Returns ``{"images": [float (H, W)], "seeds", "seed", "files": [16-bit PNG paths],
+        """Generate images (``contrast_prompt``: contrastive guidance, weight ``contrast_scale``, default
+        :data:`thermgen.generate.CONTRAST_SCALE`). Returns ``{"images": [float (H, W)], "seeds", "seed", "files": [16-bit PNG paths],
         "notices": [str], "seconds"}``; the images are white-hot in [0, 1], image k from seed ``seed + k``."""
         import torch
 
         from pipelines.pipeline_thermal_diffusion import TRUNCATION_WARNING
-        from thermgen.generate import pipeline_warnings
+        from thermgen.generate import CONTRAST_SCALE, pipeline_warnings
         from thermgen.io import write_png16
 
         if self.pipe is None:
@@ -268,9 +272,20 @@ class ThermalDemo:
             raise DemoError(f"Colormap must be one of {', '.join(COLORMAPS)}, got {colormap!r}.")
         fine = (prompt_fine or "").strip() or None
         negative = (negative_prompt or "").strip() or None
+        contrast = (contrast_prompt or "").strip() or None
+        c_scale = 0.0
+        if contrast is not None:
+            try:
+                c_scale = CONTRAST_SCALE if contrast_scale in (None, "") else float(contrast_scale)
+            except (TypeError, ValueError):
+                c_scale = float("nan")
+            if not 0.0 < c_scale <= MAX_GUIDANCE:  # also refuses NaN
+                raise DemoError(f"Contrast weight must be a number above 0 and up to {MAX_GUIDANCE:g}, "
+                                f"got {contrast_scale!r}.")
 
         limit = getattr(self.pipe.text_encoder, "context_length", 77)
-        fields = (("The prompt", prompt), ("The fine-grained prompt", fine), ("The negative prompt", negative))
+        fields = (("The prompt", prompt), ("The fine-grained prompt", fine), ("The negative prompt", negative),
+                  ("The contrast prompt", contrast))
         notices = [_truncation_notice(what, dropped, limit) for what, text in fields
                    if text and (dropped := self.pipe.truncated_text([text])[0])]
         seeds = [seed + k for k in range(n_images)]
@@ -280,6 +295,8 @@ class ThermalDemo:
                 prompt=[prompt] * n_images,
                 prompt_fine=None if fine is None else [fine] * n_images,
                 negative_prompt=negative,
+                contrast_prompt=None if contrast is None else [contrast] * n_images,
+                contrast_scale=c_scale,
                 num_inference_steps=steps,
                 guidance_scale=scale,
                 # one CPU generator per image, as thermgen.generate: the same seed gives the same image there
@@ -542,6 +559,8 @@ def build_demo(
     Launch it with :func:`launch` (binds to localhost, no public link, no analytics) or ``app.launch(...)``.
     """
     gr = _gradio()
+    from thermgen.generate import CONTRAST_SCALE
+
     td = demo if demo is not None else ThermalDemo(pipeline_dir, tclip_dir, images_dir, device)
 
     # delete_cache: Gradio's copies of served files older than a day are removed every hour
@@ -555,10 +574,15 @@ def build_demo(
                     with gr.Column(scale=1):
                         prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                             placeholder="An infrared thermal image of ... (see the examples below)")
-                        with gr.Accordion("Fine-grained and negative prompt", open=False):
+                        with gr.Accordion("Fine-grained, negative and contrast prompt", open=False):
                             fine = gr.Textbox(label="Fine-grained prompt (optional)", lines=2, elem_id="prompt-fine",
                                               placeholder="Thermal infrared image after dark: two cars ... engine heat")
                             negative = gr.Textbox(label="Negative prompt (optional)", lines=1, elem_id="negative")
+                            contrast = gr.Textbox(
+                                label="Contrast prompt (optional): your prompt with the one fact to enforce changed, "
+                                      "e.g. 'by day' for a night prompt", lines=2, elem_id="contrast")
+                            contrast_w = gr.Slider(0.5, MAX_GUIDANCE, value=CONTRAST_SCALE, step=0.5,
+                                                   label="Contrast weight", elem_id="contrast-scale")
                         with gr.Row():
                             seed = gr.Number(label=f"Seed (0 to {MAX_SEED})", value=0, precision=0, elem_id="seed")
                             randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="randomize")
@@ -582,9 +606,10 @@ def build_demo(
                 shown = gr.State(None)  # {"images": [...], "seeds": [...]}: re-rendered when the colormap changes
 
                 @_readable
-                def on_generate(prompt, fine, negative, seed, randomize, steps, guidance, n, colormap,
-                                progress=gr.Progress(track_tqdm=True)):
-                    out = td.generate(prompt, fine, negative, seed, randomize, steps, guidance, n, colormap)
+                def on_generate(prompt, fine, negative, seed, randomize, steps, guidance, n, colormap, contrast,
+                                contrast_w, progress=gr.Progress(track_tqdm=True)):
+                    out = td.generate(prompt, fine, negative, seed, randomize, steps, guidance, n, colormap,
+                                      contrast, contrast_w)
                     for text in out["notices"]:
                         gr.Warning(text)
                     note = "\n".join(f"⚠️ {t}" for t in out["notices"])
@@ -592,7 +617,8 @@ def build_demo(
                     return (td.render(out["images"], out["seeds"], colormap), out["seed"], note, out["files"],
                             {"images": out["images"], "seeds": out["seeds"]})
 
-                button.click(on_generate, [prompt, fine, negative, seed, randomize, n_steps, guidance, n, colormap],
+                button.click(on_generate, [prompt, fine, negative, seed, randomize, n_steps, guidance, n, colormap,
+                                           contrast, contrast_w],
                              [gallery, seed_used, notice, files, shown], api_name="generate")
 
                 @_readable
