@@ -127,6 +127,28 @@ def test_stated_auc_reads_how_far_apart_the_prompts_put_the_images_whatever_the_
         stated_auc(judge, feats, stated, "time_of_day", "dusk")
 
 
+def test_swap_kept_reads_the_other_facts_on_each_side():
+    """Side A keeps the record's time of day on pairs 0-1 and states the edit on 2-3. Side B's images lose the
+    person attribute; side A's keep it: the factual side is right on pairs 0-1, the edited side on 2-3."""
+    from thermgen.metrics.attributes import AttributeJudge, swap_kept
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    labels = {"time_of_day": ["night" if v > 0 else "day" for v in x[:, 0]],
+              "person": ["present" if v > 0 else "absent" for v in x[:, 1]]}
+    judge = AttributeJudge.fit(x, labels, l2=1e-3)
+    a = np.array([[1.0, 3.0]] * 4)   # person present on every side-A image
+    b = np.array([[-1.0, -3.0]] * 4)  # absent on every side-B image
+    kept = swap_kept(judge, "time_of_day", a, b, {"person": ["present"] * 4, "time_of_day": ["day"] * 4},
+                     [True, True, False, False])
+    assert set(kept) == {"person"}
+    assert kept["person"] == {"n": 4, "factual": 0.5, "edited": 0.5, "agree": 0.0}
+    kept = swap_kept(judge, "time_of_day", a, b, {"person": ["present"] * 4}, [True] * 4)
+    assert kept["person"]["factual"] == 1.0 and kept["person"]["edited"] == 0.0
+    with pytest.raises(ValueError, match="one flag per pair"):
+        swap_kept(judge, "time_of_day", a, b, {"person": ["present"] * 4}, [True])
+
+
 def test_swap_report_counts_pairs_that_follow_the_swap():
     judge, day, night = _judge_and_clear_images(4)
     # Pairs 0-1 follow (day image for the day prompt, night for night); pair 2 ignores the prompt; pair 3 is reversed.

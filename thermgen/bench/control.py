@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -101,8 +102,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     (``contrast_prompt``), the empty prompt staying the negative."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
-    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images, stated_auc,
-                                             swap_report)
+    from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
+                                             record_attributes, stated_auc, swap_kept, swap_report)
     from thermgen.metrics.fid import list_images
     from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
     from thermgen.train.config import load_config
@@ -132,9 +133,11 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     feats = image_features(list_images(imgs).files, res, progress=False)
     table = attribute_table(recs)
     graded = judge_images(judge, feats, table)
+    pair_ids = None
     if prompt_style == "captions":
-        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value)
-                 for x in build_swaps(recs, "time_of_day", max_pairs=swap_pairs)]
+        built = build_swaps(recs, "time_of_day", max_pairs=swap_pairs)
+        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value) for x in built]
+        pair_ids = [x.record_id for x in built]
     else:  # side A states the record's own time of day
         pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
     sides = []
@@ -148,6 +151,12 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
         sides.append(image_features(list_images(d).files, res, progress=False))
     swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
                        real_values=[x[6] for x in pairs])
+    if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
+        by_id = {r["id"]: record_attributes(r) for r in recs}
+        attrs = [by_id[i] for i in pair_ids]
+        swap["kept"] = swap_kept(judge, "time_of_day", sides[0], sides[1],
+                                 {a: [x.get(a) for x in attrs] for a in judge.attributes},
+                                 [x[6] == x[4] for x in pairs])
     return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
             "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
                            for a, r in graded.items()},
@@ -227,6 +236,15 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _kept(swap: dict[str, Any]) -> str:
+    """Mean accuracy of the other attributes on the swap's factual / edited side."""
+    kept = swap.get("kept") or {}
+    if not kept:
+        return ""
+    return (f"{np.mean([v['factual'] for v in kept.values()]):.3f} / "
+            f"{np.mean([v['edited'] for v in kept.values()]):.3f}")
+
+
 def _sides(swap: dict[str, Any]) -> str:
     f, e = swap.get("factual_correct"), swap.get("edited_correct")
     return "" if f is None or e is None or f != f or e != e else f"{f:.3f} / {e:.3f}"
@@ -246,25 +264,29 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
                 if getattr(args, "contrast_scale", None) else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
-             + " | day/night AUC | day/night swap followed | swap: factual side / edited side |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- |"]
+             + " | day/night AUC | day/night swap followed | swap: factual side / edited side "
+               "| swap, other facts kept: factual side / edited side |",
+             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {_guidance(r)} | {r['sampler_steps']} | "
                      f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
                      + f" | {_num(r.get('day_night_auc'))} | {r['swap_time_of_day']['follows']:.3f} | "
-                       f"{_sides(r['swap_time_of_day'])} |")
+                       f"{_sides(r['swap_time_of_day'])} | {_kept(r['swap_time_of_day'])} |")
     if ceiling is not None:
         lines.append("| real images of these records (ceiling) | | | | | | "
                      + " | ".join(_num(ceiling["attributes"].get(a, {}).get("accuracy")) for a in attrs)
-                     + f" | {_num(ceiling['day_night_auc'])} | | |")
+                     + f" | {_num(ceiling['day_night_auc'])} | | | |")
     if rows:
         lines.append("| majority rate | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
-                                                       for a in attrs) + " | 0.5 | | |")
+                                                       for a in attrs) + " | 0.5 | | | |")
     lines += ["", "day/night AUC: how far apart the judge puts the images prompted at night and those prompted by day (the "
               "AUC of its P(night) between the two; 0.5: the prompt makes no difference it can see; on the ceiling row, "
               "the real night and day images). Unlike accuracy it does not depend on the head's threshold, so it still "
-              "reads a weak judge."]
+              "reads a weak judge. Swap, other facts kept: the judge's mean accuracy on the attributes the swap "
+              "leaves alone (stated alike on both sides), on the side whose prompt keeps the record's time of day and "
+              "on the side that states the edit; a model that follows the swap by painting another kind of scene "
+              "loses them on the edited side."]
     return "\n".join(lines) + "\n"
 
 

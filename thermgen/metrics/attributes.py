@@ -432,6 +432,34 @@ def swap_report(judge: AttributeJudge, attr: str, feats_a: np.ndarray, feats_b: 
     return out
 
 
+def swap_kept(judge: AttributeJudge, swapped: str, feats_a: np.ndarray, feats_b: np.ndarray,
+              expected: Mapping[str, Sequence[str | None]], factual_is_a: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """Does a one-fact swap keep the rest of the scene? For every attribute but ``swapped`` (both sides state
+    the record's own value, ``expected[attr]``, one per pair): the judge's accuracy on the side whose prompt keeps
+    the record's value of ``swapped`` (``factual``) and on the side that states the edit (``edited``), and how
+    often its two verdicts agree (``agree``). A model that honours the swap by painting another kind of scene
+    shows it here: the edited side's accuracy falls below the factual side's."""
+    fa = np.asarray(factual_is_a, dtype=bool)
+    if not (len(feats_a) == len(feats_b) == len(fa)):
+        raise ValueError("swap_kept: both sides need one feature row per pair and factual_is_a one flag per pair")
+    pa, pb = judge.predict(feats_a), judge.predict(feats_b)
+    out = {}
+    for attr in judge.attributes:
+        if attr == swapped or attr not in expected:
+            continue
+        exp = list(expected[attr])
+        if len(exp) != len(fa):
+            raise ValueError(f"swap_kept: expected[{attr!r}] needs one value per pair")
+        keep = [i for i, v in enumerate(exp) if v is not None]
+        if not keep:
+            continue
+        fact = [(pa if fa[i] else pb)[attr][i] == exp[i] for i in keep]
+        edit = [(pb if fa[i] else pa)[attr][i] == exp[i] for i in keep]
+        out[attr] = {"n": len(keep), "factual": float(np.mean(fact)), "edited": float(np.mean(edit)),
+                     "agree": float(np.mean([pa[attr][i] == pb[attr][i] for i in keep]))}
+    return out
+
+
 def seed_diversity(per_seed: Sequence[np.ndarray], seed: int = 0) -> dict[str, float]:
     """How much a generated image changes with the seed, for a fixed prompt, against how much it changes with
     the prompt.
