@@ -350,10 +350,14 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     # --contrast-scale: the edited prompt as a third guidance branch, the empty prompt staying the negative.
     out5 = tmp_path / "contrast3"
     assert control(["--run", str(run), "--out", str(out5), "--split", "val", "--checkpoints", "last", "--steps", "2",
-                    "--contrast", "time_of_day", "--contrast-scale", "2", "--quiet"]) == 0
+                    "--contrast", "time_of_day", "--contrast-scale", "2", "--seed", "0", "1", "--quiet"]) == 0
     rows = json.loads((out5 / "control.json").read_text())
-    assert rows[0]["contrast_scale"] == 2.0 and "+ contrast 2.0" in (out5 / "control.md").read_text()
-    index = json.loads((out5 / "work" / "images" / "generation.json").read_text())
+    md = (out5 / "control.md").read_text()
+    assert rows[0]["contrast_scale"] == 2.0 and "+ contrast 2.0" in md
+    # --seed with several seeds: one row per seed, and mean +- std over them
+    assert [r["seed"] for r in rows] == [0, 1] and rows[0]["fid"] != rows[1]["fid"]
+    assert "Mean ± std over seeds" in md and "| 0 1 |" in md and "--seed 0 1" in md
+    index = json.loads((out5 / "work" / "images" / "generation.json").read_text())  # the last seed's images
     assert index["settings"]["contrast_scale"] == 2.0
     assert [e["contrast_prompt"] for e in index["images"]] == [e["negative_prompt"] for e in main]
     assert not any("negative_prompt" in e for e in index["images"])

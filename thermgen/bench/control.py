@@ -236,6 +236,51 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _seeds(args) -> list[int]:
+    seed = getattr(args, "seed", 0)
+    return list(seed) if isinstance(seed, (list, tuple)) else [seed]
+
+
+def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
+    """Mean +- std over seeds of every setting run with more than one seed (markdown lines; none otherwise)."""
+    from thermgen.metrics.attributes import mean_std
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "contrast",
+                                       "contrast_scale", "prompt_style"))
+        groups.setdefault(key, []).append(r)
+    groups = {k: g for k, g in groups.items() if len({r.get("seed") for r in g}) > 1}
+    if not groups:
+        return []
+
+    def cell(values) -> str:
+        m = mean_std(values)
+        return f"{m['mean']:.3f} ± {m['std']:.3f}"
+
+    def kept(g, side):
+        return [float(np.mean([v[side] for v in r["swap_time_of_day"]["kept"].values()]))
+                if r["swap_time_of_day"].get("kept") else float("nan") for r in g]
+
+    out = ["", "Mean ± std over seeds (sample standard deviation):", "",
+           "| step | weights | sampler | guidance | sampler steps | seeds | FID | " + " | ".join(attrs)
+           + " | day/night AUC | day/night swap followed | swap: factual side | swap: edited side "
+             "| other facts kept: factual side | edited side |",
+           "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- | --- | --- | --- |"]
+    for g in groups.values():
+        r0 = g[0]
+        m = mean_std([r["fid"] for r in g])
+        out.append(f"| {r0['step']} | {r0['weights']} | {r0.get('sampler', '')} | {_guidance(r0)} | "
+                   f"{r0['sampler_steps']} | {' '.join(str(r.get('seed')) for r in g)} | {m['mean']:.1f} ± {m['std']:.1f} | "
+                   + " | ".join(cell([r["attributes"][a]["accuracy"] for r in g]) for a in attrs)
+                   + f" | {cell([r.get('day_night_auc', float('nan')) for r in g])}"
+                   + f" | {cell([r['swap_time_of_day']['follows'] for r in g])}"
+                   + f" | {cell([r['swap_time_of_day'].get('factual_correct', float('nan')) for r in g])}"
+                   + f" | {cell([r['swap_time_of_day'].get('edited_correct', float('nan')) for r in g])}"
+                   + f" | {cell(kept(g, 'factual'))} | {cell(kept(g, 'edited'))} |")
+    return out
+
+
 def _kept(swap: dict[str, Any]) -> str:
     """Mean accuracy of the other attributes on the swap's factual / edited side."""
     kept = swap.get("kept") or {}
@@ -253,33 +298,36 @@ def _sides(swap: dict[str, Any]) -> str:
 def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = None) -> str:
     attrs = list(rows[0]["attributes"]) if rows else []
     lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
-             f"Run `{args.run}`; seed {args.seed}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
+             f"Run `{args.run}`; seed {' '.join(map(str, _seeds(args)))}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
              f"--run {args.run} --out {args.out} --split {args.split} --checkpoints {args.checkpoints} "
              f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
              + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
              + (f" --contrast {args.contrast}" if getattr(args, "contrast", None) else "")
+             + (f" --seed {' '.join(map(str, _seeds(args)))}" if _seeds(args) != [0] else "")
              + (f" --contrast-scale {' '.join(map(str, args.contrast_scale))}"
                 if getattr(args, "contrast_scale", None) else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
-             "| step | weights | sampler | guidance | sampler steps | FID | " + " | ".join(attrs)
+             "| step | weights | sampler | guidance | sampler steps | seed | FID | " + " | ".join(attrs)
              + " | day/night AUC | day/night swap followed | swap: factual side / edited side "
                "| swap, other facts kept: factual side / edited side |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['step']} | {r['weights']} | {r.get('sampler', '')} | {_guidance(r)} | {r['sampler_steps']} | "
+                     f"{r.get('seed', '')} | "
                      f"{r['fid']:.1f} | "
                      + " | ".join(f"{r['attributes'][a]['accuracy']:.3f}" for a in attrs)
                      + f" | {_num(r.get('day_night_auc'))} | {r['swap_time_of_day']['follows']:.3f} | "
                        f"{_sides(r['swap_time_of_day'])} | {_kept(r['swap_time_of_day'])} |")
     if ceiling is not None:
-        lines.append("| real images of these records (ceiling) | | | | | | "
+        lines.append("| real images of these records (ceiling) | | | | | | | "
                      + " | ".join(_num(ceiling["attributes"].get(a, {}).get("accuracy")) for a in attrs)
                      + f" | {_num(ceiling['day_night_auc'])} | | | |")
     if rows:
-        lines.append("| majority rate | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
+        lines.append("| majority rate | | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
                                                        for a in attrs) + " | 0.5 | | | |")
+    lines += _seed_summary(rows, attrs)
     lines += ["", "day/night AUC: how far apart the judge puts the images prompted at night and those prompted by day (the "
               "AUC of its P(night) between the two; 0.5: the prompt makes no difference it can see; on the ceiling row, "
               "the real night and day images). Unlike accuracy it does not depend on the head's threshold, so it still "
@@ -318,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", action="store_true", help="also judge the raw (non-EMA) weights of the last checkpoint")
     p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")
     p.add_argument("--swap-pairs", type=int, default=64, help="day/night swap pairs")
-    p.add_argument("--seed", type=int, default=0, help="generation seed")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="generation seed(s); with several, every setting runs once per seed and control.md adds "
+                        "mean +- std over them (the recipe's evaluation uses 0 42 123)")
     p.add_argument("--prompt-style", default="captions", choices=["captions", "keywords", "request", "question"],
                    help="prompt with the IR-Cap captions, or with held-out queries in a user's own words (same facts)")
     p.add_argument("--contrast", default=None, choices=["time_of_day"],
@@ -370,19 +420,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for step, ckpt, weights in todo:
         base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
-        for (_, sched), g, s, cs in itertools.product(samplers.items(), args.guidance, args.steps,
-                                                     args.contrast_scale or [None]):
+        for (_, sched), g, s, cs, seed in itertools.product(samplers.items(), args.guidance, args.steps,
+                                                           args.contrast_scale or [None], args.seed):
             base.scheduler = sched
             t0 = time.time()
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
-                                  n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=args.seed,
+                                  n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=seed,
                                   work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
                                   contrast=args.contrast, contrast_scale=cs)
-            r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step, weights=weights, guidance=g, sampler_steps=s, seconds=round(time.time() - t0, 1),
+            r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step,
+                     weights=weights, guidance=g, sampler_steps=s, seed=seed, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "contrast", "contrast_scale",
-                                                "sampler_steps", "fid")}
+                                                "sampler_steps", "seed", "fid")}
                              | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
                              | {"day_night_auc": round(r["day_night_auc"], 3),
                                 "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
