@@ -55,6 +55,23 @@ def test_grid_command_writes_the_png_and_its_prompts(tmp_path, capsys):
     assert side["cells"][1]["prompt"] == recs[1]["global_caption"] and len(side["missing_cells"]) == 6
     printed = capsys.readouterr().out
     assert "row left out" in printed and "2 prompts x 2 seeds" in printed
+    # --contrast-scale: each row's contrast prompt is its record with the time of day edited (rendered from its
+    # IR-Cap facts, so the records need their measurements)
+    from thermgen.ircap.measure import measure_image
+
+    for r in recs:
+        img = np.random.default_rng(0).random((16, 20))
+        r["measurements"] = measure_image(img, [o["box"] for o in r["objects"]])
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["--manifest", str(tmp_path / "m.jsonl"), "--out", str(out), "--pipeline", str(tmp_path / "pipe"),
+                 "--seeds", "0", "1", "--steps", "2"]) == 0
+    plain = np.asarray(Image.open(out))
+    assert main(["--manifest", str(tmp_path / "m.jsonl"), "--out", str(out), "--pipeline", str(tmp_path / "pipe"),
+                 "--seeds", "0", "1", "--steps", "2", "--contrast-scale", "2"]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["contrast_scale"] == 2.0
+    assert "day" in side["cells"][1]["contrast_prompt"] and side["cells"][1]["contrast_prompt"] != side["cells"][1]["prompt"]
+    assert not np.array_equal(np.asarray(Image.open(out)), plain)
 
 
 def test_grid_command_names_a_manifest_without_any_cell(tmp_path, capsys):

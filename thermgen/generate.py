@@ -30,7 +30,7 @@ from thermgen.schedulers import scheduler_class as _scheduler_class
 
 # Default weight of the contrastive guidance branch (--contrast-prompt), chosen on HIT-UAV val
 # (python -m thermgen.bench.control --contrast time_of_day --contrast-scale ...; docs/results-generation.md).
-CONTRAST_SCALE = 2.0
+CONTRAST_SCALE = 1.5
 
 
 @contextmanager

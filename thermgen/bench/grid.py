@@ -51,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--contrast-scale", type=float, default=None,
+                   help="contrastive guidance along the time of day: each row's contrast prompt is its record's "
+                        "captions with the time of day edited (thermgen.ircap.swap.contrast_captions), at this weight "
+                        "(default: none)")
     p.add_argument("--real-column", action="store_true", help="first column: the real frame (at the generator's "
                    "size) whose captions are the row's prompt; the PNG then holds dataset pixels")
     args = p.parse_args(argv)
+    if args.contrast_scale is not None and args.contrast_scale <= 0:
+        p.error(f"--contrast-scale must be > 0, got {args.contrast_scale}")
 
     import tclip.text_encoder  # noqa: F401  (diffusers resolves the text component's class by module name)
     from pipelines import ThermalDiffusionPipeline
@@ -86,6 +92,22 @@ def main(argv: list[str] | None = None) -> int:
         if rec is None:
             continue
         gens = [torch.Generator().manual_seed(s) for s in args.seeds]
+        contrast = None
+        if args.contrast_scale is not None:
+            from thermgen.ircap.swap import contrast_captions
+
+            try:
+                contrast = contrast_captions(rec, "time_of_day")
+            except (ValueError, KeyError) as err:
+                print(f"error: {args.manifest}: record {rec['id']}: cannot render its captions with the time of day "
+                      f"edited: {err!r}", file=sys.stderr)
+                return 2
+            if contrast is None:
+                print(f"error: {rec['id']}: no day/night fact to contrast", file=sys.stderr)
+                return 2
+            n = len(args.seeds)
+            kw.update(contrast_prompt=[contrast[0]] * n, contrast_prompt_fine=[contrast[1]] * n,
+                      contrast_scale=args.contrast_scale)
         out = pipe(prompt=[rec["global_caption"]] * len(args.seeds), prompt_fine=[rec["fine_caption"]] * len(args.seeds),
                    num_inference_steps=args.steps, generator=gens, height=size, width=size, output_type="np", **kw)
         real = []
@@ -94,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(real + list(out.images[..., 0]))
         labels.append(f"{tod}, {CAR_WORDS[cars]}, {alt} altitude")
         cells.append({"time_of_day": tod, "cars": cars, "altitude": alt, "record": rec["id"],
-                      "prompt": rec["global_caption"], "prompt_fine": rec["fine_caption"]})
+                      "prompt": rec["global_caption"], "prompt_fine": rec["fine_caption"]}
+                     | ({} if contrast is None else {"contrast_prompt": contrast[0], "contrast_prompt_fine": contrast[1]}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(args.out, rows, labels, args.seeds,
               col_labels=(["real frame"] if args.real_column else []) + [f"seed {s}" for s in args.seeds])
     side = args.out.with_suffix(".json")
     side.write_text(json.dumps({"pipeline": str(pipeline), "manifest": str(args.manifest), "split": args.split,
                                 "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+                                "contrast_scale": args.contrast_scale,
                                 "real_column": args.real_column,
                                 "cells": cells, "missing_cells": [list(c) for c in missing]}, indent=1))
     for c in missing:
