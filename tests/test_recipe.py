@@ -337,6 +337,9 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
                     "--contrast", "time_of_day", "--quiet"]) == 0
     rows = json.loads((out4 / "control.json").read_text())
     assert rows[0]["contrast"] == "time_of_day" and "--contrast time_of_day" in (out4 / "control.md").read_text()
+    from PIL import Image
+
+    assert Image.open(out4 / "swap_pairs_0.png").size[0] > 100  # the swap pairs, side by side
     kept = rows[0]["swap_time_of_day"]["kept"]  # the facts the swap leaves alone, judged on both sides
     assert "time_of_day" not in kept and all(0 <= v["edited"] <= 1 and v["n"] > 0 for v in kept.values())
     main = json.loads((out4 / "work" / "images" / "generation.json").read_text())["images"]

@@ -12,9 +12,15 @@ EMA, else the raw weights) is turned into a pipeline and judged on the validatio
 (:mod:`thermgen.ircap.queries`: the same facts of each record, phrased as IR-Cap never does) instead of its IR-Cap
 captions; the swap test then edits the time of day in those queries (the same phrasing draws on both sides).
 
-``--guidance`` and ``--steps`` take several values to choose sampler settings on val (never on test), and
-``--raw`` also judges the raw (non-EMA) weights of the last checkpoint. Writes ``OUT/control.json``,
-``OUT/control.md`` and ``OUT/control.png`` (FID and attribute accuracy against training steps)::
+``--contrast time_of_day`` adds contrastive guidance: each prompt's contrast is its record's captions with the time
+of day edited (as the negative prompt, or with ``--contrast-scale S`` as a third guidance branch, the pipeline's
+``contrast_prompt``); the swap test then contrasts each side with the other. The swap test also reports whether the
+facts it leaves alone survive on the edited side.
+
+``--guidance``, ``--steps`` and ``--contrast-scale`` take several values to choose sampler settings on val (never on
+test), ``--seed`` several seeds (mean +- std per setting), and ``--raw`` also judges the raw (non-EMA) weights of the
+last checkpoint. Writes ``OUT/control.json``, ``OUT/control.md``, ``OUT/control.png`` (FID and attribute accuracy
+against training steps) and ``OUT/swap_pairs_<row>.png`` (the first swap pairs of each row, side by side)::
 
     python -m thermgen.bench.control --run runs/hituav-64 --out runs/hituav-64/control --guidance 2 3 5
 
@@ -91,7 +97,8 @@ def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: in
 
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
                       swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions",
-                      contrast: str | None = None, contrast_scale: float | None = None) -> dict[str, Any]:
+                      contrast: str | None = None, contrast_scale: float | None = None,
+                      pairs_png: Path | None = None) -> dict[str, Any]:
     """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
@@ -99,7 +106,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     fact edited (:func:`thermgen.ircap.swap.contrast_captions`; where a record does not qualify, plain guidance),
     and each swap side's contrast is the other side's prompt. With ``contrast_scale`` None the contrast replaces the
     empty negative prompt; with a scale it is the pipeline's third, contrastive guidance branch
-    (``contrast_prompt``), the empty prompt staying the negative."""
+    (``contrast_prompt``), the empty prompt staying the negative. ``pairs_png``: also save the first swap pairs as a
+    picture (:func:`save_swap_pairs`)."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
@@ -140,7 +148,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
         pair_ids = [x.record_id for x in built]
     else:  # side A states the record's own time of day
         pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
-    sides = []
+    sides, side_dirs = [], []
     for k, side in ((0, "a"), (2, "b")):
         p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
         neg = {}
@@ -148,7 +156,11 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
             n, nf = _prompts_for_mode(mode, [{"global_caption": x[2 - k], "fine_caption": x[3 - k]} for x in pairs])
             neg = _contrast_kwargs(n, nf, contrast_scale)
         d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed, **neg)
-        sides.append(image_features(list_images(d).files, res, progress=False))
+        side_dirs.append(list_images(d).files)
+        sides.append(image_features(side_dirs[-1], res, progress=False))
+    if pairs_png is not None:
+        save_swap_pairs(pairs_png, side_dirs[0], side_dirs[1], [x[4] for x in pairs], [x[5] for x in pairs],
+                        [x[6] for x in pairs])
     swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
                        real_values=[x[6] for x in pairs])
     if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
@@ -162,6 +174,27 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                            for a, r in graded.items()},
             "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night"),
             "swap_time_of_day": swap}
+
+
+def save_swap_pairs(path: Path, files_a: list[Path], files_b: list[Path], values_a: list[str], values_b: list[str],
+                    real_values: list[str | None], per_kind: int = 4) -> Path:
+    """A PNG of swap pairs, one row per pair (its two prompts' images, same seed): the first ``per_kind`` pairs of
+    each real value, so that both the factual and the edited side of each time of day are shown."""
+    from PIL import Image
+
+    from thermgen.generate import save_grid
+
+    picked: list[int] = []
+    for v in dict.fromkeys(r for r in real_values if r is not None):
+        picked += [i for i, r in enumerate(real_values) if r == v][:per_kind]
+
+    def load(p: Path) -> np.ndarray:
+        a = np.asarray(Image.open(p)).astype(np.float64)
+        return a / 65535.0 if a.max() > 255 else a / 255.0
+
+    rows = [[load(files_a[i]), load(files_b[i])] for i in picked]
+    labels = [f"pair {i}: photographed at {real_values[i]}" for i in picked]
+    return save_grid(path, rows, labels, [], col_labels=[f"prompt: {values_a[0]}", f"prompt: {values_b[0]}"])
 
 
 def _contrast_kwargs(prompts: list[str], fine: list[str] | None, scale: float | None) -> dict[str, Any]:
@@ -427,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=seed,
                                   work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
-                                  contrast=args.contrast, contrast_scale=cs)
+                                  contrast=args.contrast, contrast_scale=cs,
+                                  pairs_png=args.out / f"swap_pairs_{len(rows)}.png")
             r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step,
                      weights=weights, guidance=g, sampler_steps=s, seed=seed, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
@@ -442,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "ceiling.json").write_text(json.dumps(ceiling, indent=1))
     (args.out / "control.md").write_text(markdown(rows, args, ceiling))
     plot_curves(rows, args.out / "control.png", f"{run}: {args.split}")
-    print(f"wrote {args.out}/control.json, control.md, control.png")
+    print(f"wrote {args.out}/control.json, control.md, control.png, swap_pairs_<row>.png")
     return 0
 
 
