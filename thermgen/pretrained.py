@@ -149,7 +149,9 @@ img = pipe("An infrared thermal image of a parking lot at night, seen from 60 m 
            num_inference_steps=20, guidance_scale=3.0, colormap="ironbow").images[0]
 ```
 
-or `python -m thermgen.generate --prompt "..." --out samples/`. Offline; runs on a CPU.
+or `python -m thermgen.generate --prompt "..." --out samples/`. Offline; runs on a CPU. To make one fact stick, pass
+the same prompt with that fact changed as a contrast (contrastive guidance; sampling takes 1.5x the time):
+`pipe(prompt, contrast_prompt="... by day ...", contrast_scale=1.5)` or `--contrast-prompt "..."`.
 
 ## Training
 
