@@ -21,6 +21,8 @@ Thermal specifics:
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -322,8 +324,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             raise ValueError("Pass only one of `negative_prompt` and `negative_prompt_embeds`, not both.")
         if negative_prompt_fine is not None and negative_prompt is None:
             raise ValueError("`negative_prompt_fine` needs `negative_prompt` (the negative's global prompt).")
-        if isinstance(contrast_scale, bool) or not isinstance(contrast_scale, (int, float)) or contrast_scale < 0:
-            raise ValueError(f"`contrast_scale` must be a number >= 0, got {contrast_scale!r}")
+        if (isinstance(contrast_scale, bool) or not isinstance(contrast_scale, numbers.Real)
+                or not math.isfinite(contrast_scale) or contrast_scale < 0):
+            raise ValueError(f"`contrast_scale` must be a finite number >= 0, got {contrast_scale!r}")
         if (contrast_prompt is None) != (contrast_scale == 0):
             raise ValueError("`contrast_prompt` and `contrast_scale` > 0 go together: got contrast_prompt="
                              f"{contrast_prompt!r}, contrast_scale={contrast_scale!r}")
@@ -331,6 +334,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             raise ValueError("`contrast_prompt_fine` needs `contrast_prompt` (the contrast's global prompt).")
         if contrast_prompt is not None and prompt_embeds is not None:
             raise ValueError("`contrast_prompt` needs `prompt` as text, not `prompt_embeds`.")
+        if contrast_prompt is not None and prompt_fine is not None and contrast_prompt_fine is None:
+            raise ValueError("`prompt_fine` is given, so the contrast needs its own fine prompt too: pass "
+                             "`contrast_prompt_fine` (the fine prompt with the same fact edited); otherwise the "
+                             "contrast would differ from the prompt in every fine-prompt word, not in one fact.")
         if negative_prompt_embeds is not None and (
             prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
         ):
@@ -475,7 +482,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 prompt; `thermgen.ircap.swap.contrast_captions` renders it from IR-Cap facts). Each step's noise
                 prediction becomes `u + guidance_scale * (c - u) + contrast_scale * (c - k)` (u: the negative prompt,
                 c: the prompt, k: the contrast prompt), so the stated value is pushed away from the edited one while
-                classifier-free guidance keeps every other fact; costs one more UNet evaluation per step.
+                classifier-free guidance keeps every other fact (without guidance, `guidance_scale` <= 1:
+                `c + contrast_scale * (c - k)`); costs one more UNet evaluation per step. With `prompt_fine`, give
+                `contrast_prompt_fine` too (the fine prompt with the same fact edited).
             height (`int`, *optional*), width (`int`, *optional*):
                 Output size in pixels; default `unet.config.sample_size * vae_scale_factor`. Must be divisible by
                 the VAE factor times the UNet's downsampling factor.

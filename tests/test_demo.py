@@ -139,6 +139,8 @@ def test_contrast_prompt_gives_what_thermgen_generate_gives_with_it(client, file
     got = np.asarray(PIL.Image.open(pngs[0]))
     assert np.array_equal(got, np.asarray(PIL.Image.open(out / "prompt00_seed3.png")))
     assert not np.array_equal(got, np.asarray(PIL.Image.open(plain[0])))
+    with pytest.raises(AppError, match="cannot be combined with a fine-grained prompt"):
+        client.predict(*generate_args(n=1, fine="warm engines", contrast=day), api_name="/generate")
     with pytest.raises(AppError, match="Contrast weight must be a number above 0|less than minimum value 0.5"):
         client.predict(*generate_args(n=1, contrast=day, contrast_w=0.0), api_name="/generate")
 

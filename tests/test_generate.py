@@ -77,6 +77,11 @@ def test_contrast_prompt_steers_the_image_and_is_recorded(pipeline_dir, tmp_path
     rec = json.loads((tmp_path / "c4" / "generation.json").read_text())["images"][0]
     assert rec["contrast_prompt"] == day and rec["contrast_scale"] == 4.0
     assert "contrast_prompt" not in json.loads((tmp_path / "plain" / "generation.json").read_text())["images"][0]
+    # with a fine prompt, the contrast takes its own fine prompt
+    assert generate(pipeline_dir, tmp_path / "f", "--n", "1", "--prompt-fine", "warm engines", "--contrast-prompt", day,
+                    "--contrast-prompt-fine", "cool engines") == 0
+    rec = json.loads((tmp_path / "f" / "generation.json").read_text())["images"][0]
+    assert rec["contrast_prompt_fine"] == "cool engines"
 
 
 def test_make_scheduler_keeps_the_noise_schedule():
@@ -98,6 +103,9 @@ def test_make_scheduler_keeps_the_noise_schedule():
         (["--contrast-prompt", "a", "--contrast-prompt", "b"], "--contrast-prompt"),
         (["--contrast-scale", "2"], "--contrast-scale"),
         (["--contrast-prompt", "a", "--contrast-scale", "0"], "--contrast-scale"),
+        (["--contrast-prompt", "a", "--contrast-scale", "nan"], "--contrast-scale"),
+        (["--contrast-prompt", "a", "--prompt-fine", "f"], "--contrast-prompt-fine"),
+        (["--contrast-prompt-fine", "a"], "--contrast-prompt-fine"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(pipeline_dir, tmp_path, capsys, extra, named):

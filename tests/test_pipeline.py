@@ -282,8 +282,23 @@ def test_contrastive_guidance_adds_a_branch_along_the_edited_fact(monkeypatch):
     monkeypatch.undo()
     plain = run(pipe, num_inference_steps=2, prompt_fine=FINE, guidance_scale=3.0, output_type="latent")
     assert torch.abs(with_c - plain).max() > 1e-4
+    # several prompts and images per prompt: each image's contrast is its own prompt's, pooled inputs in branch order
+    seen = []
+    hook = pipe.unet.class_embedding.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    try:
+        pipe(prompt=[PROMPT, "a road"], prompt_fine=[FINE, "asphalt"], contrast_prompt=[contrast, "a road by day"],
+             contrast_prompt_fine=[c_fine, "sunlit asphalt"], contrast_scale=2.0, num_images_per_prompt=2,
+             num_inference_steps=1, guidance_scale=3.0, output_type="latent")
+    finally:
+        hook.remove()
+    pooled = lambda g, f: te.pooled(te.tokenize(g), te.tokenize(f)).repeat_interleave(2, dim=0)  # noqa: E731
+    want = torch.cat([pooled(["", ""], ["", ""]), pooled([contrast, "a road by day"], [c_fine, "sunlit asphalt"]),
+                      pooled([PROMPT, "a road"], [FINE, "asphalt"])])
+    assert torch.allclose(seen[0], want, atol=1e-5)
     for bad in (dict(contrast_scale=1.0), dict(contrast_prompt=contrast),
-                dict(contrast_prompt=contrast, contrast_scale=-1.0), dict(contrast_prompt_fine=c_fine)):
+                dict(contrast_prompt=contrast, contrast_scale=-1.0), dict(contrast_prompt_fine=c_fine),
+                dict(contrast_prompt=contrast, contrast_scale=float("nan")),
+                dict(contrast_prompt=contrast, contrast_scale=2.0, prompt_fine=FINE)):
         with pytest.raises(ValueError, match="contrast"):
             run(pipe, num_inference_steps=1, **bad)
 

@@ -274,6 +274,10 @@ class ThermalDemo:
         negative = (negative_prompt or "").strip() or None
         contrast = (contrast_prompt or "").strip() or None
         c_scale = 0.0
+        if contrast is not None and fine is not None:
+            raise DemoError("A contrast prompt cannot be combined with a fine-grained prompt here (the contrast would "
+                            "need its own fine prompt): leave one of them empty, or use python -m thermgen.generate "
+                            "--contrast-prompt-fine.")
         if contrast is not None:
             try:
                 c_scale = CONTRAST_SCALE if contrast_scale in (None, "") else float(contrast_scale)

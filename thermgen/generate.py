@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrastive guidance: the prompt with the one fact you want enforced edited (for 'a road at "
                    "night', 'a road by day'); once for all prompts or once per --prompt. Each step adds "
                    "--contrast-scale x (prompt - contrast) to the guided prediction (default: none)")
+    p.add_argument("--contrast-prompt-fine", action="append", default=None,
+                   help="the contrast's fine-grained prompt (needed with --prompt-fine: the fine prompt with the same "
+                   "fact edited); once for all or once per --prompt")
     p.add_argument("--contrast-scale", type=float, default=None,
                    help=f"weight of the contrast branch (default {CONTRAST_SCALE} with --contrast-prompt)")
     p.add_argument("--seed", type=int, default=0, help="seed of image 0; image k uses seed + k (default 0)")
@@ -117,10 +120,18 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.contrast_prompt is not None and len(args.contrast_prompt) not in (1, len(args.prompt)):
         raise ValueError(f"--contrast-prompt given {len(args.contrast_prompt)} times; give it once or once per "
                          f"--prompt ({len(args.prompt)})")
+    if args.contrast_prompt_fine is not None and args.contrast_prompt is None:
+        raise ValueError("--contrast-prompt-fine needs --contrast-prompt")
+    if args.contrast_prompt_fine is not None and len(args.contrast_prompt_fine) not in (1, len(args.prompt)):
+        raise ValueError(f"--contrast-prompt-fine given {len(args.contrast_prompt_fine)} times; give it once or once "
+                         f"per --prompt ({len(args.prompt)})")
+    if args.contrast_prompt is not None and args.prompt_fine is not None and args.contrast_prompt_fine is None:
+        raise ValueError("--prompt-fine is given, so --contrast-prompt needs --contrast-prompt-fine too (the fine "
+                         "prompt with the same fact edited)")
     if args.contrast_scale is not None and args.contrast_prompt is None:
         raise ValueError("--contrast-scale needs --contrast-prompt")
-    if args.contrast_scale is not None and args.contrast_scale <= 0:
-        raise ValueError(f"--contrast-scale must be > 0, got {args.contrast_scale}")
+    if args.contrast_scale is not None and not 0 < args.contrast_scale < float("inf"):
+        raise ValueError(f"--contrast-scale must be a finite number > 0, got {args.contrast_scale}")
     if args.colormap is not None and args.bits == 16:
         raise ValueError("--colormap renders 8-bit colour; it cannot be combined with --bits 16")
     if args.pipeline is None:
@@ -179,9 +190,11 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
         for i, prompt in enumerate(args.prompt):
             row: list[np.ndarray] = []
             seeds = [args.seed + k for k in range(args.n)]
-            contrast = None
+            contrast = contrast_fine = None
             if args.contrast_prompt is not None:
                 contrast = args.contrast_prompt[0 if len(args.contrast_prompt) == 1 else i]
+            if args.contrast_prompt_fine is not None:
+                contrast_fine = args.contrast_prompt_fine[0 if len(args.contrast_prompt_fine) == 1 else i]
             for start in range(0, args.n, args.batch_size):
                 chunk = seeds[start : start + args.batch_size]
                 # one generator per image: image k depends only on its own seed, not on --n or --batch-size
@@ -191,6 +204,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     prompt_fine=None if fines is None else [fines[i]] * len(chunk),
                     negative_prompt=args.negative_prompt,
                     contrast_prompt=None if contrast is None else [contrast] * len(chunk),
+                    contrast_prompt_fine=None if contrast_fine is None else [contrast_fine] * len(chunk),
                     contrast_scale=0.0 if contrast is None else (args.contrast_scale or CONTRAST_SCALE),
                     height=args.height,
                     width=args.width,
@@ -206,7 +220,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     records.append({"file": path.name, "prompt_index": i, "prompt": prompt,
                                     "prompt_fine": None if fines is None else fines[i], "seed": seed,
                                     **({} if contrast is None else
-                                       {"contrast_prompt": contrast,
+                                       {"contrast_prompt": contrast, "contrast_prompt_fine": contrast_fine,
                                         "contrast_scale": args.contrast_scale or CONTRAST_SCALE}),
                                     "mean": float(img.mean()), "std": float(img.std())})
             grid.append(row)

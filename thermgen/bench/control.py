@@ -122,6 +122,9 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     prompts, fine = _prompts_for_mode(mode, recs if prompt_style == "captions" else query_prompts(recs, prompt_style, seed))
     neg: dict[str, Any] = {}
     if contrast is not None:
+        if contrast_scale is None and guidance <= 1:
+            raise ValueError(f"contrast={contrast!r} as the negative prompt needs guidance > 1 (got {guidance}): without "
+                             "guidance there is no negative branch; use a contrast scale instead")
         if prompt_style != "captions":
             raise ValueError(f"contrast={contrast!r} is built from IR-Cap facts: use it with prompt_style='captions'")
         from thermgen.ircap.swap import contrast_captions
@@ -187,10 +190,13 @@ def save_swap_pairs(path: Path, files_a: list[Path], files_b: list[Path], values
     picked: list[int] = []
     for v in dict.fromkeys(r for r in real_values if r is not None):
         picked += [i for i, r in enumerate(real_values) if r == v][:per_kind]
+    if not picked:
+        return path  # no pair to show (e.g. a subset without a clean day/night pair)
 
     def load(p: Path) -> np.ndarray:
-        a = np.asarray(Image.open(p)).astype(np.float64)
-        return a / 65535.0 if a.max() > 255 else a / 255.0
+        im = Image.open(p)
+        a = np.asarray(im).astype(np.float64)
+        return a / 65535.0 if im.mode.startswith("I") else a / 255.0
 
     rows = [[load(files_a[i]), load(files_b[i])] for i in picked]
     labels = [f"pair {i}: photographed at {real_values[i]}" for i in picked]
@@ -418,8 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
     if args.contrast_scale is not None and not args.contrast:
         p.error("--contrast-scale needs --contrast")
-    if args.contrast_scale is not None and any(x <= 0 for x in args.contrast_scale):
-        p.error("--contrast-scale: scales must be > 0")
+    if args.contrast_scale is not None and any(not x > 0 or x == float("inf") for x in args.contrast_scale):
+        p.error("--contrast-scale: scales must be finite numbers > 0")
+    if args.contrast and args.contrast_scale is None and any(g <= 1 for g in args.guidance):
+        p.error("--contrast without --contrast-scale uses the edited prompt as the negative prompt, which needs "
+                "--guidance > 1")
 
     import tclip.text_encoder  # noqa: F401
     from thermgen.train.recipe import _load_pipeline

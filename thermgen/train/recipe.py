@@ -631,6 +631,8 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
             raise ValueError(f"generate_prompts: {len(lst)} {name} prompts for {len(prompts)} prompts")
     if negative_fine is not None and negative is None:
         raise ValueError("generate_prompts: negative_fine needs negative")
+    if contrast_fine is not None and contrast is None:
+        raise ValueError("generate_prompts: contrast_fine needs contrast")
     if (contrast is None) != (contrast_scale == 0):
         raise ValueError("generate_prompts: contrast prompts and contrast_scale > 0 go together")
     if contrast_scale:
