@@ -274,6 +274,12 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
             return list(value)
         raise ValueError(f"`{name}` must be a string or a list of strings, got {type(value).__name__}: {value!r}")
 
+    @classmethod
+    def _per_prompt(cls, value: str | list[str] | None, name: str, batch_size: int) -> list[str] | None:
+        """``value`` as one string per prompt (one given for all is repeated); None stays None."""
+        values = cls._as_list(value, name)
+        return values * batch_size if values is not None and len(values) == 1 else values
+
     def check_inputs(
         self,
         prompt,
@@ -475,7 +481,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 What to steer away from under classifier-free guidance; default the empty prompt.
             negative_prompt_fine (`str` or `list[str]`, *optional*):
                 The negative's fine-grained prompt (with `negative_prompt`), e.g. the fine caption of the same scene
-                with one fact edited, so that guidance pushes along that fact (`thermgen.ircap.swap.contrast_prompts`).
+                with one fact edited, so that guidance pushes along that fact (`thermgen.ircap.swap.contrast_captions`).
                 None: `negative_prompt` serves as both.
             contrast_prompt, contrast_prompt_fine (`str` or `list[str]`, *optional*), contrast_scale (`float`):
                 Contrastive guidance along one fact: the prompt with that fact edited ("... by day" for a night
@@ -569,9 +575,7 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         if prompt_embeds is None:
             prompts = self._as_list(prompt, "prompt")
             batch_size = len(prompts)
-            fine = self._as_list(prompt_fine, "prompt_fine")
-            if fine is not None and len(fine) == 1:
-                fine = fine * batch_size
+            fine = self._per_prompt(prompt_fine, "prompt_fine", batch_size)
             prompt_embeds = self.encode_prompt(prompts, fine, device, num_images_per_prompt)
             if self.takes_pooled:
                 pooled_prompt_embeds = (self.encode_pooled(prompts, fine, device, num_images_per_prompt)
@@ -590,14 +594,10 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
                 pooled_prompt_embeds = self._given_pooled(pooled_prompt_embeds, device, num_images_per_prompt)
         if self.do_classifier_free_guidance:
             if negative_prompt_embeds is None:
-                negatives = self._as_list(negative_prompt, "negative_prompt") or [""]
-                if len(negatives) == 1:
-                    negatives = negatives * batch_size
+                negatives = self._per_prompt(negative_prompt, "negative_prompt", batch_size) or [""] * batch_size
                 # Give the negative branch a fine prompt too when the positive has one, so both branches
                 # take the same path through the encoder (and the same token length in concat mode).
-                neg_fine = self._as_list(negative_prompt_fine, "negative_prompt_fine")
-                if neg_fine is not None and len(neg_fine) == 1:
-                    neg_fine = neg_fine * batch_size
+                neg_fine = self._per_prompt(negative_prompt_fine, "negative_prompt_fine", batch_size)
                 if neg_fine is None and fine is not None:
                     neg_fine = negatives
                 negative_prompt_embeds = self.encode_prompt(negatives, neg_fine, device, num_images_per_prompt)
@@ -619,12 +619,8 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
 
         contrast_embeds = contrast_pooled = None
         if contrast_prompt is not None:
-            contrasts = self._as_list(contrast_prompt, "contrast_prompt")
-            contrasts = contrasts * batch_size if len(contrasts) == 1 else contrasts
-            c_fine = self._as_list(contrast_prompt_fine, "contrast_prompt_fine")
-            c_fine = c_fine * batch_size if c_fine is not None and len(c_fine) == 1 else c_fine
-            if c_fine is None and fine is not None:
-                c_fine = contrasts
+            contrasts = self._per_prompt(contrast_prompt, "contrast_prompt", batch_size)
+            c_fine = self._per_prompt(contrast_prompt_fine, "contrast_prompt_fine", batch_size)
             contrast_embeds = self.encode_prompt(contrasts, c_fine, device, num_images_per_prompt)
             if self.takes_pooled:
                 contrast_pooled = self.encode_pooled(contrasts, c_fine, device, num_images_per_prompt)

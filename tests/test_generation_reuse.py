@@ -21,10 +21,12 @@ def _ctx(tmp_path, *overrides):
 
 
 def _reused(caplog, tmp_path, pipe, out, *overrides, prompts=PROMPTS, fine=FINE, seed=0, ids=("a", "b"),
-            negative=None) -> bool:
+            negative=None, contrast=None, contrast_scale=2.0) -> bool:
     """Run generate_prompts; True when it reused the folder (its log line), False when it generated."""
     caplog.clear()
     neg = {} if negative is None else {"negative": list(negative), "negative_fine": list(negative)}
+    if contrast is not None:
+        neg |= {"contrast": list(contrast), "contrast_fine": list(contrast), "contrast_scale": contrast_scale}
     generate_prompts(_ctx(tmp_path, *overrides), pipe, list(prompts), None if fine is None else list(fine), out,
                      seed=seed, record_ids=list(ids), **neg)
     assert len(list(out.glob("*.png"))) == len(prompts)
@@ -41,7 +43,7 @@ def test_same_request_reuses_the_folder_and_any_change_regenerates(tmp_path, cap
     assert _reused(caplog, tmp_path, pipe, out)
 
     for changed in (dict(seed=1), dict(prompts=PROMPTS[::-1]), dict(ids=("a", "c")), dict(fine=FINE[::-1]),
-                    dict(fine=None), dict(negative=PROMPTS[::-1])):
+                    dict(fine=None), dict(negative=PROMPTS[::-1]), dict(contrast=PROMPTS[::-1])):
         assert not _reused(caplog, tmp_path, pipe, out, **changed), changed
         assert not _reused(caplog, tmp_path, pipe, out)  # back to the first request: made again, not reused
     for override in ("train.guidance_scale=5.0", "eval.num_inference_steps=3"):
@@ -54,6 +56,13 @@ def test_same_request_reuses_the_folder_and_any_change_regenerates(tmp_path, cap
     entries = json.loads((out / "generation.json").read_text())["images"]
     assert [e["negative_prompt"] for e in entries] == PROMPTS[::-1]
     assert not _reused(caplog, tmp_path, pipe, out)
+    # contrast prompts and their weight likewise
+    assert not _reused(caplog, tmp_path, pipe, out, contrast=PROMPTS[::-1])
+    assert _reused(caplog, tmp_path, pipe, out, contrast=PROMPTS[::-1])
+    assert not _reused(caplog, tmp_path, pipe, out, contrast=PROMPTS[::-1], contrast_scale=3.0)
+    assert not _reused(caplog, tmp_path, pipe, out, contrast=FINE)
+    entries = json.loads((out / "generation.json").read_text())["images"]
+    assert [e["contrast_prompt"] for e in entries] == FINE and "negative_prompt" not in entries[0]
 
     (out / "00001.png").unlink()  # a half-deleted folder is regenerated, not trusted
     assert not _reused(caplog, tmp_path, pipe, out)

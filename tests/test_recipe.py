@@ -330,6 +330,18 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert rows[0]["prompt_style"] == "keywords" and rows[0]["n"] == 4 and 0 <= rows[0]["swap_time_of_day"]["follows"] <= 1
     assert "--prompt-style keywords" in (out3 / "control.md").read_text()
 
+    # --pipeline: a pipeline folder's own weights (here the run's final one: its last checkpoint's EMA weights)
+    out6 = tmp_path / "pipeline"
+    assert control(["--run", str(run), "--out", str(out6), "--split", "val", "--pipeline", str(run / "pipeline"),
+                    "--steps", "2", "--quiet"]) == 0
+    final = json.loads((out6 / "control.json").read_text())
+    assert [(r["step"], r["weights"]) for r in final] == [(-1, "final")]
+    first = json.loads((out / "control.json").read_text())
+    assert final[0]["fid"] == pytest.approx(first[1]["fid"], abs=1e-6)  # step 4, EMA: the same weights
+    assert f"--pipeline {run / 'pipeline'}" in (out6 / "control.md").read_text()
+    with pytest.raises(SystemExit):
+        control(["--run", str(run), "--out", str(out6), "--pipeline", str(run / "pipeline"), "--raw"])
+
     # --contrast: each prompt's negative is its record's captions with the time of day edited; each swap side's
     # negative is the other side's prompt.
     out4 = tmp_path / "contrast"

@@ -191,6 +191,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
             row: list[np.ndarray] = []
             seeds = [args.seed + k for k in range(args.n)]
             contrast = contrast_fine = None
+            c_scale = args.contrast_scale or CONTRAST_SCALE
             if args.contrast_prompt is not None:
                 contrast = args.contrast_prompt[0 if len(args.contrast_prompt) == 1 else i]
             if args.contrast_prompt_fine is not None:
@@ -205,7 +206,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     negative_prompt=args.negative_prompt,
                     contrast_prompt=None if contrast is None else [contrast] * len(chunk),
                     contrast_prompt_fine=None if contrast_fine is None else [contrast_fine] * len(chunk),
-                    contrast_scale=0.0 if contrast is None else (args.contrast_scale or CONTRAST_SCALE),
+                    contrast_scale=0.0 if contrast is None else c_scale,
                     height=args.height,
                     width=args.width,
                     num_inference_steps=args.steps,
@@ -221,7 +222,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                                     "prompt_fine": None if fines is None else fines[i], "seed": seed,
                                     **({} if contrast is None else
                                        {"contrast_prompt": contrast, "contrast_prompt_fine": contrast_fine,
-                                        "contrast_scale": args.contrast_scale or CONTRAST_SCALE}),
+                                        "contrast_scale": c_scale}),
                                     "mean": float(img.mean()), "std": float(img.std())})
             grid.append(row)
     except ValueError as err:  # bad size etc., named by the pipeline's check_inputs

@@ -298,8 +298,7 @@ def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
         return f"{m['mean']:.3f} ± {m['std']:.3f}"
 
     def kept(g, side):
-        return [float(np.mean([v[side] for v in r["swap_time_of_day"]["kept"].values()]))
-                if r["swap_time_of_day"].get("kept") else float("nan") for r in g]
+        return [_kept_means(r["swap_time_of_day"]).get(side, float("nan")) for r in g]
 
     out = ["", "Mean ± std over seeds (sample standard deviation):", "",
            "| step | weights | sampler | guidance | sampler steps | seeds | FID | " + " | ".join(attrs)
@@ -320,13 +319,15 @@ def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
     return out
 
 
-def _kept(swap: dict[str, Any]) -> str:
-    """Mean accuracy of the other attributes on the swap's factual / edited side."""
+def _kept_means(swap: dict[str, Any]) -> dict[str, float]:
+    """Mean accuracy of the other attributes on the swap's factual and edited side ({} without them)."""
     kept = swap.get("kept") or {}
-    if not kept:
-        return ""
-    return (f"{np.mean([v['factual'] for v in kept.values()]):.3f} / "
-            f"{np.mean([v['edited'] for v in kept.values()]):.3f}")
+    return {side: float(np.mean([v[side] for v in kept.values()])) for side in ("factual", "edited")} if kept else {}
+
+
+def _kept(swap: dict[str, Any]) -> str:
+    m = _kept_means(swap)
+    return f"{m['factual']:.3f} / {m['edited']:.3f}" if m else ""
 
 
 def _sides(swap: dict[str, Any]) -> str:
@@ -339,7 +340,8 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
     lines = [f"# Prompt control on `{args.split}` ({rows[0]['n'] if rows else 0} captions)", "",
              f"Run `{args.run}`; seed {' '.join(map(str, _seeds(args)))}; judge `RUN/judge`. Command: `python -m thermgen.bench.control "
              f"--run {args.run} --out {args.out} --split {args.split} --checkpoints {args.checkpoints} "
-             f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
+             + (f"--pipeline {args.pipeline} " if getattr(args, "pipeline", None) else "")
+             + f"--guidance {' '.join(map(str, args.guidance))} --steps {' '.join(map(str, args.steps))}"
              + (f" --prompts {args.prompts}" if args.prompts else "") + f" --swap-pairs {args.swap_pairs}"
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
@@ -394,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m thermgen.bench.control", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, type=Path, help="recipe run folder (with unet/, judge/, manifest.jsonl)")
+    p.add_argument("--pipeline", type=Path, default=None,
+                   help="judge this pipeline folder's own weights instead of RUN's checkpoints (e.g. the shipped "
+                        "thermgen/pretrained_models/hituav-64 against a RUN holding only the manifest and the judge: "
+                        "python -m thermgen.train --stop-after captions, then python -m thermgen.judge train)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--split", default="val", help="held-out split to judge on (choose settings on val, read test once)")
     p.add_argument("--checkpoints", default="all", help="'all', 'last' or comma-separated steps")
@@ -411,15 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-style", default="captions", choices=["captions", "keywords", "request", "question"],
                    help="prompt with the IR-Cap captions, or with held-out queries in a user's own words (same facts)")
     p.add_argument("--contrast", default=None, choices=["time_of_day"],
-                   help="contrastive negative prompts: each prompt's negative is its record's captions with this fact "
-                        "edited (each swap side's: the other side), so guidance pushes along the fact (default: the "
-                        "empty negative prompt)")
+                   help="contrastive guidance along this fact: each prompt's contrast is its record's captions with "
+                        "the fact edited (each swap side's: the other side), used as the negative prompt, or with "
+                        "--contrast-scale as a third guidance branch (default: none)")
     p.add_argument("--contrast-scale", type=float, nargs="+", default=None,
                    help="with --contrast: keep the empty negative prompt and add the edited prompt as a third, "
                         "contrastive guidance branch with these scales (u + g (c - u) + s (c - k)); default: the "
                         "edited prompt replaces the negative prompt")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.pipeline is not None and (args.raw or args.checkpoints != "all"):
+        p.error("--pipeline judges that pipeline's own weights: it takes no --checkpoints or --raw")
     if args.contrast and args.prompt_style != "captions":
         p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
     if args.contrast_scale is not None and not args.contrast:
@@ -440,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from thermgen.schedulers import make_scheduler
 
-    base = _load_pipeline(run / "pipeline", "cpu")
+    base = _load_pipeline(args.pipeline or run / "pipeline", "cpu")
     mode = base.text_encoder.config.mode
     own = base.scheduler
     try:
@@ -448,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: --scheduler: {err}")
         return 2
-    ckpts = list_checkpoints(run / "unet" / "checkpoints")
+    ckpts = [] if args.pipeline is not None else list_checkpoints(run / "unet" / "checkpoints")
     if args.checkpoints == "last":
         ckpts = ckpts[-1:]
     elif args.checkpoints != "all":
@@ -461,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
     for step, ckpt, weights in todo:
-        base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
+        if args.pipeline is None:
+            base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
         for (_, sched), g, s, cs, seed in itertools.product(samplers.items(), args.guidance, args.steps,
                                                            args.contrast_scale or [None], args.seed):
             base.scheduler = sched

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-column", action="store_true", help="first column: the real frame (at the generator's "
                    "size) whose captions are the row's prompt; the PNG then holds dataset pixels")
     args = p.parse_args(argv)
-    if args.contrast_scale is not None and args.contrast_scale <= 0:
-        p.error(f"--contrast-scale must be > 0, got {args.contrast_scale}")
+    if args.contrast_scale is not None and not 0 < args.contrast_scale < float("inf"):
+        p.error(f"--contrast-scale must be a finite number > 0, got {args.contrast_scale}")
 
     import tclip.text_encoder  # noqa: F401  (diffusers resolves the text component's class by module name)
     from pipelines import ThermalDiffusionPipeline

@@ -154,9 +154,9 @@ def swap_pairs(records: Sequence[Mapping[str, Any]], kind: str, max_pairs: int |
 
 def contrast_captions(rec: Mapping[str, Any], kind: str = "time_of_day") -> tuple[str, str] | None:
     """(global, fine) captions of ``rec`` with its ``kind`` fact set to the other value, rendered from its edited
-    facts as the swap test does: a *contrastive negative prompt*. Under classifier-free guidance with this as the
-    negative, the step moves from the scene at the other value to the scene as stated, so guidance pushes along the
-    one fact rather than away from the empty prompt. None when the record does not qualify (for ``time_of_day``:
+    facts as the swap test does: the *contrast prompt* of contrastive guidance (the pipeline's ``contrast_prompt``,
+    or the negative prompt), so that guidance pushes along the one fact rather than only away from the empty
+    prompt. None when the record does not qualify (for ``time_of_day``:
     no day/night fact; ``person``: no people to remove; ``cars``: fewer than :data:`MANY_CARS` cars)."""
     pair = swap_record(rec, kind)
     if pair is None:

@@ -658,15 +658,10 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
         idx = list(range(s, min(len(prompts), s + batch)))
         gens = [torch.Generator().manual_seed(_seed_base(seed) + i) for i in idx]
         kw = {"prompt_fine": [fine[i] for i in idx]} if fine is not None else {}
-        if negative is not None:
-            kw["negative_prompt"] = [negative[i] for i in idx]
-        if negative_fine is not None:
-            kw["negative_prompt_fine"] = [negative_fine[i] for i in idx]
+        # the per-image extras are named as the pipeline's arguments
+        kw |= {k: [wanted[i][k] for i in idx] for k in _PER_IMAGE_EXTRAS if k in wanted[0]}
         if contrast is not None:
-            kw["contrast_prompt"] = [contrast[i] for i in idx]
             kw["contrast_scale"] = float(contrast_scale)
-        if contrast_fine is not None:
-            kw["contrast_prompt_fine"] = [contrast_fine[i] for i in idx]
         imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
                     guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
                     output_type="uint16", **kw).images
@@ -677,7 +672,7 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
                 e["prompt_fine"] = fine[i]
             if record_ids is not None:
                 e["record_id"] = record_ids[i]
-            e.update({k: v for k, v in wanted[i].items() if k.startswith(("negative", "contrast"))})
+            e.update({k: v for k, v in wanted[i].items() if k in _PER_IMAGE_EXTRAS})
             entries.append(e)
     (out / "generation.json").write_text(json.dumps({"settings": settings, "images": entries}, indent=1))
     return out
