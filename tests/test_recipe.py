@@ -346,9 +346,26 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     # negative is the other side's prompt.
     out4 = tmp_path / "contrast"
     assert control(["--run", str(run), "--out", str(out4), "--split", "val", "--checkpoints", "last", "--steps", "2",
-                    "--contrast", "time_of_day", "--quiet"]) == 0
+                    "--contrast", "time_of_day", "--also-swap", "person", "cars", "--quiet"]) == 0
     rows = json.loads((out4 / "control.json").read_text())
     assert rows[0]["contrast"] == "time_of_day" and "--contrast time_of_day" in (out4 / "control.md").read_text()
+    # --also-swap: the people and car-count swaps beside the day/night one, each side contrasted with the other
+    from thermgen.ircap.swap import swap_pairs
+
+    val = [r for r in map(json.loads, (run / "manifest.jsonl").read_text().splitlines()) if r["split"] == "val"]
+    for kind in ("person", "cars"):
+        n = len(swap_pairs(val, kind, max_pairs=64))
+        assert rows[0][f"swap_{kind}"]["pairs"] == n
+        if n:
+            assert 0 <= rows[0][f"swap_{kind}"]["follows"] <= 1 and "time_of_day" in rows[0][f"swap_{kind}"]["kept"]
+            a, b = (json.loads((out4 / "work" / f"swap_{kind}_{k}" / "generation.json").read_text())["images"]
+                    for k in "ab")
+            assert [e["negative_prompt"] for e in a] == [e["prompt"] for e in b] and len(a) == n
+            assert (out4 / f"swap_pairs_0_{kind}.png").is_file()
+    assert rows[0]["swap_person"]["pairs"] > 0, "the tiny val split should hold people to swap"
+    assert "Other one-fact swaps" in (out4 / "control.md").read_text()
+    with pytest.raises(SystemExit):
+        control(["--run", str(run), "--out", str(out4), "--also-swap", "person", "--prompt-style", "keywords"])
     from PIL import Image
 
     assert Image.open(out4 / "swap_pairs_0.png").size[0] > 100  # the swap pairs, side by side

@@ -6,7 +6,8 @@ EMA, else the raw weights) is turned into a pipeline and judged on the validatio
 * FID/KID at the generator's resolution against the split's real images (one image per caption);
 * accuracy of the attribute judge (``RUN/judge``, :mod:`thermgen.metrics.attributes`) against the attributes
   of the real image whose captions were the prompt, beside the majority-class rate;
-* the day/night swap test (:mod:`thermgen.ircap.swap`): same seeds, prompts differing in the time of day only.
+* the day/night swap test (:mod:`thermgen.ircap.swap`): same seeds, prompts differing in the time of day only;
+  ``--also-swap person cars`` adds the people and car-count swaps (captions edited in their IR-Cap facts).
 
 ``--prompt-style keywords|request|question`` prompts with held-out queries in a user's own words
 (:mod:`thermgen.ircap.queries`: the same facts of each record, phrased as IR-Cap never does) instead of its IR-Cap
@@ -98,7 +99,7 @@ def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: in
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
                       swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions",
                       contrast: str | None = None, contrast_scale: float | None = None,
-                      pairs_png: Path | None = None) -> dict[str, Any]:
+                      pairs_png: Path | None = None, also_swap: tuple[str, ...] = ()) -> dict[str, Any]:
     """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
@@ -107,7 +108,11 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     and each swap side's contrast is the other side's prompt. With ``contrast_scale`` None the contrast replaces the
     empty negative prompt; with a scale it is the pipeline's third, contrastive guidance branch
     (``contrast_prompt``), the empty prompt staying the negative. ``pairs_png``: also save the first swap pairs as a
-    picture (:func:`save_swap_pairs`)."""
+    picture (:func:`save_swap_pairs`; another kind's beside it, ``<stem>_<kind>.png``).
+
+    ``also_swap``: one-fact swap kinds run beside the day/night one (``person``: the record's people removed;
+    ``cars``: six or more cars cut to two; :data:`thermgen.ircap.swap.SWAP_KINDS`), captions only, reported as
+    ``swap_<kind>``; under ``contrast`` each side's contrast is again the other side's prompt."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
@@ -144,45 +149,55 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     feats = image_features(list_images(imgs).files, res, progress=False)
     table = attribute_table(recs)
     graded = judge_images(judge, feats, table)
-    pair_ids = None
-    if prompt_style == "captions":
-        built = build_swaps(recs, "time_of_day", max_pairs=swap_pairs)
-        pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value) for x in built]
-        pair_ids = [x.record_id for x in built]
-    else:  # side A states the record's own time of day
-        pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
-    sides, side_dirs = [], []
-    for k, side in ((0, "a"), (2, "b")):
-        p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
-        neg = {}
-        if contrast is not None:  # the other side's prompt
-            n, nf = _prompts_for_mode(mode, [{"global_caption": x[2 - k], "fine_caption": x[3 - k]} for x in pairs])
-            neg = _contrast_kwargs(n, nf, contrast_scale)
-        d = generate_prompts(ctx, pipe, p, f, work / f"swap_{side}", seed=seed, **neg)
-        side_dirs.append(list_images(d).files)
-        sides.append(image_features(side_dirs[-1], res, progress=False))
-    if pairs_png is not None:
-        save_swap_pairs(pairs_png, side_dirs[0], side_dirs[1], [x[4] for x in pairs], [x[5] for x in pairs],
-                        [x[6] for x in pairs])
-    swap = swap_report(judge, "time_of_day", sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
-                       real_values=[x[6] for x in pairs])
-    if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
-        by_id = {r["id"]: record_attributes(r) for r in recs}
-        attrs = [by_id[i] for i in pair_ids]
-        swap["kept"] = swap_kept(judge, "time_of_day", sides[0], sides[1],
-                                 {a: [x.get(a) for x in attrs] for a in judge.attributes},
-                                 [x[6] == x[4] for x in pairs])
+    if also_swap and prompt_style != "captions":
+        raise ValueError(f"also_swap={list(also_swap)!r} edits IR-Cap facts: use it with prompt_style='captions'")
+    by_id = {r["id"]: record_attributes(r) for r in recs}
+    swaps: dict[str, dict[str, Any]] = {}
+    for kind in ("time_of_day", *[k for k in also_swap if k != "time_of_day"]):
+        pair_ids = None
+        if prompt_style == "captions":
+            built = build_swaps(recs, kind, max_pairs=swap_pairs)
+            pairs = [(x.global_a, x.fine_a, x.global_b, x.fine_b, x.value_a, x.value_b, x.real_value) for x in built]
+            pair_ids = [x.record_id for x in built]
+        else:  # side A states the record's own time of day
+            pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
+        if not pairs:  # no record of the split qualifies (e.g. none with six cars): nothing to generate
+            swaps[f"swap_{kind}"] = {"attribute": kind, "pairs": 0, **dict.fromkeys(
+                ("follows", "moved", "verdict_changed", "a_correct", "b_correct"), float("nan"))}
+            continue
+        sides, side_dirs = [], []
+        for k, side in ((0, "a"), (2, "b")):
+            p, f = _prompts_for_mode(mode, [{"global_caption": x[k], "fine_caption": x[k + 1]} for x in pairs])
+            neg = {}
+            if contrast is not None:  # the other side's prompt
+                n, nf = _prompts_for_mode(mode, [{"global_caption": x[2 - k], "fine_caption": x[3 - k]} for x in pairs])
+                neg = _contrast_kwargs(n, nf, contrast_scale)
+            sub = f"swap_{side}" if kind == "time_of_day" else f"swap_{kind}_{side}"
+            d = generate_prompts(ctx, pipe, p, f, work / sub, seed=seed, **neg)
+            side_dirs.append(list_images(d).files)
+            sides.append(image_features(side_dirs[-1], res, progress=False))
+        if pairs_png is not None:
+            png = pairs_png if kind == "time_of_day" else pairs_png.with_name(f"{pairs_png.stem}_{kind}.png")
+            save_swap_pairs(png, side_dirs[0], side_dirs[1], [x[4] for x in pairs], [x[5] for x in pairs],
+                            [x[6] for x in pairs], attribute=kind)
+        swap = swap_report(judge, kind, sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
+                           real_values=[x[6] for x in pairs])
+        if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
+            attrs = [by_id[i] for i in pair_ids]
+            swap["kept"] = swap_kept(judge, kind, sides[0], sides[1],
+                                     {a: [x.get(a) for x in attrs] for a in judge.attributes},
+                                     [x[6] == x[4] for x in pairs])
+        swaps[f"swap_{kind}"] = swap
     return {"fid": rep["fid"], "kid_mean": rep["kid_mean"], "n": len(recs),
             "attributes": {a: {k: r[k] for k in ("accuracy", "majority_rate", "balanced_accuracy")}
                            for a, r in graded.items()},
-            "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night"),
-            "swap_time_of_day": swap}
+            "day_night_auc": stated_auc(judge, feats, table["time_of_day"], "time_of_day", "night")} | swaps
 
 
 def save_swap_pairs(path: Path, files_a: list[Path], files_b: list[Path], values_a: list[str], values_b: list[str],
-                    real_values: list[str | None], per_kind: int = 4) -> Path:
+                    real_values: list[str | None], per_kind: int = 4, attribute: str = "time_of_day") -> Path:
     """A PNG of swap pairs, one row per pair (its two prompts' images, same seed): the first ``per_kind`` pairs of
-    each real value, so that both the factual and the edited side of each time of day are shown."""
+    each real value of ``attribute``, so that both the factual and the edited side of each value are shown."""
     from PIL import Image
 
     from thermgen.generate import save_grid
@@ -199,8 +214,12 @@ def save_swap_pairs(path: Path, files_a: list[Path], files_b: list[Path], values
         return a / 65535.0 if im.mode.startswith("I") else a / 255.0
 
     rows = [[load(files_a[i]), load(files_b[i])] for i in picked]
-    labels = [f"pair {i}: photographed at {real_values[i]}" for i in picked]
-    return save_grid(path, rows, labels, [], col_labels=[f"prompt: {values_a[0]}", f"prompt: {values_b[0]}"])
+    what = {"time_of_day": "photographed at {}", "person": "people {} in the photo",
+            "cars": "{} cars in the photo"}.get(attribute, attribute + " {} in the photo")
+    labels = [f"pair {i}: " + what.format(real_values[i]) for i in picked]
+    name = {"person": "people"}.get(attribute, attribute.replace("_", " "))
+    return save_grid(path, rows, labels, [], col_labels=[f"prompt: {name} {values_a[0]}", f"prompt: {name} {values_b[0]}"]
+                     if attribute != "time_of_day" else [f"prompt: {values_a[0]}", f"prompt: {values_b[0]}"])
 
 
 def _contrast_kwargs(prompts: list[str], fine: list[str] | None, scale: float | None) -> dict[str, Any]:
@@ -319,6 +338,51 @@ def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
     return out
 
 
+def _other_swaps(rows: list[dict[str, Any]]) -> list[str]:
+    """The swaps run beside the day/night one (``--also-swap``): a row per setting and kind, then mean +- std over
+    seeds where a setting ran with several (markdown lines; none without such swaps)."""
+    from thermgen.metrics.attributes import mean_std
+
+    kinds = [k for k in dict.fromkeys(k for r in rows for k in r if k.startswith("swap_") and k != "swap_time_of_day")]
+    if not kinds:
+        return []
+    what = {"swap_person": "people present -> absent (all removed)",
+            "swap_cars": "cars 6+ -> 1-5 (cut to two)"}
+    out = ["", "Other one-fact swaps (`--also-swap`): same seed per pair, prompts differing in that fact only; the "
+           "factual side states the scene as annotated, the edited side the edit.", "",
+           "| step | weights | guidance | seed | swap | pairs | followed | factual side / edited side "
+           "| other facts kept: factual side / edited side |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        for k in kinds:
+            if k in r:
+                sw = r[k]
+                out.append(f"| {r['step']} | {r['weights']} | {_guidance(r)} | {r.get('seed', '')} | "
+                           f"{what.get(k, k[5:])} | {sw['pairs']} | {_num(sw['follows'])} | {_sides(sw)} | "
+                           f"{_kept(sw)} |")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps",
+                                                   "contrast", "contrast_scale", "prompt_style")), []).append(r)
+    groups = {k: g for k, g in groups.items() if len({r.get("seed") for r in g}) > 1}
+    if groups:
+        out += ["", "| step | weights | guidance | seeds | swap | followed | factual side | edited side |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+        def cell(values) -> str:
+            m = mean_std(values)
+            return f"{m['mean']:.3f} ± {m['std']:.3f}"
+
+        for g in groups.values():
+            for k in kinds:
+                if all(k in r for r in g):
+                    out.append(f"| {g[0]['step']} | {g[0]['weights']} | {_guidance(g[0])} | "
+                               f"{' '.join(str(r.get('seed')) for r in g)} | {what.get(k, k[5:])} | "
+                               f"{cell([r[k]['follows'] for r in g])} | "
+                               f"{cell([r[k].get('factual_correct', float('nan')) for r in g])} | "
+                               f"{cell([r[k].get('edited_correct', float('nan')) for r in g])} |")
+    return out
+
+
 def _kept_means(swap: dict[str, Any]) -> dict[str, float]:
     """Mean accuracy of the other attributes on the swap's factual and edited side ({} without them)."""
     kept = swap.get("kept") or {}
@@ -346,6 +410,7 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
              + (f" --scheduler {' '.join(args.scheduler)}" if getattr(args, "scheduler", None) else "")
              + (" --raw" if args.raw else "") + (f" --prompt-style {args.prompt_style}" if args.prompt_style != "captions" else "")
              + (f" --contrast {args.contrast}" if getattr(args, "contrast", None) else "")
+             + (f" --also-swap {' '.join(args.also_swap)}" if getattr(args, "also_swap", None) else "")
              + (f" --seed {' '.join(map(str, _seeds(args)))}" if _seeds(args) != [0] else "")
              + (f" --contrast-scale {' '.join(map(str, args.contrast_scale))}"
                 if getattr(args, "contrast_scale", None) else "")
@@ -369,6 +434,7 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
         lines.append("| majority rate | | | | | | | " + " | ".join(f"{rows[0]['attributes'][a]['majority_rate']:.3f}"
                                                        for a in attrs) + " | 0.5 | | | |")
     lines += _seed_summary(rows, attrs)
+    lines += _other_swaps(rows)
     lines += ["", "day/night AUC: how far apart the judge puts the images prompted at night and those prompted by day (the "
               "AUC of its P(night) between the two; 0.5: the prompt makes no difference it can see; on the ceiling row, "
               "the real night and day images). Unlike accuracy it does not depend on the head's threshold, so it still "
@@ -410,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
                         "pipeline's own), each built from the pipeline's scheduler config")
     p.add_argument("--raw", action="store_true", help="also judge the raw (non-EMA) weights of the last checkpoint")
     p.add_argument("--prompts", type=int, default=None, help="captions of the split to use (default: all)")
-    p.add_argument("--swap-pairs", type=int, default=64, help="day/night swap pairs")
+    p.add_argument("--swap-pairs", type=int, default=64, help="swap pairs (per swap kind)")
+    p.add_argument("--also-swap", nargs="+", default=[], choices=["person", "cars"],
+                   help="also run these one-fact swaps beside the day/night one: person (the record's people removed), "
+                        "cars (six or more cars cut to two); IR-Cap captions only; under --contrast each side's "
+                        "contrast is the other side")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="generation seed(s); with several, every setting runs once per seed and control.md adds "
                         "mean +- std over them (the recipe's evaluation uses 0 42 123)")
@@ -428,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.pipeline is not None and (args.raw or args.checkpoints != "all"):
         p.error("--pipeline judges that pipeline's own weights: it takes no --checkpoints or --raw")
+    if args.also_swap and args.prompt_style != "captions":
+        p.error("--also-swap edits IR-Cap facts: use it with --prompt-style captions")
     if args.contrast and args.prompt_style != "captions":
         p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
     if args.contrast_scale is not None and not args.contrast:
@@ -479,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=seed,
                                   work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
                                   contrast=args.contrast, contrast_scale=cs,
-                                  pairs_png=args.out / f"swap_pairs_{len(rows)}.png")
+                                  pairs_png=args.out / f"swap_pairs_{len(rows)}.png", also_swap=tuple(args.also_swap))
             r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step,
                      weights=weights, guidance=g, sampler_steps=s, seed=seed, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
@@ -488,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "sampler_steps", "seed", "fid")}
                              | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
                              | {"day_night_auc": round(r["day_night_auc"], 3),
-                                "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}), flush=True)
+                                "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}
+                             | {f"{k}_follows": round(r[f"swap_{k}"]["follows"], 3) for k in args.also_swap}),
+                  flush=True)
             (args.out / "control.json").write_text(json.dumps(rows, indent=1))
     ceiling = real_ceiling(run, args.split, args.prompts, progress=not args.quiet)
     (args.out / "ceiling.json").write_text(json.dumps(ceiling, indent=1))
