@@ -148,6 +148,36 @@ def test_evaluation_over_two_seeds_reports_mean_std_and_seed_diversity(run_copy)
     assert rows and all(ln.count("|") == 9 and "| - |" not in ln for ln in rows)
 
 
+def test_evaluation_with_contrast_scale_adds_contrast_rows_of_the_same_pipelines(run_copy):
+    """eval.contrast_scale: each conditioner again with contrastive guidance along the time of day, as its own row;
+    the plain rows' images are reused, each contrast prompt is its record's captions with the time of day edited and
+    each swap side's the other side's prompt."""
+    from thermgen.ircap.swap import contrast_captions
+
+    plain = json.loads((run_copy / "reports" / "generation.json").read_text())
+    summary = run_recipe(load_config(None, TINY_RECIPE + ["eval.contrast_scale=2"]), run_copy, progress=False)
+    assert statuses(summary)["evaluate"] == "ran" and statuses(summary)["unet"] == "skipped (complete)"
+    gen = json.loads((run_copy / "reports" / "generation.json").read_text())
+    assert list(gen["rows"]) == ["tclip", "tclip+contrast", "base_text_tower", "base_text_tower+contrast"]
+    for name in ("tclip", "base_text_tower"):
+        assert gen["rows"][name]["fid"] == pytest.approx(plain["rows"][name]["fid"])  # plain rows unchanged
+        assert gen["rows"][f"{name}+contrast"]["contrast_scale"] == 2.0
+        assert gen["rows"][f"{name}+contrast"]["fid"] != gen["rows"][name]["fid"]
+    index = json.loads((run_copy / "eval" / "tclip+contrast" / "images" / "generation.json").read_text())
+    assert index["settings"]["contrast_scale"] == 2.0
+    recs = {r["id"]: r for r in map(json.loads, (run_copy / "manifest.jsonl").read_text().splitlines())}
+    edited = [e for e in index["images"] if contrast_captions(recs[e["record_id"]]) is not None]
+    assert edited and all(e["contrast_prompt"] != e["prompt"] for e in edited)
+    swap = run_copy / "eval" / "tclip+contrast"
+    a, b = (json.loads((swap / f"swap_time_of_day_{k}" / "generation.json").read_text())["images"] for k in "ab")
+    assert [e["contrast_prompt"] for e in a] == [e["prompt"] for e in b]
+    md = (run_copy / "reports" / "generation.md").read_text()
+    assert "| tclip+contrast |" in md and "contrastive guidance along the time of day, weight 2" in md
+    # back to plain guidance: the contrast rows go, the plain rows' images are reused
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
+    assert list(json.loads((run_copy / "reports" / "generation.json").read_text())["rows"]) == ["tclip", "base_text_tower"]
+
+
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):
     summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
     assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}
@@ -358,12 +388,14 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
         assert rows[0][f"swap_{kind}"]["pairs"] == n
         if n:
             assert 0 <= rows[0][f"swap_{kind}"]["follows"] <= 1 and "time_of_day" in rows[0][f"swap_{kind}"]["kept"]
+            assert 0 <= rows[0][f"swap_{kind}"]["real_correct"] <= 1  # the judge on the records' real frames
             a, b = (json.loads((out4 / "work" / f"swap_{kind}_{k}" / "generation.json").read_text())["images"]
                     for k in "ab")
             assert [e["negative_prompt"] for e in a] == [e["prompt"] for e in b] and len(a) == n
             assert (out4 / f"swap_pairs_0_{kind}.png").is_file()
     assert rows[0]["swap_person"]["pairs"] > 0, "the tiny val split should hold people to swap"
     assert "Other one-fact swaps" in (out4 / "control.md").read_text()
+    assert "| 3.0, negative: the other side |" in (out4 / "control.md").read_text()
     with pytest.raises(SystemExit):
         control(["--run", str(run), "--out", str(out4), "--also-swap", "person", "--prompt-style", "keywords"])
     from PIL import Image

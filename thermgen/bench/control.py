@@ -153,6 +153,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
         raise ValueError(f"also_swap={list(also_swap)!r} edits IR-Cap facts: use it with prompt_style='captions'")
     by_id = {r["id"]: record_attributes(r) for r in recs}
     swaps: dict[str, dict[str, Any]] = {}
+    real = None  # (record id -> row, judge features) of the split's real frames, read once when needed
     for kind in ("time_of_day", *[k for k in also_swap if k != "time_of_day"]):
         pair_ids = None
         if prompt_style == "captions":
@@ -182,6 +183,15 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                             [x[6] for x in pairs], attribute=kind)
         swap = swap_report(judge, kind, sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
                            real_values=[x[6] for x in pairs])
+        if pair_ids is not None:  # the judge on the same records' real frames: the factual side's ceiling
+            if real is None:
+                from thermgen.metrics.judging import split_features
+
+                real_recs, real_feats = split_features(ctx.manifest, split, int(judge.info["resolution"]), progress=False,
+                                                       cache_dir=feature_cache(ctx))
+                real = ({r["id"]: i for i, r in enumerate(real_recs)}, real_feats)
+            verdicts = judge.predict(real[1][[real[0][i] for i in pair_ids]])[kind]
+            swap["real_correct"] = float(np.mean([v == x[6] for v, x in zip(verdicts, pairs)]))
         if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
             attrs = [by_id[i] for i in pair_ids]
             swap["kept"] = swap_kept(judge, kind, sides[0], sides[1],
@@ -351,14 +361,15 @@ def _other_swaps(rows: list[dict[str, Any]]) -> list[str]:
     out = ["", "Other one-fact swaps (`--also-swap`): same seed per pair, prompts differing in that fact only; the "
            "factual side states the scene as annotated, the edited side the edit.", "",
            "| step | weights | guidance | seed | swap | pairs | followed | factual side / edited side "
-           "| other facts kept: factual side / edited side |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| the same records' real frames (factual side's ceiling) | other facts kept: factual side / edited side |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         for k in kinds:
             if k in r:
                 sw = r[k]
-                out.append(f"| {r['step']} | {r['weights']} | {_guidance(r)} | {r.get('seed', '')} | "
+                out.append(f"| {r['step']} | {r['weights']} | {_swap_guidance(r)} | {r.get('seed', '')} | "
                            f"{what.get(k, k[5:])} | {sw['pairs']} | {_num(sw['follows'])} | {_sides(sw)} | "
-                           f"{_kept(sw)} |")
+                           f"{_num(sw.get('real_correct'))} | {_kept(sw)} |")
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps",
@@ -375,12 +386,21 @@ def _other_swaps(rows: list[dict[str, Any]]) -> list[str]:
         for g in groups.values():
             for k in kinds:
                 if all(k in r for r in g):
-                    out.append(f"| {g[0]['step']} | {g[0]['weights']} | {_guidance(g[0])} | "
+                    out.append(f"| {g[0]['step']} | {g[0]['weights']} | {_swap_guidance(g[0])} | "
                                f"{' '.join(str(r.get('seed')) for r in g)} | {what.get(k, k[5:])} | "
                                f"{cell([r[k]['follows'] for r in g])} | "
                                f"{cell([r[k].get('factual_correct', float('nan')) for r in g])} | "
                                f"{cell([r[k].get('edited_correct', float('nan')) for r in g])} |")
     return out
+
+
+def _swap_guidance(r: dict[str, Any]) -> str:
+    """The guidance cell of a swap row: under a contrast, each side's contrast prompt is the other side's."""
+    if not r.get("contrast"):
+        return str(r["guidance"])
+    if r.get("contrast_scale") is None:
+        return f"{r['guidance']}, negative: the other side"
+    return f"{r['guidance']} + contrast {r['contrast_scale']} (the other side)"
 
 
 def _kept_means(swap: dict[str, Any]) -> dict[str, float]:

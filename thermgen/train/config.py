@@ -213,6 +213,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seeds": Field(list, None, "generation seeds of the evaluation (FID, attributes, swaps reported as mean ± std "
                        "over them); None: [run.seed]", nullable=True, item_type=int),
         "swap_pairs": Field(int, 64, "prompt pairs per swap kind (time of day, people, cars) in the swap test", min=1),
+        "contrast_scale": Field(_NUM, None, "also evaluate each conditioner with contrastive guidance along the time "
+                                "of day at this weight (the pipeline's contrast_prompt: each test caption's IR-Cap "
+                                "facts with the time of day edited; each swap side contrasted with the other), as "
+                                "its own '<conditioner>+contrast' rows; None: plain guidance only", nullable=True,
+                                min=0),
     },
 }
 

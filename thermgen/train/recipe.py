@@ -728,13 +728,28 @@ def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
     return True
 
 
+def contrast_kwargs(mode: str, recs: list[dict], contrast_scale: float | None) -> dict[str, Any]:
+    """generate_prompts' contrast keywords for ``recs`` (none when ``contrast_scale`` is None or 0): each record's
+    captions with the time of day edited (:func:`thermgen.ircap.swap.contrast_captions`); a record without a
+    day/night fact is its own contrast, so that its contrast term is zero and it keeps plain guidance."""
+    if not contrast_scale:
+        return {}
+    from thermgen.ircap.swap import contrast_captions
+
+    edited = [contrast_captions(r, "time_of_day") or (r["global_caption"], r["fine_caption"]) for r in recs]
+    c, cf = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": f} for g, f in edited])
+    return {"contrast": c, "contrast_fine": cf, "contrast_scale": float(contrast_scale)}
+
+
 def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list[dict], out: Path,
-                         seed: int | None = None, pipe=None) -> Path:
-    """One 16-bit PNG per record, generated from its captions (see :func:`generate_prompts`)."""
+                         seed: int | None = None, pipe=None, contrast_scale: float | None = None) -> Path:
+    """One 16-bit PNG per record, generated from its captions (see :func:`generate_prompts`); with
+    ``contrast_scale``, contrastive guidance along the time of day (:func:`contrast_kwargs`)."""
     pipe = pipe or _load_pipeline(pipeline_dir, ctx.device)
     prompts, fine = _prompts_for_mode(mode, recs)
     return generate_prompts(ctx, pipe, prompts, fine, out, seed=ctx.cfg["run"]["seed"] if seed is None else seed,
-                            record_ids=[r["id"] for r in recs], desc=f"generate ({mode})")
+                            record_ids=[r["id"] for r in recs], desc=f"generate ({mode})",
+                            **contrast_kwargs(mode, recs, contrast_scale))
 
 
 @functools.lru_cache(maxsize=2)
@@ -754,9 +769,10 @@ def _folder_features(ctx: Context, folder: Path) -> np.ndarray:
 
 
 def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path,
-                   feats: np.ndarray | None = None) -> dict:
+                   feats: np.ndarray | None = None, contrast_scale: float | None = None) -> dict:
     """Judge the images generated for ``recs`` (folder ``images``, or their judge features ``feats``) and run
-    the one-fact swap test, for one seed."""
+    the one-fact swap test, for one seed; with ``contrast_scale``, each swap side is generated with the other
+    side's prompt as its contrast prompt."""
     from thermgen.ircap.swap import SWAP_KINDS, swap_pairs
     from thermgen.metrics.attributes import AttributeJudge, attribute_table, judge_images, swap_report
 
@@ -768,12 +784,18 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
         if not pairs or kind not in judge.heads:
             continue
         sides = []
-        for side in ("a", "b"):
-            g = [getattr(p, f"global_{side}") for p in pairs]
-            f = [getattr(p, f"fine_{side}") for p in pairs]
-            prompts, fine = _prompts_for_mode(mode, [{"global_caption": x, "fine_caption": y} for x, y in zip(g, f)])
+        for side, other in (("a", "b"), ("b", "a")):
+            def side_prompts(x: str):
+                return _prompts_for_mode(mode, [{"global_caption": getattr(p, f"global_{x}"),
+                                                 "fine_caption": getattr(p, f"fine_{x}")} for p in pairs])
+
+            prompts, fine = side_prompts(side)
+            kw = {}
+            if contrast_scale:
+                c, cf = side_prompts(other)
+                kw = {"contrast": c, "contrast_fine": cf, "contrast_scale": float(contrast_scale)}
             d = generate_prompts(ctx, pipe, prompts, fine, out / f"swap_{kind}_{side}", seed=seed,
-                                 record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}")
+                                 record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}", **kw)
             sides.append(_folder_features(ctx, d))
         swaps[kind] = swap_report(judge, kind, sides[0], sides[1], [p.value_a for p in pairs],
                                   [p.value_b for p in pairs], real_values=[p.real_value for p in pairs])
@@ -808,19 +830,25 @@ def run_evaluate(ctx: Context) -> dict:
     recs = _subset(_records(ctx, split), cfg["eval"]["max_test_prompts"])
     g = [r["global_caption"] for r in recs]
     f = [r["fine_caption"] for r in recs]
-    runs = [("tclip", cfg["unet"]["conditioning"], ctx.run / "pipeline")]
+    cs = cfg["eval"]["contrast_scale"] or None
+    runs = [("tclip", cfg["unet"]["conditioning"], ctx.run / "pipeline", None)]
     if cfg["eval"]["ablation"]:
-        runs.append(("base_text_tower", "base", ctx.run / "ablation" / "pipeline"))
+        runs.append(("base_text_tower", "base", ctx.run / "ablation" / "pipeline", None))
+    if cs:  # each pipeline again with contrastive guidance along the time of day, as a row of its own
+        runs = [r for name, mode, pdir, _ in runs for r in ((name, mode, pdir, None), (f"{name}+contrast", mode, pdir, cs))]
     use_judge = cfg["eval"]["judge"]
     seeds = eval_seeds(cfg)
     rows, per_seed = {}, {}
-    for name, mode, pdir in runs:
-        pipe = _load_pipeline(pdir, ctx.device)
+    pipe, loaded = None, None
+    for name, mode, pdir, scale in runs:
+        if pdir != loaded:  # a contrast row reuses its plain row's pipeline
+            pipe, loaded = _load_pipeline(pdir, ctx.device), pdir
         per_seed[name] = []
         seed_feats = []
         for k, seed in enumerate(seeds):
             work = ctx.run / "eval" / name / (f"seed{seed}" if len(seeds) > 1 else "")
-            fake = generate_for_records(ctx, pdir, mode, recs, work / "images", seed=seed, pipe=pipe)
+            fake = generate_for_records(ctx, pdir, mode, recs, work / "images", seed=seed, pipe=pipe,
+                                        contrast_scale=scale)
             feature = "inception" if cfg["eval"]["feature"] == "inception" else f"tclip:{ctx.tclip_dir}"
             row = evaluate_generation(ctx.manifest, fake, g, work, feature=feature,
                                       tclip_dir=ctx.tclip_dir if k == 0 else None, split=split, prompts_fine=f,
@@ -828,9 +856,12 @@ def run_evaluate(ctx: Context) -> dict:
                                       cache_dir=feature_cache(ctx))
             row["conditioning"] = mode
             row["seed"] = seed
+            if scale:
+                row["contrast_scale"] = scale
             if use_judge:
                 seed_feats.append(_folder_features(ctx, fake))
-                row["judge"] = attribute_eval(ctx, pipe, mode, recs, work, seed, fake, feats=seed_feats[-1])
+                row["judge"] = attribute_eval(ctx, pipe, mode, recs, work, seed, fake, feats=seed_feats[-1],
+                                              contrast_scale=scale)
             per_seed[name].append(row)
         rows[name] = dict(per_seed[name][0])
         if use_judge:
@@ -845,9 +876,13 @@ def run_evaluate(ctx: Context) -> dict:
     report = {"schema_version": 2, "split": split, "n_prompts": len(recs), "seeds": seeds, "rows": rows,
               "per_seed": {k: [{kk: vv for kk, vv in r.items() if kk in ("seed", "fid", "kid_mean", "kid_std", "judge")}
                                for r in v] for k, v in per_seed.items()},
-              "conditioner": {"tclip": f"T-CLIP text encoder, mode {cfg['unet']['conditioning']!r}",
-                              "base_text_tower": "T-CLIP's base text tower without adapters (mode 'base'), "
-                                                 "same UNet training"}}
+              "conditioner": {k: v for k, v in {
+                  "tclip": f"T-CLIP text encoder, mode {cfg['unet']['conditioning']!r}",
+                  "base_text_tower": "T-CLIP's base text tower without adapters (mode 'base'), same UNet training",
+                  "+contrast": f"the same pipeline with contrastive guidance along the time of day, weight {cs} "
+                               "(each caption's IR-Cap facts with the time of day edited as the contrast prompt; "
+                               "each swap side contrasted with the other)"}.items()
+                  if any(n == k or n.endswith(k) for n in rows)}}
     if use_judge:
         judge_rep = json.loads((ctx.reports_dir / "judge.json").read_text())
         report["judge_ceiling"] = judge_rep["ceiling"]
@@ -1171,7 +1206,8 @@ STAGES: tuple[Stage, ...] = (
           lambda ctx: [ctx.reports_dir / "contrast.json", ctx.reports_dir / "contrast.md"], run_contrast,
           enabled=lambda c: c["eval"]["enabled"]),
     Stage("evaluate", ("unet", "ablation", "judge"), lambda c: [
-              {k: v for k, v in c["eval"].items() if k != "contrast_images_per_prompt"}, c["run"]["seed"]],
+              {k: v for k, v in c["eval"].items()  # a key added later at its off value keeps old runs complete
+               if k != "contrast_images_per_prompt" and not (k == "contrast_scale" and v is None)}, c["run"]["seed"]],
           lambda ctx: [ctx.reports_dir / "generation.json", ctx.reports_dir / "generation.md"], run_evaluate,
           enabled=lambda c: c["eval"]["enabled"]),
 )
