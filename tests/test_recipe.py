@@ -155,7 +155,10 @@ def test_evaluation_with_contrast_scale_adds_contrast_rows_of_the_same_pipelines
     from thermgen.ircap.swap import contrast_captions
 
     plain = json.loads((run_copy / "reports" / "generation.json").read_text())
+    plain_index = run_copy / "eval" / "tclip" / "images" / "generation.json"
+    stamp = plain_index.stat().st_mtime_ns
     summary = run_recipe(load_config(None, TINY_RECIPE + ["eval.contrast_scale=2"]), run_copy, progress=False)
+    assert plain_index.stat().st_mtime_ns == stamp  # the plain rows' images were reused, not made again
     assert statuses(summary)["evaluate"] == "ran" and statuses(summary)["unet"] == "skipped (complete)"
     gen = json.loads((run_copy / "reports" / "generation.json").read_text())
     assert list(gen["rows"]) == ["tclip", "tclip+contrast", "base_text_tower", "base_text_tower+contrast"]
@@ -166,16 +169,27 @@ def test_evaluation_with_contrast_scale_adds_contrast_rows_of_the_same_pipelines
     index = json.loads((run_copy / "eval" / "tclip+contrast" / "images" / "generation.json").read_text())
     assert index["settings"]["contrast_scale"] == 2.0
     recs = {r["id"]: r for r in map(json.loads, (run_copy / "manifest.jsonl").read_text().splitlines())}
-    edited = [e for e in index["images"] if contrast_captions(recs[e["record_id"]]) is not None]
-    assert edited and all(e["contrast_prompt"] != e["prompt"] for e in edited)
+    for e in index["images"]:  # the time of day edited; a record without one is its own contrast (plain guidance)
+        edited = contrast_captions(recs[e["record_id"]])
+        assert e["contrast_prompt"] == (edited[0] if edited else e["prompt"])
+        assert e["contrast_prompt_fine"] == (edited[1] if edited else e["prompt_fine"])
+    assert any(contrast_captions(recs[e["record_id"]]) for e in index["images"])
     swap = run_copy / "eval" / "tclip+contrast"
-    a, b = (json.loads((swap / f"swap_time_of_day_{k}" / "generation.json").read_text())["images"] for k in "ab")
-    assert [e["contrast_prompt"] for e in a] == [e["prompt"] for e in b]
+    kinds = [k for k in ("time_of_day", "person", "cars") if (swap / f"swap_{k}_a").is_dir()]
+    assert "time_of_day" in kinds
+    for kind in kinds:
+        a, b = (json.loads((swap / f"swap_{kind}_{k}" / "generation.json").read_text())["images"] for k in "ab")
+        assert [e["contrast_prompt"] for e in a] == [e["prompt"] for e in b]
+        assert [e["contrast_prompt"] for e in b] == [e["prompt"] for e in a]
     md = (run_copy / "reports" / "generation.md").read_text()
     assert "| tclip+contrast |" in md and "contrastive guidance along the time of day, weight 2" in md
     # back to plain guidance: the contrast rows go, the plain rows' images are reused
     summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
+    assert statuses(summary)["evaluate"] == "ran" and plain_index.stat().st_mtime_ns == stamp
     assert list(json.loads((run_copy / "reports" / "generation.json").read_text())["rows"]) == ["tclip", "base_text_tower"]
+    # eval.contrast_scale=0 is off too: the same evaluation, nothing to rerun
+    summary = run_recipe(load_config(None, TINY_RECIPE + ["eval.contrast_scale=0"]), run_copy, progress=False)
+    assert statuses(summary)["evaluate"] == "skipped (complete)"
 
 
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):
@@ -392,6 +406,7 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
             a, b = (json.loads((out4 / "work" / f"swap_{kind}_{k}" / "generation.json").read_text())["images"]
                     for k in "ab")
             assert [e["negative_prompt"] for e in a] == [e["prompt"] for e in b] and len(a) == n
+            assert [e["negative_prompt"] for e in b] == [e["prompt"] for e in a]
             assert (out4 / f"swap_pairs_0_{kind}.png").is_file()
     assert rows[0]["swap_person"]["pairs"] > 0, "the tiny val split should hold people to swap"
     assert "Other one-fact swaps" in (out4 / "control.md").read_text()
@@ -425,6 +440,24 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert index["settings"]["contrast_scale"] == 2.0
     assert [e["contrast_prompt"] for e in index["images"]] == [e["negative_prompt"] for e in main]
     assert not any("negative_prompt" in e for e in index["images"])
+
+
+def test_control_bench_reports_a_swap_kind_without_pairs_as_empty(base_run, tmp_path, monkeypatch):
+    """A swap kind no record of the split qualifies for (no six cars) is reported with 0 pairs and empty cells, and
+    nothing is generated for it."""
+    import thermgen.ircap.swap as swap_mod
+    from thermgen.bench.control import main as control
+
+    real = swap_mod.swap_pairs
+    monkeypatch.setattr(swap_mod, "swap_pairs", lambda recs, kind, **kw: [] if kind == "cars" else real(recs, kind, **kw))
+    run, out = base_run[0], tmp_path / "nocars"
+    assert control(["--run", str(run), "--out", str(out), "--checkpoints", "last", "--steps", "2", "--prompts", "2",
+                    "--also-swap", "cars", "--quiet"]) == 0
+    cars = json.loads((out / "control.json").read_text())[0]["swap_cars"]
+    assert cars["pairs"] == 0 and cars["follows"] != cars["follows"]  # NaN
+    assert not (out / "work" / "swap_cars_a").exists() and not (out / "swap_pairs_0_cars.png").exists()
+    row = [ln for ln in (out / "control.md").read_text().splitlines() if "cars 6+ -> 1-5" in ln]
+    assert len(row) == 1 and row[0].count("|") == 11 and "nan" not in row[0]
 
 
 def test_unet_trains_on_caption_variants(run_copy):

@@ -118,13 +118,16 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
                                              record_attributes, stated_auc, swap_kept, swap_report)
     from thermgen.metrics.fid import list_images
-    from thermgen.train.recipe import Context, _prompts_for_mode, _records, _subset, feature_cache, generate_prompts
+    from thermgen.train.recipe import (Context, _prompts_for_mode, _records, _subset, contrast_prompts, feature_cache,
+                                       generate_prompts)
     from thermgen.train.config import load_config
 
     cfg = load_config(run / "config.yaml", [f"train.guidance_scale={guidance}", f"eval.num_inference_steps={steps}"])
     ctx = Context(cfg=cfg, run=run, progress=progress)
     recs = _subset(_records(ctx, split), n_prompts)
     prompts, fine = _prompts_for_mode(mode, recs if prompt_style == "captions" else query_prompts(recs, prompt_style, seed))
+    if also_swap and prompt_style != "captions":
+        raise ValueError(f"also_swap={list(also_swap)!r} edits IR-Cap facts: use it with prompt_style='captions'")
     neg: dict[str, Any] = {}
     if contrast is not None:
         if contrast_scale is None and guidance <= 1:
@@ -132,13 +135,9 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                              "guidance there is no negative branch; use a contrast scale instead")
         if prompt_style != "captions":
             raise ValueError(f"contrast={contrast!r} is built from IR-Cap facts: use it with prompt_style='captions'")
-        from thermgen.ircap.swap import contrast_captions
-
         # A record without the fact keeps plain guidance: the empty negative prompt, or (as a contrast branch) its
         # own captions, whose contrast term c - k is then zero.
-        edited = [contrast_captions(r, contrast)
-                  or (("", "") if contrast_scale is None else (r["global_caption"], r["fine_caption"])) for r in recs]
-        n, f = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": fc} for g, fc in edited])
+        n, f = contrast_prompts(mode, recs, contrast, fallback="empty" if contrast_scale is None else "own")
         neg = _contrast_kwargs(n, f, contrast_scale)
     imgs = generate_prompts(ctx, pipe, prompts, fine, work / "images", seed=seed, record_ids=[r["id"] for r in recs],
                             **neg)
@@ -149,12 +148,10 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     feats = image_features(list_images(imgs).files, res, progress=False)
     table = attribute_table(recs)
     graded = judge_images(judge, feats, table)
-    if also_swap and prompt_style != "captions":
-        raise ValueError(f"also_swap={list(also_swap)!r} edits IR-Cap facts: use it with prompt_style='captions'")
     by_id = {r["id"]: record_attributes(r) for r in recs}
     swaps: dict[str, dict[str, Any]] = {}
     real = None  # (record id -> row, judge features) of the split's real frames, read once when needed
-    for kind in ("time_of_day", *[k for k in also_swap if k != "time_of_day"]):
+    for kind in dict.fromkeys(("time_of_day", *also_swap)):
         pair_ids = None
         if prompt_style == "captions":
             built = build_swaps(recs, kind, max_pairs=swap_pairs)
@@ -162,8 +159,10 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
             pair_ids = [x.record_id for x in built]
         else:  # side A states the record's own time of day
             pairs = [(qa, qa, qb, qb, va, vb, va) for qa, qb, va, vb in query_swaps(recs, prompt_style, swap_pairs, seed)]
-        if not pairs:  # no record of the split qualifies (e.g. none with six cars): nothing to generate
-            swaps[f"swap_{kind}"] = {"attribute": kind, "pairs": 0, **dict.fromkeys(
+        if not pairs or kind not in judge.heads:  # no record qualifies (none with six cars), or the judge has no
+            # head for the fact (one class only in its training split): nothing to generate or judge
+            swaps[f"swap_{kind}"] = {"attribute": kind, "pairs": len(pairs) if kind in judge.heads else 0,
+                                     "no_judge_head": kind not in judge.heads, **dict.fromkeys(
                 ("follows", "moved", "verdict_changed", "a_correct", "b_correct"), float("nan"))}
             continue
         sides, side_dirs = [], []
@@ -183,7 +182,7 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                             [x[6] for x in pairs], attribute=kind)
         swap = swap_report(judge, kind, sides[0], sides[1], [x[4] for x in pairs], [x[5] for x in pairs],
                            real_values=[x[6] for x in pairs])
-        if pair_ids is not None:  # the judge on the same records' real frames: the factual side's ceiling
+        if pair_ids is not None and kind in also_swap:  # the judge on the records' real frames: the factual ceiling
             if real is None:
                 from thermgen.metrics.judging import split_features
 
@@ -191,7 +190,9 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                                                        cache_dir=feature_cache(ctx))
                 real = ({r["id"]: i for i, r in enumerate(real_recs)}, real_feats)
             verdicts = judge.predict(real[1][[real[0][i] for i in pair_ids]])[kind]
-            swap["real_correct"] = float(np.mean([v == x[6] for v, x in zip(verdicts, pairs)]))
+            truth = [by_id[i].get(kind) for i in pair_ids]  # the judge's own labels (record_attributes)
+            hits = [v == t for v, t in zip(verdicts, truth) if t is not None]
+            swap["real_correct"] = float(np.mean(hits)) if hits else float("nan")
         if pair_ids is not None:  # the other facts, stated alike on both sides: kept on the edited side too?
             attrs = [by_id[i] for i in pair_ids]
             swap["kept"] = swap_kept(judge, kind, sides[0], sides[1],
@@ -207,7 +208,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
 def save_swap_pairs(path: Path, files_a: list[Path], files_b: list[Path], values_a: list[str], values_b: list[str],
                     real_values: list[str | None], per_kind: int = 4, attribute: str = "time_of_day") -> Path:
     """A PNG of swap pairs, one row per pair (its two prompts' images, same seed): the first ``per_kind`` pairs of
-    each real value of ``attribute``, so that both the factual and the edited side of each value are shown."""
+    each real value of ``attribute`` (for the time of day both values, so that each value is shown on a factual and
+    on an edited side; the people and car swaps start from the record as annotated, one real value)."""
     from PIL import Image
 
     from thermgen.generate import save_grid
@@ -309,22 +311,31 @@ def _seeds(args) -> list[int]:
     return list(seed) if isinstance(seed, (list, tuple)) else [seed]
 
 
-def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
-    """Mean +- std over seeds of every setting run with more than one seed (markdown lines; none otherwise)."""
-    from thermgen.metrics.attributes import mean_std
-
+def _seed_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows of each setting run with more than one seed, one list per setting."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         key = tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "contrast",
                                        "contrast_scale", "prompt_style"))
         groups.setdefault(key, []).append(r)
-    groups = {k: g for k, g in groups.items() if len({r.get("seed") for r in g}) > 1}
+    return [g for g in groups.values() if len({r.get("seed") for r in g}) > 1]
+
+
+def _cell(values) -> str:
+    """mean +- sample std of ``values``, 3 decimals."""
+    from thermgen.metrics.attributes import mean_std
+
+    m = mean_std(values)
+    return f"{m['mean']:.3f} ± {m['std']:.3f}"
+
+
+def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
+    """Mean +- std over seeds of every setting run with more than one seed (markdown lines; none otherwise)."""
+    from thermgen.metrics.attributes import mean_std
+
+    groups = _seed_groups(rows)
     if not groups:
         return []
-
-    def cell(values) -> str:
-        m = mean_std(values)
-        return f"{m['mean']:.3f} ± {m['std']:.3f}"
 
     def kept(g, side):
         return [_kept_means(r["swap_time_of_day"]).get(side, float("nan")) for r in g]
@@ -334,25 +345,23 @@ def _seed_summary(rows: list[dict[str, Any]], attrs: list[str]) -> list[str]:
            + " | day/night AUC | day/night swap followed | swap: factual side | swap: edited side "
              "| other facts kept: factual side | edited side |",
            "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(attrs) + " --- | --- | --- | --- | --- | --- |"]
-    for g in groups.values():
+    for g in groups:
         r0 = g[0]
         m = mean_std([r["fid"] for r in g])
         out.append(f"| {r0['step']} | {r0['weights']} | {r0.get('sampler', '')} | {_guidance(r0)} | "
                    f"{r0['sampler_steps']} | {' '.join(str(r.get('seed')) for r in g)} | {m['mean']:.1f} ± {m['std']:.1f} | "
-                   + " | ".join(cell([r["attributes"][a]["accuracy"] for r in g]) for a in attrs)
-                   + f" | {cell([r.get('day_night_auc', float('nan')) for r in g])}"
-                   + f" | {cell([r['swap_time_of_day']['follows'] for r in g])}"
-                   + f" | {cell([r['swap_time_of_day'].get('factual_correct', float('nan')) for r in g])}"
-                   + f" | {cell([r['swap_time_of_day'].get('edited_correct', float('nan')) for r in g])}"
-                   + f" | {cell(kept(g, 'factual'))} | {cell(kept(g, 'edited'))} |")
+                   + " | ".join(_cell([r["attributes"][a]["accuracy"] for r in g]) for a in attrs)
+                   + f" | {_cell([r.get('day_night_auc', float('nan')) for r in g])}"
+                   + f" | {_cell([r['swap_time_of_day']['follows'] for r in g])}"
+                   + f" | {_cell([r['swap_time_of_day'].get('factual_correct', float('nan')) for r in g])}"
+                   + f" | {_cell([r['swap_time_of_day'].get('edited_correct', float('nan')) for r in g])}"
+                   + f" | {_cell(kept(g, 'factual'))} | {_cell(kept(g, 'edited'))} |")
     return out
 
 
 def _other_swaps(rows: list[dict[str, Any]]) -> list[str]:
     """The swaps run beside the day/night one (``--also-swap``): a row per setting and kind, then mean +- std over
     seeds where a setting ran with several (markdown lines; none without such swaps)."""
-    from thermgen.metrics.attributes import mean_std
-
     kinds = [k for k in dict.fromkeys(k for r in rows for k in r if k.startswith("swap_") and k != "swap_time_of_day")]
     if not kinds:
         return []
@@ -367,40 +376,22 @@ def _other_swaps(rows: list[dict[str, Any]]) -> list[str]:
         for k in kinds:
             if k in r:
                 sw = r[k]
-                out.append(f"| {r['step']} | {r['weights']} | {_swap_guidance(r)} | {r.get('seed', '')} | "
+                out.append(f"| {r['step']} | {r['weights']} | {_guidance(r, swap=True)} | {r.get('seed', '')} | "
                            f"{what.get(k, k[5:])} | {sw['pairs']} | {_num(sw['follows'])} | {_sides(sw)} | "
                            f"{_num(sw.get('real_correct'))} | {_kept(sw)} |")
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps",
-                                                   "contrast", "contrast_scale", "prompt_style")), []).append(r)
-    groups = {k: g for k, g in groups.items() if len({r.get("seed") for r in g}) > 1}
+    groups = _seed_groups(rows)
     if groups:
         out += ["", "| step | weights | guidance | seeds | swap | followed | factual side | edited side |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-
-        def cell(values) -> str:
-            m = mean_std(values)
-            return f"{m['mean']:.3f} ± {m['std']:.3f}"
-
-        for g in groups.values():
+        for g in groups:
             for k in kinds:
                 if all(k in r for r in g):
-                    out.append(f"| {g[0]['step']} | {g[0]['weights']} | {_swap_guidance(g[0])} | "
+                    out.append(f"| {g[0]['step']} | {g[0]['weights']} | {_guidance(g[0], swap=True)} | "
                                f"{' '.join(str(r.get('seed')) for r in g)} | {what.get(k, k[5:])} | "
-                               f"{cell([r[k]['follows'] for r in g])} | "
-                               f"{cell([r[k].get('factual_correct', float('nan')) for r in g])} | "
-                               f"{cell([r[k].get('edited_correct', float('nan')) for r in g])} |")
+                               f"{_cell([r[k]['follows'] for r in g])} | "
+                               f"{_cell([r[k].get('factual_correct', float('nan')) for r in g])} | "
+                               f"{_cell([r[k].get('edited_correct', float('nan')) for r in g])} |")
     return out
-
-
-def _swap_guidance(r: dict[str, Any]) -> str:
-    """The guidance cell of a swap row: under a contrast, each side's contrast prompt is the other side's."""
-    if not r.get("contrast"):
-        return str(r["guidance"])
-    if r.get("contrast_scale") is None:
-        return f"{r['guidance']}, negative: the other side"
-    return f"{r['guidance']} + contrast {r['contrast_scale']} (the other side)"
 
 
 def _kept_means(swap: dict[str, Any]) -> dict[str, float]:
@@ -465,13 +456,15 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
     return "\n".join(lines) + "\n"
 
 
-def _guidance(r: dict[str, Any]) -> str:
-    """The guidance cell: the scale, and how the contrast prompt (if any) entered."""
+def _guidance(r: dict[str, Any], swap: bool = False) -> str:
+    """The guidance cell: the scale, and how the contrast prompt (if any) entered; for a swap row (``swap``) each
+    side's contrast prompt is the other side's."""
     if not r.get("contrast"):
         return str(r["guidance"])
+    what = "the other side" if swap else f"{r['contrast']} edited"
     if r.get("contrast_scale") is None:
-        return f"{r['guidance']}, negative: {r['contrast']} edited"
-    return f"{r['guidance']} + contrast {r['contrast_scale']} ({r['contrast']} edited)"
+        return f"{r['guidance']}, negative: {what}"
+    return f"{r['guidance']} + contrast {r['contrast_scale']} ({what})"
 
 
 def _num(x: float | None) -> str:

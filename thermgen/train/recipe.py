@@ -728,16 +728,27 @@ def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
     return True
 
 
-def contrast_kwargs(mode: str, recs: list[dict], contrast_scale: float | None) -> dict[str, Any]:
-    """generate_prompts' contrast keywords for ``recs`` (none when ``contrast_scale`` is None or 0): each record's
-    captions with the time of day edited (:func:`thermgen.ircap.swap.contrast_captions`); a record without a
-    day/night fact is its own contrast, so that its contrast term is zero and it keeps plain guidance."""
-    if not contrast_scale:
-        return {}
+def contrast_prompts(mode: str, recs: list[dict], kind: str = "time_of_day",
+                     fallback: str = "own") -> tuple[list[str], list[str] | None]:
+    """The contrast prompts (and fine ones, by ``mode``) of ``recs``: each record's captions with its ``kind`` fact
+    edited (:func:`thermgen.ircap.swap.contrast_captions`). A record without that fact gets its own captions
+    (``fallback="own"``: as a contrast branch its term c - k is zero, so it keeps plain guidance) or the empty prompt
+    (``fallback="empty"``: as the negative prompt, plain classifier-free guidance)."""
     from thermgen.ircap.swap import contrast_captions
 
-    edited = [contrast_captions(r, "time_of_day") or (r["global_caption"], r["fine_caption"]) for r in recs]
-    c, cf = _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": f} for g, f in edited])
+    if fallback not in ("own", "empty"):
+        raise ValueError(f"contrast_prompts: fallback must be 'own' or 'empty', got {fallback!r}")
+    edited = [contrast_captions(r, kind)
+              or ((r["global_caption"], r["fine_caption"]) if fallback == "own" else ("", "")) for r in recs]
+    return _prompts_for_mode(mode, [{"global_caption": g, "fine_caption": f} for g, f in edited])
+
+
+def contrast_kwargs(mode: str, recs: list[dict], contrast_scale: float | None) -> dict[str, Any]:
+    """generate_prompts' keywords for contrastive guidance along the time of day at ``contrast_scale``
+    (:func:`contrast_prompts`; none when the scale is None or 0)."""
+    if not contrast_scale:
+        return {}
+    c, cf = contrast_prompts(mode, recs)
     return {"contrast": c, "contrast_fine": cf, "contrast_scale": float(contrast_scale)}
 
 
@@ -783,16 +794,15 @@ def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, s
         pairs = swap_pairs(recs, kind, max_pairs=ctx.cfg["eval"]["swap_pairs"])
         if not pairs or kind not in judge.heads:
             continue
+        prompts_of = {x: _prompts_for_mode(mode, [{"global_caption": getattr(p, f"global_{x}"),
+                                                   "fine_caption": getattr(p, f"fine_{x}")} for p in pairs])
+                      for x in "ab"}
         sides = []
         for side, other in (("a", "b"), ("b", "a")):
-            def side_prompts(x: str):
-                return _prompts_for_mode(mode, [{"global_caption": getattr(p, f"global_{x}"),
-                                                 "fine_caption": getattr(p, f"fine_{x}")} for p in pairs])
-
-            prompts, fine = side_prompts(side)
+            prompts, fine = prompts_of[side]
             kw = {}
-            if contrast_scale:
-                c, cf = side_prompts(other)
+            if contrast_scale:  # the other side's prompt as this side's contrast
+                c, cf = prompts_of[other]
                 kw = {"contrast": c, "contrast_fine": cf, "contrast_scale": float(contrast_scale)}
             d = generate_prompts(ctx, pipe, prompts, fine, out / f"swap_{kind}_{side}", seed=seed,
                                  record_ids=[p.record_id for p in pairs], desc=f"swap {kind} {side}", **kw)
@@ -1206,12 +1216,20 @@ STAGES: tuple[Stage, ...] = (
           lambda ctx: [ctx.reports_dir / "contrast.json", ctx.reports_dir / "contrast.md"], run_contrast,
           enabled=lambda c: c["eval"]["enabled"]),
     Stage("evaluate", ("unet", "ablation", "judge"), lambda c: [
-              {k: v for k, v in c["eval"].items()  # a key added later at its off value keeps old runs complete
-               if k != "contrast_images_per_prompt" and not (k == "contrast_scale" and v is None)}, c["run"]["seed"]],
+              _eval_hash_keys(c["eval"]), c["run"]["seed"]],
           lambda ctx: [ctx.reports_dir / "generation.json", ctx.reports_dir / "generation.md"], run_evaluate,
           enabled=lambda c: c["eval"]["enabled"]),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def _eval_hash_keys(ev: dict) -> dict:
+    """The ``eval`` keys the evaluate stage's hash reads: not the contrast report's own key, and
+    ``contrast_scale`` only when on (as a float), so that runs from before the key, or with it off, stay complete."""
+    out = {k: v for k, v in ev.items() if k not in ("contrast_images_per_prompt", "contrast_scale")}
+    if ev.get("contrast_scale"):
+        out["contrast_scale"] = float(ev["contrast_scale"])
+    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:
