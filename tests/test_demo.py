@@ -98,7 +98,7 @@ def test_serves_on_localhost_only_and_lists_every_endpoint(served, client):
     app, url = served
     assert url.startswith("http://127.0.0.1:")
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/generate", "/recolor", "/caption", "/search_images", "/search_captions"} <= names
+    assert {"/generate", "/recolor", "/contrast_time", "/caption", "/search_images", "/search_captions"} <= names
 
 
 def test_generate_returns_images_of_the_pipeline_size_the_seed_and_16_bit_pngs(client):
@@ -143,6 +143,13 @@ def test_contrast_prompt_gives_what_thermgen_generate_gives_with_it(client, file
         client.predict(*generate_args(n=1, fine="warm engines", contrast=day), api_name="/generate")
     with pytest.raises(AppError, match="Contrast weight must be a number above 0|less than minimum value 0.5"):
         client.predict(*generate_args(n=1, contrast=day, contrast_w=0.0), api_name="/generate")
+
+
+def test_contrast_time_button_writes_the_prompt_with_day_and_night_swapped(client):
+    assert client.predict("a parking lot at night, many cars", api_name="/contrast_time") == \
+        "a parking lot by day, many cars"
+    with pytest.raises(AppError, match="states no time of day"):
+        client.predict("a parking lot, many cars", api_name="/contrast_time")
 
 
 def test_randomized_seed_is_shown_and_reproduces_the_images(client):

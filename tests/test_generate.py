@@ -84,6 +84,41 @@ def test_contrast_prompt_steers_the_image_and_is_recorded(pipeline_dir, tmp_path
     assert rec["contrast_prompt_fine"] == "cool engines"
 
 
+def test_contrast_time_contrasts_each_prompt_with_its_time_of_day_swapped(pipeline_dir, tmp_path):
+    from thermgen.ircap.swap import swap_time_words
+
+    assert generate(pipeline_dir, tmp_path / "t", "--n", "1", "--prompt", "day, 60 m, five cars", "--contrast-time",
+                    "--prompt-fine", "warm engines after dark") == 0
+    recs = json.loads((tmp_path / "t" / "generation.json").read_text())["images"]
+    assert [(r["prompt"], r["contrast_prompt"]) for r in recs] == [(PROMPT, swap_time_words(PROMPT)),
+                                                                    ("day, 60 m, five cars", "night, 60 m, five cars")]
+    assert all(r["contrast_prompt_fine"] == "warm engines by day" for r in recs)
+    # the same image as with that contrast prompt written by hand
+    assert swap_time_words(PROMPT) == "An infrared thermal image of a parking lot full of cars by day"
+    assert generate(pipeline_dir, tmp_path / "t1", "--n", "1", "--contrast-time") == 0
+    assert generate(pipeline_dir, tmp_path / "h", "--n", "1", "--contrast-prompt", swap_time_words(PROMPT)) == 0
+    a, b = (np.asarray(PIL.Image.open(tmp_path / d / "prompt00_seed0.png")) for d in ("t1", "h"))
+    assert np.array_equal(a, b)
+
+
+def test_swap_time_words_swaps_every_time_phrase_and_nothing_else():
+    from thermgen.ircap.swap import swap_time_words
+
+    cases = {
+        "a road at night": "a road by day",
+        "Night scene, after dark, 100 m": "Day scene, by day, 100 m",
+        "of a night-time scene with the cool night ground": "of a daytime scene with the cool day ground",
+        "Find drone footage in the daytime, during daylight hours": "Find drone footage at nighttime, at night",
+        "Which frame shows cars in the dark?": "Which frame shows cars in daylight?",
+        "daylight, 30 deg": "night, 30 deg",
+    }
+    for text, want in cases.items():
+        assert swap_time_words(text) == want
+        assert swap_time_words(want) is not None
+    for text in ("today, a sunny road on Sunday", "five cars, 60 m", "a darkened parking lot"):
+        assert swap_time_words(text) is None
+
+
 def test_make_scheduler_keeps_the_noise_schedule():
     base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
     dpm = make_scheduler("dpm++", base.config)
@@ -106,6 +141,8 @@ def test_make_scheduler_keeps_the_noise_schedule():
         (["--contrast-prompt", "a", "--contrast-scale", "nan"], "--contrast-scale"),
         (["--contrast-prompt", "a", "--prompt-fine", "f"], "--contrast-prompt-fine"),
         (["--contrast-prompt-fine", "a"], "--contrast-prompt-fine"),
+        (["--contrast-time", "--contrast-prompt", "a"], "--contrast-time"),
+        (["--contrast-time", "--prompt", "five cars, 60 m"], "states no time of day"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(pipeline_dir, tmp_path, capsys, extra, named):

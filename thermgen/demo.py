@@ -82,6 +82,18 @@ NO_TCLIP_HINT = ("Search needs a T-CLIP folder: start the demo with `--tclip RUN
                  "`python -m thermgen.train` or `python -m tclip.train`).")
 
 
+def time_contrast(prompt: str) -> str:
+    """The contrast prompt that enforces a prompt's time of day: the prompt with its day/night words swapped
+    (:func:`thermgen.ircap.swap.swap_time_words`); a DemoError when it states no time of day."""
+    from thermgen.ircap.swap import swap_time_words
+
+    out = swap_time_words(prompt or "")
+    if out is None:
+        raise DemoError("The prompt states no time of day (day, night, daytime, at night, after dark, ...): there is "
+                        "nothing to contrast. Write one into the prompt, or a contrast prompt by hand.")
+    return out
+
+
 class DemoError(ValueError):
     """Bad input or a missing model; the message is what the page shows."""
 
@@ -585,6 +597,8 @@ def build_demo(
                             contrast = gr.Textbox(
                                 label="Contrast prompt (optional): your prompt with the one fact to enforce changed, "
                                       "e.g. 'by day' for a night prompt", lines=2, elem_id="contrast")
+                            swap_time = gr.Button("Contrast: my prompt with day and night swapped", size="sm",
+                                                  elem_id="contrast-time")
                             contrast_w = gr.Slider(0.5, MAX_GUIDANCE, value=CONTRAST_SCALE, step=0.5,
                                                    label="Contrast weight", elem_id="contrast-scale")
                         with gr.Row():
@@ -620,6 +634,8 @@ def build_demo(
                     note += f"\n\n{len(out['images'])} images in {out['seconds']:.1f} s."
                     return (td.render(out["images"], out["seeds"], colormap), out["seed"], note, out["files"],
                             {"images": out["images"], "seeds": out["seeds"]})
+
+                swap_time.click(_readable(time_contrast), [prompt], [contrast], api_name="contrast_time", queue=False)
 
                 button.click(on_generate, [prompt, fine, negative, seed, randomize, n_steps, guidance, n, colormap,
                                            contrast, contrast_w],

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast-prompt-fine", action="append", default=None,
                    help="the contrast's fine-grained prompt (needed with --prompt-fine: the fine prompt with the same "
                    "fact edited); once for all or once per --prompt")
+    p.add_argument("--contrast-time", action="store_true",
+                   help="contrastive guidance along the stated time of day: each prompt's contrast is the prompt with "
+                   "its day/night words swapped ('a road at night' -> 'a road by day'; thermgen.ircap.swap."
+                   "swap_time_words), the fine prompt's too; instead of --contrast-prompt")
     p.add_argument("--contrast-scale", type=float, default=None,
                    help=f"weight of the contrast branch (default {CONTRAST_SCALE} with --contrast-prompt)")
     p.add_argument("--seed", type=int, default=0, help="seed of image 0; image k uses seed + k (default 0)")
@@ -117,6 +121,20 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.prompt_fine is not None and len(args.prompt_fine) not in (1, len(args.prompt)):
         raise ValueError(f"--prompt-fine given {len(args.prompt_fine)} times; give it once or once per --prompt ({len(args.prompt)})")
+    if getattr(args, "contrast_time", False):
+        from thermgen.ircap.swap import swap_time_words
+
+        if args.contrast_prompt is not None or args.contrast_prompt_fine is not None:
+            raise ValueError("--contrast-time writes the contrast prompts itself: give it without --contrast-prompt / "
+                             "--contrast-prompt-fine")
+        for flag, texts in (("--prompt", args.prompt), ("--prompt-fine", args.prompt_fine or [])):
+            for t in texts:
+                if swap_time_words(t) is None:
+                    raise ValueError(f"--contrast-time: {flag} {t!r} states no time of day (day, night, daytime, "
+                                     "at night, after dark, ...): nothing to contrast")
+        args.contrast_prompt = [swap_time_words(t) for t in args.prompt]
+        if args.prompt_fine is not None:
+            args.contrast_prompt_fine = [swap_time_words(t) for t in args.prompt_fine]
     if args.contrast_prompt is not None and len(args.contrast_prompt) not in (1, len(args.prompt)):
         raise ValueError(f"--contrast-prompt given {len(args.contrast_prompt)} times; give it once or once per "
                          f"--prompt ({len(args.prompt)})")

@@ -151,7 +151,8 @@ img = pipe("An infrared thermal image of a parking lot at night, seen from 60 m 
 
 or `python -m thermgen.generate --prompt "..." --out samples/`. Offline; runs on a CPU. To make one fact stick, pass
 the same prompt with that fact changed as a contrast (contrastive guidance; sampling takes 1.5x the time):
-`pipe(prompt, contrast_prompt="... by day ...", contrast_scale=1.5)` or `--contrast-prompt "..."`.
+`pipe(prompt, contrast_prompt="... by day ...", contrast_scale=1.5)` or `--contrast-prompt "..."`; for the time of
+day, `--contrast-time` writes the contrast itself (the prompt with its day and night words swapped).
 
 ## Training
 

@@ -18,6 +18,7 @@ each side.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,3 +165,31 @@ def contrast_captions(rec: Mapping[str, Any], kind: str = "time_of_day") -> tupl
     if pair.real_value == pair.value_a:
         return pair.global_b, pair.fine_b
     return pair.global_a, pair.fine_a
+
+
+# Time-of-day phrases of IR-Cap's captions, its terse phrasings and the held-out queries, each with the phrase that
+# states the other time of day; longest first, so that "at night" is swapped as one phrase, not as "night".
+_TIME_SWAPS = {
+    "at night-time": "in daytime", "at nighttime": "in the daytime", "at night": "by day", "after dark": "by day",
+    "in the dark": "in daylight", "night-time": "daytime", "nighttime": "daytime", "night": "day",
+    "during daylight hours": "at night", "during the day": "at night", "in the daytime": "at nighttime",
+    "in daytime": "at night-time", "in the day": "at night", "in daylight": "in the dark", "by day": "at night",
+    "daytime": "nighttime", "daylight": "night", "day": "night",
+}
+_TIME_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_TIME_SWAPS, key=len, reverse=True)) + r")\b",
+                      re.IGNORECASE)
+
+
+def swap_time_words(text: str) -> str | None:
+    """``text`` with every time-of-day phrase swapped for one stating the other time ("a road at night" -> "a road
+    by day"; "day, 60 m, five cars" -> "night, 60 m, five cars"), for a contrast prompt written in a user's own words.
+    None when the text states no time of day. A word-level edit, so unlike :func:`contrast_captions` it cannot
+    re-render facts that depend on the time of day; prompts built from IR-Cap facts should use that instead."""
+    if not _TIME_RE.search(text):
+        return None
+
+    def repl(m: re.Match) -> str:
+        out = _TIME_SWAPS[m.group(0).lower()]
+        return out[0].upper() + out[1:] if m.group(0)[0].isupper() else out
+
+    return _TIME_RE.sub(repl, text)
