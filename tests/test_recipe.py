@@ -195,6 +195,11 @@ def test_evaluation_with_contrast_scale_adds_contrast_rows_of_the_same_pipelines
 def test_rerun_with_the_same_config_skips_every_stage(run_copy):
     summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, progress=False)
     assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}
+    # the typed view of the same config is the same config
+    from thermgen.train.config import load_recipe_config
+
+    summary = run_recipe(load_recipe_config(None, TINY_RECIPE), run_copy, progress=False)
+    assert statuses(summary) == {name: "skipped (complete)" for name in STAGE_NAMES}
 
 
 def test_plan_names_the_stages_a_run_would_redo_and_touches_nothing(run_copy, capsys):

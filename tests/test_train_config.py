@@ -203,3 +203,28 @@ def test_one_setting_of_a_stage_is_overridden_in_place_and_listed_with_its_defau
     keys = describe_keys()
     assert "vae.train.steps = 300" in keys and "vae.train.resolution* = 64" in keys
     assert "tclip.train.base_stage.steps = 400" in keys and "tclip.train.lora.r = 8" in keys
+
+
+def test_one_dataclass_per_section_defines_every_key_and_gives_a_typed_view(tmp_path):
+    """SECTIONS: one dataclass per stage; SCHEMA, the defaults and --list-keys come from their fields, and
+    RecipeConfig is the typed view of a loaded config (round trip to the dict that run folders store)."""
+    import dataclasses
+
+    from thermgen.train.config import SCHEMA, SECTIONS, RecipeConfig, describe_keys, load_recipe_config
+
+    assert list(SCHEMA) == list(SECTIONS) == [f.name for f in dataclasses.fields(RecipeConfig)]
+    for sec, cls in SECTIONS.items():
+        fields = dataclasses.fields(cls)
+        assert [f.name for f in fields] == list(SCHEMA[sec])
+        for f in fields:
+            assert f.metadata["schema"] is SCHEMA[sec][f.name]
+            assert f"  {sec}.{f.name} = " in describe_keys()
+    assert RecipeConfig().to_dict() == load_config(None)
+    a, b = RecipeConfig(), RecipeConfig()
+    a.unet.block_out_channels.append(256)  # list defaults are copied per instance
+    assert b.unet.block_out_channels == [64, 128]
+    cfg = load_recipe_config(None, ["train.max_train_steps=50", "vae.train.steps=3"])
+    assert isinstance(cfg, RecipeConfig) and cfg.train.max_train_steps == 50 and cfg.vae.train == {"steps": 3}
+    assert RecipeConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="train.max_train_steps"):
+        load_recipe_config(None, ["train.max_train_steps=0"])

@@ -3,12 +3,12 @@
 Modules: :mod:`thermgen.train.recipe` (stages, skipping, resume; the command),
 :mod:`thermgen.train.worker` (one training stage in a process of its own, started by the runner, data-parallel
 under torchrun), :mod:`thermgen.train.unet` (UNet training under accelerate), :mod:`thermgen.train.config`
-(recipe configs: schema, YAML loading, overrides), :mod:`thermgen.train.vae` (the VAE stage),
+(recipe configs: one dataclass per stage, YAML loading, overrides), :mod:`thermgen.train.vae` (the VAE stage),
 :mod:`thermgen.train.sd_import` (pipelines from Stable Diffusion folders),
 :mod:`thermgen.train.conditioning` (the measurement that chose how T-CLIP conditions the UNet).
 """
 
-from thermgen.train.config import ConfigError, load_config
+from thermgen.train.config import ConfigError, RecipeConfig, load_config, load_recipe_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,4 +25,4 @@ def run_recipe(*args, **kwargs):
     return _run(*args, **kwargs)
 
 
-__all__ = ["ConfigError", "load_config", "main", "run_recipe"]
+__all__ = ["ConfigError", "RecipeConfig", "load_config", "load_recipe_config", "main", "run_recipe"]

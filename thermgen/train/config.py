@@ -1,7 +1,14 @@
-"""Recipe configuration: a nested dict of typed keys, loaded from YAML and validated.
+"""Recipe configuration: one dataclass per stage, composed into one tree, loaded from YAML and validated.
 
-A recipe config is data (``configs/*.yaml``). Every key has a type and a default, declared once in
-:data:`SCHEMA`; a YAML file only states what it changes. Loading checks every key and value and raises
+A recipe config is data (``configs/*.yaml``). Every key has a type and a default, declared once as a field of its
+section's dataclass (:data:`SECTIONS`: ``RunConfig``, ``DataConfig``, ``CaptionsConfig``, ``TClipConfig``,
+``VAEConfig``, ``UNetConfig``, ``TrainConfig``, ``SchedulerConfig``, ``EvalConfig``, composed in
+:class:`RecipeConfig`); :data:`SCHEMA`, ``--list-keys`` and the checks are derived from them. The T-CLIP and VAE
+stages' own settings (``tclip.train``, ``vae.train``) are typed by those stages (``tclip.train.DEFAULT_CONFIG``,
+``thermgen.train.vae.VAE_DEFAULTS``), checked by their loaders when the recipe config loads, and changed one at a time
+with nested overrides (``vae.train.steps=200``). :func:`load_config` returns the plain nested dict that run
+folders store; :func:`load_recipe_config` the typed :class:`RecipeConfig`. A YAML file only states what it changes.
+Loading checks every key and value and raises
 :class:`ConfigError` naming the key (``train.learning_rate``) and, for a file, the file. Command-line
 overrides are ``dotted.key=value`` with the value parsed as YAML (``train.max_train_steps=50``,
 ``train.snr_gamma=null``, ``train.validation_prompts=["a", "b"]``).
@@ -29,6 +36,7 @@ spacing/offset; the prediction type too unless ``train.prediction_type`` is set)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -59,172 +67,260 @@ class Field:
 _NUM = (int, float)
 _LIST = (list,)
 
+
+def key(type: type | tuple[type, ...], default: Any, help: str, **kw: Any) -> Any:
+    """A recipe config key as a dataclass field: its default (copied per instance when mutable) and its
+    :class:`Field` (type, allowed values, meaning) in the field's ``metadata["schema"]``."""
+    f = Field(type, default, help, **kw)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"schema": f})
+    return dataclasses.field(default=default, metadata={"schema": f})
+
+
 # The CPU default lives here so that `python -m thermgen.train` with no flags is the whole recipe on 2 cores;
 # configs/cpu-default.yaml restates it as a readable file.
-SCHEMA: dict[str, dict[str, Field]] = {
-    "run": {
-        "seed": Field(int, 0, "global seed: data generation, captions, T-CLIP, VAE, UNet, sampling"),
-        "device": Field(str, "auto", "'auto' (CUDA when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda")),
-        "threads": Field(int, None, "torch CPU threads (None: torch's default, one per core); 1 is much faster "
-                         "when other jobs share the cores", nullable=True, min=1),
-        "num_processes": Field(int, 1, "data-parallel processes for each training stage (T-CLIP, VAE, UNet): "
-                               "torchrun with gloo on CPU, NCCL on GPUs; batch sizes stay global, so the loss curves "
-                               "do not depend on it (python -m thermgen.train --num-processes N)", min=1),
-    },
-    "data": {
-        "source": Field(str, "synthetic", "dataset adapter (thermgen.data.load_samples) or 'synthetic'",
-                        choices=("synthetic", "hit-uav", "coco", "voc", "kaist", "folder")),
-        "root": Field(str, None, "dataset root; for 'synthetic' the scenes are generated into RUN/data", nullable=True),
-        "synthetic_n": Field(int, 800, "synthetic scenes to generate (all splits together)", min=10),
-        "synthetic_size": Field(int, 64, "synthetic scene size in pixels", min=16),
-        "skip_invalid": Field(bool, False, "skip (and count) bad records instead of failing"),
-        "train_split": Field(str, "train", "split the models train on"),
-        "val_split": Field(str, "val", "split used for validation / choosing settings"),
-        "test_split": Field(str, "test", "split the generation metrics are computed on"),
-        "max_train_images": Field(int, None, "cap on training images (None: all)", nullable=True, min=1),
-    },
-    "captions": {
-        "backend": Field(str, "rules", "IR-Cap backend", choices=("rules", "transformers", "openai")),
-        "seed": Field(int, 0, "caption phrasing seed"),
-        "variants": Field(int, 0, "other phrasings stored per caption, drawn by T-CLIP training as text augmentation "
-                                  "(thermgen.caption --variants); tclip's HIT-UAV setting uses 8", min=0),
-        "terse_variants": Field(int, 0, "terse global phrasings added per caption (thermgen.caption --terse-variants: "
-                                        "fragments, numbers and units as people write them), for prompts in a user's "
-                                        "own words", min=0),
-    },
-    "tclip": {
-        "dir": Field(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True),
-        "config": Field(str, "recipe-cpu", "T-CLIP training config (python -m tclip.train --config): a name in "
-                        "tclip/train_configs (recipe-cpu: the tiny model, 400 base + 150 adapter steps; hituav-cpu; "
-                        "paper-vitb16; ...) or a JSON/YAML file"),
-        "train": Field(dict, {}, "overrides merged into that training config, with its key names (e.g. {base_stage: "
-                       "{steps: 2, batch_size: 8}, lora: {r: 4}}); checked when the recipe config loads"),
-    },
-    "vae": {
-        "pretrained": Field(str, None, "pretrained SD VAE folder (a pipeline folder or its vae/); None: train a "
-                            "1-channel AutoencoderKL from scratch", nullable=True),
-        "train": Field(dict, {}, "settings passed to thermgen.train.vae.train_vae (see its docstring)"),
-    },
-    "unet": {
-        "pretrained": Field(str, None, "SD-format pipeline folder (uses its unet/) or a UNet folder; None: build from "
-                            "the sizes below", nullable=True),
-        "conditioning": Field(str, "fused", "TCLIPTextEncoder mode that conditions the UNet (measured on HIT-UAV val with "
-                              "v-prediction: fused ties concat with half the tokens and ranks own prompts better "
-                              "than global; thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
-                              choices=("concat", "fused", "global", "fine", "base")),
-        "block_out_channels": Field(list, [64, 128], "channels per UNet level", item_type=int),
-        "down_block_types": Field(list, ["DownBlock2D", "CrossAttnDownBlock2D"], "diffusers down block classes", item_type=str),
-        "up_block_types": Field(list, ["CrossAttnUpBlock2D", "UpBlock2D"], "diffusers up block classes", item_type=str),
-        "layers_per_block": Field(int, 1, "resnet layers per level", min=1),
-        "attention_head_dim": Field((int, list), 8, "channels per attention head (or one per level)"),
-        "transformer_layers_per_block": Field((int, list), 1, "transformer layers per cross-attention block "
-                                              "(or one per level; SDXL: [1, 2, 10])"),
-        "cross_attention_dim": Field(int, 128, "cross-attention width; the T-CLIP width is projected to it "
-                                     "(encoder_hid_dim_type='text_proj') when they differ", min=1),
-        "norm_num_groups": Field(int, 32, "GroupNorm groups", min=1),
-        "pooled_conditioning": Field(bool, False, "also condition on T-CLIP's pooled prompt embedding (the contrastive "
-                                     "end-of-text embedding, fused like retrieval), through diffusers' "
-                                     "class_embed_type='projection': added to the timestep embedding of every "
-                                     "resnet block, as SDXL adds its pooled text embedding"),
-        "resnet_time_scale_shift": Field(str, "default", "how the timestep (+ pooled prompt) embedding enters each "
-                                         "resnet block: 'default' adds it as a bias; 'scale_shift' modulates the "
-                                         "normalised features (FiLM, as in ADM/Imagen)",
-                                         choices=("default", "scale_shift")),
-        "addition_embed_type": Field(str, "text", "'text': the attention-pooled T-CLIP token states are also added "
-                                     "to the timestep embedding of every resnet block (diffusers "
-                                     "addition_embed_type='text'), so scene-wide attributes (day/night, weather) "
-                                     "reach the whole UNet; null: cross-attention only", nullable=True,
-                                     choices=("text",)),
-    },
-    "train": {
-        "resolution": Field(int, 64, "training/generation size in pixels (whole frame resized, square)", min=8),
-        "train_batch_size": Field(int, 8, "global micro-batch (all processes together; each of N takes 1/N)", min=1),
-        "max_train_steps": Field(int, 600, "optimizer steps", min=1),
-        "gradient_accumulation_steps": Field(int, 1, "micro-batches per optimizer step", min=1),
-        "learning_rate": Field(_NUM, 1e-3, "AdamW learning rate", min=0),
-        "scale_lr": Field(bool, False, "multiply the lr by accumulation x batch x processes"),
-        "lr_scheduler": Field(str, "cosine", "diffusers.optimization.get_scheduler name",
-                              choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                                       "constant_with_warmup")),
-        "lr_warmup_steps": Field(int, 20, "warm-up optimizer steps", min=0),
-        "adam_beta1": Field(_NUM, 0.9, "AdamW beta1"),
-        "adam_beta2": Field(_NUM, 0.999, "AdamW beta2"),
-        "adam_weight_decay": Field(_NUM, 1e-2, "AdamW weight decay", min=0),
-        "adam_epsilon": Field(_NUM, 1e-8, "AdamW epsilon", min=0),
-        "max_grad_norm": Field(_NUM, 1.0, "gradient-norm clip", min=0),
-        "prediction_type": Field(str, None, "what the UNet predicts; null: the pretrained SD folder's (unet.pretrained, "
-                                 "its scheduler/scheduler_config.json), else v_prediction. 'epsilon' only with a "
-                                 "schedule whose last step keeps some signal (scaled_linear, linear), not "
-                                 "squaredcos_cap_v2", choices=("epsilon", "v_prediction"), nullable=True),
-        "beta_start": Field(_NUM, 1e-4, "noise schedule's first beta for 'linear'/'scaled_linear' (unused by "
+#: Every section of the recipe config as a dataclass: one per stage (and ``run`` for what they share). Each
+#: field's default, type, allowed values and meaning are its :class:`Field` (``dataclasses.fields(cls)[i].metadata
+#: ["schema"]``); :data:`SCHEMA`, the loader's checks, ``--list-keys`` and the typed view :class:`RecipeConfig`
+#: are all derived from these classes.
+
+
+@dataclass
+class RunConfig:
+    """``run``: Seed, device, threads and processes shared by every stage."""
+
+    seed: int = key(int, 0, "global seed: data generation, captions, T-CLIP, VAE, UNet, sampling")
+    device: str = key(str, "auto", "'auto' (CUDA when present), 'cpu' or 'cuda'", choices=("auto", "cpu", "cuda"))
+    threads: int | None = key(int, None, "torch CPU threads (None: torch's default, one per core); 1 is much faster "
+                              "when other jobs share the cores", nullable=True, min=1)
+    num_processes: int = key(int, 1, "data-parallel processes for each training stage (T-CLIP, VAE, UNet): "
+                             "torchrun with gloo on CPU, NCCL on GPUs; batch sizes stay global, so the loss curves "
+                             "do not depend on it (python -m thermgen.train --num-processes N)", min=1)
+
+
+@dataclass
+class DataConfig:
+    """``data``: The data stage: where the images come from."""
+
+    source: str = key(str, "synthetic", "dataset adapter (thermgen.data.load_samples) or 'synthetic'",
+                      choices=("synthetic", "hit-uav", "coco", "voc", "kaist", "folder"))
+    root: str | None = key(str, None, "dataset root; for 'synthetic' the scenes are generated into RUN/data", nullable=True)
+    synthetic_n: int = key(int, 800, "synthetic scenes to generate (all splits together)", min=10)
+    synthetic_size: int = key(int, 64, "synthetic scene size in pixels", min=16)
+    skip_invalid: bool = key(bool, False, "skip (and count) bad records instead of failing")
+    train_split: str = key(str, "train", "split the models train on")
+    val_split: str = key(str, "val", "split used for validation / choosing settings")
+    test_split: str = key(str, "test", "split the generation metrics are computed on")
+    max_train_images: int | None = key(int, None, "cap on training images (None: all)", nullable=True, min=1)
+
+
+@dataclass
+class CaptionsConfig:
+    """``captions``: The captions stage: IR-Cap captioning of every split into ``RUN/manifest.jsonl``."""
+
+    backend: str = key(str, "rules", "IR-Cap backend", choices=("rules", "transformers", "openai"))
+    seed: int = key(int, 0, "caption phrasing seed")
+    variants: int = key(int, 0, "other phrasings stored per caption, drawn by T-CLIP training as text augmentation "
+                                "(thermgen.caption --variants); tclip's HIT-UAV setting uses 8", min=0)
+    terse_variants: int = key(int, 0, "terse global phrasings added per caption (thermgen.caption --terse-variants: "
+                                      "fragments, numbers and units as people write them), for prompts in a user's "
+                                      "own words", min=0)
+
+
+@dataclass
+class TClipConfig:
+    """``tclip``: The T-CLIP stage: which training config, and changes to it (its own keys, checked by tclip.train)."""
+
+    dir: str | None = key(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True)
+    config: str = key(str, "recipe-cpu", "T-CLIP training config (python -m tclip.train --config): a name in "
+                      "tclip/train_configs (recipe-cpu: the tiny model, 400 base + 150 adapter steps; hituav-cpu; "
+                      "paper-vitb16; ...) or a JSON/YAML file")
+    train: dict[str, Any] = key(dict, {}, "overrides merged into that training config, with its key names (e.g. {base_stage: "
+                                "{steps: 2, batch_size: 8}, lora: {r: 4}}); checked when the recipe config loads")
+
+
+@dataclass
+class VAEConfig:
+    """``vae``: The VAE stage: a pretrained SD VAE or the settings of the one trained here (checked by its trainer)."""
+
+    pretrained: str | None = key(str, None, "pretrained SD VAE folder (a pipeline folder or its vae/); None: train a "
+                                 "1-channel AutoencoderKL from scratch", nullable=True)
+    train: dict[str, Any] = key(dict, {}, "settings passed to thermgen.train.vae.train_vae (see its docstring)")
+
+
+@dataclass
+class UNetConfig:
+    """``unet``: The UNet architecture, or a pretrained SD UNet, and how T-CLIP conditions it."""
+
+    pretrained: str | None = key(str, None, "SD-format pipeline folder (uses its unet/) or a UNet folder; None: build from "
+                                 "the sizes below", nullable=True)
+    conditioning: str = key(str, "fused", "TCLIPTextEncoder mode that conditions the UNet (measured on HIT-UAV val with "
+                            "v-prediction: fused ties concat with half the tokens and ranks own prompts better "
+                            "than global; thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
+                            choices=("concat", "fused", "global", "fine", "base"))
+    block_out_channels: list[int] = key(list, [64, 128], "channels per UNet level", item_type=int)
+    down_block_types: list[str] = key(list, ["DownBlock2D", "CrossAttnDownBlock2D"], "diffusers down block classes", item_type=str)
+    up_block_types: list[str] = key(list, ["CrossAttnUpBlock2D", "UpBlock2D"], "diffusers up block classes", item_type=str)
+    layers_per_block: int = key(int, 1, "resnet layers per level", min=1)
+    attention_head_dim: int | list[int] = key((int, list), 8, "channels per attention head (or one per level)")
+    transformer_layers_per_block: int | list[int] = key((int, list), 1, "transformer layers per cross-attention block "
+                                                        "(or one per level; SDXL: [1, 2, 10])")
+    cross_attention_dim: int = key(int, 128, "cross-attention width; the T-CLIP width is projected to it "
+                                   "(encoder_hid_dim_type='text_proj') when they differ", min=1)
+    norm_num_groups: int = key(int, 32, "GroupNorm groups", min=1)
+    pooled_conditioning: bool = key(bool, False, "also condition on T-CLIP's pooled prompt embedding (the contrastive "
+                                    "end-of-text embedding, fused like retrieval), through diffusers' "
+                                    "class_embed_type='projection': added to the timestep embedding of every "
+                                    "resnet block, as SDXL adds its pooled text embedding")
+    resnet_time_scale_shift: str = key(str, "default", "how the timestep (+ pooled prompt) embedding enters each "
+                                       "resnet block: 'default' adds it as a bias; 'scale_shift' modulates the "
+                                       "normalised features (FiLM, as in ADM/Imagen)",
+                                       choices=("default", "scale_shift"))
+    addition_embed_type: str | None = key(str, "text", "'text': the attention-pooled T-CLIP token states are also added "
+                                          "to the timestep embedding of every resnet block (diffusers "
+                                          "addition_embed_type='text'), so scene-wide attributes (day/night, weather) "
+                                          "reach the whole UNet; null: cross-attention only", nullable=True,
+                                          choices=("text",))
+
+
+@dataclass
+class TrainConfig:
+    """``train``: The UNet training loop: optimiser, schedule, EMA, LoRA, checkpoints, validation."""
+
+    resolution: int = key(int, 64, "training/generation size in pixels (whole frame resized, square)", min=8)
+    train_batch_size: int = key(int, 8, "global micro-batch (all processes together; each of N takes 1/N)", min=1)
+    max_train_steps: int = key(int, 600, "optimizer steps", min=1)
+    gradient_accumulation_steps: int = key(int, 1, "micro-batches per optimizer step", min=1)
+    learning_rate: float = key(_NUM, 1e-3, "AdamW learning rate", min=0)
+    scale_lr: bool = key(bool, False, "multiply the lr by accumulation x batch x processes")
+    lr_scheduler: str = key(str, "cosine", "diffusers.optimization.get_scheduler name",
+                            choices=("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                     "constant_with_warmup"))
+    lr_warmup_steps: int = key(int, 20, "warm-up optimizer steps", min=0)
+    adam_beta1: float = key(_NUM, 0.9, "AdamW beta1")
+    adam_beta2: float = key(_NUM, 0.999, "AdamW beta2")
+    adam_weight_decay: float = key(_NUM, 1e-2, "AdamW weight decay", min=0)
+    adam_epsilon: float = key(_NUM, 1e-8, "AdamW epsilon", min=0)
+    max_grad_norm: float = key(_NUM, 1.0, "gradient-norm clip", min=0)
+    prediction_type: str | None = key(str, None, "what the UNet predicts; null: the pretrained SD folder's (unet.pretrained, "
+                                      "its scheduler/scheduler_config.json), else v_prediction. 'epsilon' only with a "
+                                      "schedule whose last step keeps some signal (scaled_linear, linear), not "
+                                      "squaredcos_cap_v2", choices=("epsilon", "v_prediction"), nullable=True)
+    beta_start: float = key(_NUM, 1e-4, "noise schedule's first beta for 'linear'/'scaled_linear' (unused by "
                             "squaredcos_cap_v2; SD: 0.00085). Ignored when unet.pretrained names an SD folder: "
-                            "its scheduler/scheduler_config.json's schedule is used", min=0),
-        "beta_end": Field(_NUM, 0.02, "noise schedule's last beta for 'linear'/'scaled_linear' (SD: 0.012); as "
-                          "train.beta_start", min=0),
-        "snr_gamma": Field(_NUM, 5.0, "min-SNR loss weighting gamma (None: plain MSE)", nullable=True, min=0),
-        "noise_offset": Field(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0),
-        "caption_dropout": Field(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
-                                 "(trains the unconditional branch for classifier-free guidance)", min=0),
-        "caption_variants": Field(bool, False, "each step draws one of the image's IR-Cap phrasings (its caption or "
-                                  "one of the manifest's caption_variants; captions.variants > 0) as the prompt: "
-                                  "the UNet learns the stated facts, not one sentence per image"),
-        "random_flip": Field(bool, False, "mirror half the training images left to right, each with its mirrored "
-                             "caption (left/right words swapped, tclip.data.MIRROR_WORDS): twice the layouts"),
-        "use_ema": Field(bool, True, "keep an EMA of the UNet weights and ship it"),
-        "ema_decay": Field(_NUM, 0.999, "EMA decay (with warm-up)", min=0),
-        "lora_rank": Field(int, 0, "0: full fine-tuning; >0: LoRA of this rank on the UNet attention", min=0),
-        "lora_alpha": Field(int, None, "LoRA alpha (None: = rank)", nullable=True, min=1),
-        "lora_target_modules": Field(list, ["to_k", "to_q", "to_v", "to_out.0"], "LoRA target modules", item_type=str),
-        "mixed_precision": Field(str, "no", "accelerate mixed precision", choices=("no", "fp16", "bf16")),
-        "gradient_checkpointing": Field(bool, False, "trade compute for memory"),
-        "checkpointing_steps": Field(int, 200, "save_state every N optimizer steps", min=1),
-        "checkpoints_total_limit": Field(int, 2, "keep at most this many checkpoints (None: all)", nullable=True, min=1),
-        "validation_steps": Field(int, 300, "validation grid every N optimizer steps (and at the end)", min=1),
-        "validation_prompts": Field(list, [
-            "An infrared thermal image of a parking lot with many cars at night.",
-            "An infrared thermal image of a road with a few people during the day.",
-        ], "prompts rendered into the validation grids", item_type=str),
-        "validation_images_per_prompt": Field(int, 4, "images per validation prompt", min=1),
-        "validation_inference_steps": Field(int, 25, "sampler steps for validation grids", min=1),
-        "guidance_scale": Field(_NUM, 3.0, "classifier-free guidance for validation and evaluation", min=0),
-        "report_to": Field(str, "csv", "training logs of every stage (T-CLIP, VAE, UNet), through accelerate's "
-                           "trackers: 'csv' (always written) or 'tensorboard' (also, when installed)",
-                           choices=("csv", "tensorboard")),
-    },
-    "scheduler": {
-        "class_name": Field(str, "DDPMScheduler", "diffusers training noise scheduler"),
-        "num_train_timesteps": Field(int, 1000, "diffusion steps (a pretrained SD folder's own when unet.pretrained "
-                                     "names one)", min=1),
-        "beta_schedule": Field(str, "squaredcos_cap_v2", "beta schedule, with train.beta_start/beta_end (a "
-                               "pretrained SD folder's own when unet.pretrained names one)",
-                               choices=("linear", "scaled_linear", "squaredcos_cap_v2")),
-        "inference_scheduler": Field(str, "DPMSolverMultistepScheduler", "scheduler saved into the pipeline"),
-    },
-    "eval": {
-        "enabled": Field(bool, True, "run the evaluation stage"),
-        "max_test_prompts": Field(int, 64, "generate for at most this many test captions (None: all)", nullable=True, min=1),
-        "num_inference_steps": Field(int, 20, "sampler steps", min=1),
-        "feature": Field(str, "inception", "FID feature: 'inception' or 'tclip'", choices=("inception", "tclip")),
-        "ablation": Field(bool, True, "also train the same UNet conditioned on the base (un-adapted) text tower"),
-        "contrast_images_per_prompt": Field(int, 8, "samples per contrast prompt", min=2),
-        "grid_prompts": Field(int, 4, "test captions shown in the sample grid", min=1),
-        "judge": Field(bool, True, "train the attribute judge (Inception features + linear heads on the real train "
-                       "split; thermgen.judge) and grade generated images and the one-fact swap test with it"),
-        "seeds": Field(list, None, "generation seeds of the evaluation (FID, attributes, swaps reported as mean ± std "
-                       "over them); None: [run.seed]", nullable=True, item_type=int),
-        "swap_pairs": Field(int, 64, "prompt pairs per swap kind (time of day, people, cars) in the swap test", min=1),
-        "contrast_scale": Field(_NUM, None, "also evaluate each conditioner with contrastive guidance along the time "
-                                "of day at this weight (the pipeline's contrast_prompt: each test caption's IR-Cap "
-                                "facts with the time of day edited; each swap side contrasted with the other), as "
-                                "its own '<conditioner>+contrast' rows; None: plain guidance only", nullable=True,
-                                min=0),
-    },
-}
+                            "its scheduler/scheduler_config.json's schedule is used", min=0)
+    beta_end: float = key(_NUM, 0.02, "noise schedule's last beta for 'linear'/'scaled_linear' (SD: 0.012); as "
+                          "train.beta_start", min=0)
+    snr_gamma: float | None = key(_NUM, 5.0, "min-SNR loss weighting gamma (None: plain MSE)", nullable=True, min=0)
+    noise_offset: float = key(_NUM, 0.0, "noise offset (brighter/darker whole images)", min=0)
+    caption_dropout: float = key(_NUM, 0.1, "probability a caption is replaced by the empty prompt "
+                                 "(trains the unconditional branch for classifier-free guidance)", min=0)
+    caption_variants: bool = key(bool, False, "each step draws one of the image's IR-Cap phrasings (its caption or "
+                                 "one of the manifest's caption_variants; captions.variants > 0) as the prompt: "
+                                 "the UNet learns the stated facts, not one sentence per image")
+    random_flip: bool = key(bool, False, "mirror half the training images left to right, each with its mirrored "
+                            "caption (left/right words swapped, tclip.data.MIRROR_WORDS): twice the layouts")
+    use_ema: bool = key(bool, True, "keep an EMA of the UNet weights and ship it")
+    ema_decay: float = key(_NUM, 0.999, "EMA decay (with warm-up)", min=0)
+    lora_rank: int = key(int, 0, "0: full fine-tuning; >0: LoRA of this rank on the UNet attention", min=0)
+    lora_alpha: int | None = key(int, None, "LoRA alpha (None: = rank)", nullable=True, min=1)
+    lora_target_modules: list[str] = key(list, ["to_k", "to_q", "to_v", "to_out.0"], "LoRA target modules", item_type=str)
+    mixed_precision: str = key(str, "no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    gradient_checkpointing: bool = key(bool, False, "trade compute for memory")
+    checkpointing_steps: int = key(int, 200, "save_state every N optimizer steps", min=1)
+    checkpoints_total_limit: int | None = key(int, 2, "keep at most this many checkpoints (None: all)", nullable=True, min=1)
+    validation_steps: int = key(int, 300, "validation grid every N optimizer steps (and at the end)", min=1)
+    validation_prompts: list[str] = key(list, [
+                "An infrared thermal image of a parking lot with many cars at night.",
+                "An infrared thermal image of a road with a few people during the day.",
+            ], "prompts rendered into the validation grids", item_type=str)
+    validation_images_per_prompt: int = key(int, 4, "images per validation prompt", min=1)
+    validation_inference_steps: int = key(int, 25, "sampler steps for validation grids", min=1)
+    guidance_scale: float = key(_NUM, 3.0, "classifier-free guidance for validation and evaluation", min=0)
+    report_to: str = key(str, "csv", "training logs of every stage (T-CLIP, VAE, UNet), through accelerate's "
+                         "trackers: 'csv' (always written) or 'tensorboard' (also, when installed)",
+                         choices=("csv", "tensorboard"))
+
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler``: The noise schedule: a diffusers scheduler class and its config."""
+
+    class_name: str = key(str, "DDPMScheduler", "diffusers training noise scheduler")
+    num_train_timesteps: int = key(int, 1000, "diffusion steps (a pretrained SD folder's own when unet.pretrained "
+                                   "names one)", min=1)
+    beta_schedule: str = key(str, "squaredcos_cap_v2", "beta schedule, with train.beta_start/beta_end (a "
+                             "pretrained SD folder's own when unet.pretrained names one)",
+                             choices=("linear", "scaled_linear", "squaredcos_cap_v2"))
+    inference_scheduler: str = key(str, "DPMSolverMultistepScheduler", "scheduler saved into the pipeline")
+
+
+@dataclass
+class EvalConfig:
+    """``eval``: The ablation, judge, contrast and evaluate stages."""
+
+    enabled: bool = key(bool, True, "run the evaluation stage")
+    max_test_prompts: int | None = key(int, 64, "generate for at most this many test captions (None: all)", nullable=True, min=1)
+    num_inference_steps: int = key(int, 20, "sampler steps", min=1)
+    feature: str = key(str, "inception", "FID feature: 'inception' or 'tclip'", choices=("inception", "tclip"))
+    ablation: bool = key(bool, True, "also train the same UNet conditioned on the base (un-adapted) text tower")
+    contrast_images_per_prompt: int = key(int, 8, "samples per contrast prompt", min=2)
+    grid_prompts: int = key(int, 4, "test captions shown in the sample grid", min=1)
+    judge: bool = key(bool, True, "train the attribute judge (Inception features + linear heads on the real train "
+                      "split; thermgen.judge) and grade generated images and the one-fact swap test with it")
+    seeds: list[int] | None = key(list, None, "generation seeds of the evaluation (FID, attributes, swaps reported as mean ± std "
+                                  "over them); None: [run.seed]", nullable=True, item_type=int)
+    swap_pairs: int = key(int, 64, "prompt pairs per swap kind (time of day, people, cars) in the swap test", min=1)
+    contrast_scale: float | None = key(_NUM, None, "also evaluate each conditioner with contrastive guidance along the time "
+                                       "of day at this weight (the pipeline's contrast_prompt: each test caption's IR-Cap "
+                                       "facts with the time of day edited; each swap side contrasted with the other), as "
+                                       "its own '<conditioner>+contrast' rows; None: plain guidance only", nullable=True,
+                                       min=0)
+
+
+#: The recipe's sections, in order: name -> dataclass.
+SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "captions": CaptionsConfig, "tclip": TClipConfig, "vae": VAEConfig, "unet": UNetConfig, "train": TrainConfig, "scheduler": SchedulerConfig, "eval": EvalConfig}
+
+#: Every key of every section: section -> key -> :class:`Field`, derived from :data:`SECTIONS`.
+SCHEMA: dict[str, dict[str, Field]] = {sec: {f.name: f.metadata["schema"] for f in dataclasses.fields(cls)}
+                                       for sec, cls in SECTIONS.items()}
+
+
+@dataclass
+class RecipeConfig:
+    """The whole recipe config, typed: one dataclass per section (``cfg.train.max_train_steps``). The loader works
+    on the plain nested dict (:func:`load_config`, what run folders store as ``config.yaml``); :meth:`from_dict`
+    and :meth:`to_dict` convert, and :func:`load_recipe_config` loads and validates straight into this view."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    captions: CaptionsConfig = dataclasses.field(default_factory=CaptionsConfig)
+    tclip: TClipConfig = dataclasses.field(default_factory=TClipConfig)
+    vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
+    unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, dict[str, Any]]) -> "RecipeConfig":
+        """The typed view of a validated config dict (:func:`load_config`); the values are copied."""
+        return cls(**{sec: SECTIONS[sec](**copy.deepcopy(cfg[sec])) for sec in SECTIONS})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The plain nested dict (as :func:`load_config` returns and ``config.yaml`` stores it)."""
+        return dataclasses.asdict(self)
+
+
+def load_recipe_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
+    """:func:`load_config` (defaults, YAML file, ``key=value`` overrides; every key checked) as a :class:`RecipeConfig`."""
+    return RecipeConfig.from_dict(load_config(path, overrides))
+
 
 
 def defaults() -> dict[str, dict[str, Any]]:
     """The default config (the CPU recipe) as a fresh nested dict."""
-    return {sec: {k: copy.deepcopy(f.default) for k, f in fields.items()} for sec, fields in SCHEMA.items()}
+    return RecipeConfig().to_dict()
 
 
 def _suggest(name: str, options) -> str:

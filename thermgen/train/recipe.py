@@ -1300,7 +1300,13 @@ def plan_recipe(cfg: dict, run_dir: Path, *, rerun: tuple[str, ...] = (), stop_a
 
 def run_recipe(cfg: dict, run_dir: Path, *, resume: bool = False, rerun: tuple[str, ...] = (),
                stop_after: str | None = None, progress: bool = True) -> dict:
-    """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written)."""
+    """Run every enabled stage in order, skipping complete ones. Returns the recipe report (also written).
+    ``cfg``: a validated config, as :func:`thermgen.train.config.load_config`'s dict or a
+    :class:`thermgen.train.config.RecipeConfig`."""
+    from thermgen.train.config import RecipeConfig
+
+    if isinstance(cfg, RecipeConfig):
+        cfg = cfg.to_dict()
     ctx = Context(cfg=cfg, run=Path(run_dir), resume=resume, progress=progress)
     if cfg["run"]["threads"]:
         torch.set_num_threads(cfg["run"]["threads"])
