@@ -6,4 +6,6 @@
 ``python -m thermgen.bench.control``     generation control on val: FID, attribute judge and swap tests per checkpoint
 ``python -m thermgen.bench.grid``        the day/night x cars x altitude sample grid of a pipeline (PNG)
 ``python -m thermgen.bench.gpu_throughput``  pipeline sampling images/s per dtype and batch (CUDA correctness: tests/gpu/)
+``python -m thermgen.bench.curves``      two recipe runs' per-stage loss curves (e.g. 1 vs 2 processes): differences, PNG
+``python -m thermgen.bench.sim2real``    T-CLIP pretrained on synthetic scenes, adapted to HIT-UAV by its LoRA adapters
 """
