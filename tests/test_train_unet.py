@@ -370,6 +370,25 @@ def test_accumulation_ignores_a_loader_another_loop_left_open(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_path):
+    """write_safetensors (the UNet cache writer, one tensor at a time): load_file and map_safetensors read back every
+    dtype, shape, empty and non-contiguous tensor; a dtype safetensors cannot hold is refused by name."""
+    from thermgen.train.unet import map_safetensors, write_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
+               "half": torch.randn(3, 2, generator=g).half(), "bf": torch.randn(2, 3, generator=g).bfloat16(),
+               "flags": torch.tensor([True, False, True]), "empty": torch.zeros(0, 4),
+               "strided": torch.randn(6, 4, generator=g).t()}
+    f = write_safetensors(tensors, tmp_path / "c.safetensors")
+    for got in (load_file(str(f)), map_safetensors(f)):
+        assert set(got) == set(tensors)
+        for k, t in tensors.items():
+            assert got[k].dtype == t.dtype and torch.equal(got[k], t), k
+    with pytest.raises(ValueError, match="'c64'"):
+        write_safetensors({"c64": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "x.safetensors")
+
+
 def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path):
     """map_safetensors (the UNet cache loader): the same tensors as safetensors' load_file, as views of a
     copy-on-write map (a write changes this process's copy, not the file); a damaged file is named."""

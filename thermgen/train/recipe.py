@@ -211,10 +211,18 @@ class Stage:
     enabled: Callable[[dict], bool] = lambda cfg: True
 
 
-def _records(ctx: Context, split: str) -> list[dict]:
-    from thermgen.ircap.manifest import read_manifest
+#: What the training stages read of a record (its image and captions): the rest (measurements, objects) is most of
+#: a record's memory, about 40 KB each once parsed, so a 20,000-image manifest held whole took 770 MB.
+TRAINING_FIELDS = ("id", "split", "image", "global_caption", "fine_caption", "caption_variants")
 
-    recs = [r for r in read_manifest(ctx.manifest) if r["split"] == split]
+
+def _records(ctx: Context, split: str, fields: tuple[str, ...] | None = None) -> list[dict]:
+    """The manifest's records of ``split`` (sorted by id), read line by line and validated; with ``fields``, only
+    those keys of each, so that memory grows with what a stage uses, not with the whole manifest."""
+    from thermgen.ircap.manifest import iter_manifest
+
+    recs = [r if fields is None else {k: r[k] for k in fields if k in r}
+            for _, r in iter_manifest(ctx.manifest) if r["split"] == split]
     return sorted(recs, key=lambda r: r["id"])
 
 
@@ -231,8 +239,8 @@ def _load(ctx: Context, recs: list[dict]) -> torch.Tensor:
     return load_images(_image_paths(ctx, recs), ctx.cfg["train"]["resolution"], center_crop=False)
 
 
-def _train_records(ctx: Context) -> list[dict]:
-    recs = _records(ctx, ctx.cfg["data"]["train_split"])
+def _train_records(ctx: Context, fields: tuple[str, ...] | None = None) -> list[dict]:
+    recs = _records(ctx, ctx.cfg["data"]["train_split"], fields)
     cap = ctx.cfg["data"]["max_train_images"]
     if not recs:
         raise ValueError(f"config key 'data.train_split': no {ctx.cfg['data']['train_split']!r} records in {ctx.manifest}")
@@ -360,8 +368,8 @@ def train_vae_stage(ctx: Context, resume: str | None) -> dict:
 
     d = ctx.cfg["data"]
     # the files, which train_vae keeps in memory within vae.train.image_cache_mb and streams beyond it
-    train = _image_paths(ctx, _train_records(ctx))
-    val = _image_paths(ctx, _records(ctx, d["val_split"]))
+    train = _image_paths(ctx, _train_records(ctx, TRAINING_FIELDS))
+    val = _image_paths(ctx, _records(ctx, d["val_split"], TRAINING_FIELDS))
     return train_vae(vae_config(ctx.cfg), train, val, ctx.vae_dir, cpu=ctx.device == "cpu", show_progress=ctx.progress,
                      resume=resume or False, report_to=ctx.cfg["train"]["report_to"])
 
@@ -491,7 +499,7 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     if cache_path.is_file():
         cache = load_cache(cache_path)
     else:
-        recs = _train_records(ctx)
+        recs = _train_records(ctx, TRAINING_FIELDS)
         from thermgen.train.vae import ImageFiles
 
         # streamed from disk: only the latents of the training set are held (then cached), never its pixels

@@ -237,15 +237,22 @@ def encode_texts(text_encoder, prompts: list[str], prompts_fine: list[str] | Non
 
     text_encoder = text_encoder.to(device).eval()
     has_pooled = hasattr(text_encoder, "pooled")
-    states, pooled = [], []
+    states = pooled = None  # filled in place, batch by batch: no list of batches concatenated at the end (2x memory)
     for s in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress):
         pf = prompts_fine[s:s + batch_size] if prompts_fine is not None else None
         enc = text_encoder.encode_prompt(prompts[s:s + batch_size], pf, device=device,
                                          **({"return_pooled": True} if has_pooled else {}))
-        states.append((enc[0] if has_pooled else enc).float().cpu())
+        st = (enc[0] if has_pooled else enc).float().cpu()
+        if states is None:
+            states = torch.empty((len(prompts), *st.shape[1:]), dtype=torch.float32)
+        states[s:s + len(st)] = st
         if has_pooled:
-            pooled.append(enc[1].float().cpu())
-    return torch.cat(states).contiguous(), (torch.cat(pooled).contiguous() if has_pooled else None)
+            if pooled is None:
+                pooled = torch.empty((len(prompts), *enc[1].shape[1:]), dtype=torch.float32)
+            pooled[s:s + len(st)] = enc[1].float().cpu()
+    if states is None:
+        raise ValueError("encode_texts: no prompts to encode")
+    return states, pooled
 
 
 def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | None, text_encoder, *,
@@ -318,7 +325,8 @@ def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | No
     vae = vae.to(device).eval()
     sf = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    means, stds = [], []
+    means = stds = None  # filled in place (see encode_texts)
+    at = 0
     from tclip.data import iter_batches
 
     for x in tqdm(iter_batches(images, batch_size, workers), total=-(-len(images) // batch_size),
@@ -327,26 +335,58 @@ def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | No
         if vae.config.in_channels == 3 and x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         dist = vae.encode(x).latent_dist
-        means.append(((dist.mean - shift) * sf).float().cpu())
-        stds.append((dist.std * sf).float().cpu())
+        m, sd = ((dist.mean - shift) * sf).float().cpu(), (dist.std * sf).float().cpu()
+        if means is None:
+            means = torch.empty((len(images), *m.shape[1:]), dtype=torch.float32)
+            stds = torch.empty((len(images), *sd.shape[1:]), dtype=torch.float32)
+        means[at:at + len(m)], stds[at:at + len(m)] = m, sd
+        at += len(m)
+    if at != len(images):
+        raise ValueError(f"encode_training_set: {at} images encoded, {len(images)} expected")
     states, pooled = encode_texts(text_encoder, prompts, prompts_fine, batch_size=batch_size, device=device,
                                   progress=progress)
     uncond, uncond_pooled = encode_texts(text_encoder, [""], [""] if prompts_fine is not None else None,
                                          device=device, progress=False)
-    out = {"latent_mean": torch.cat(means).contiguous(), "latent_std": torch.cat(stds).contiguous(),
-           "text_states": states, "uncond_states": uncond}
+    out = {"latent_mean": means, "latent_std": stds, "text_states": states, "uncond_states": uncond}
     if pooled is not None:
         out.update(pooled=pooled, uncond_pooled=uncond_pooled)
     return out
 
 
 def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS + VARIANT_KEYS + MIRROR_KEYS if k in cache}, str(tmp))
+    write_safetensors({k: cache[k] for k in CACHE_KEYS + POOLED_KEYS + VARIANT_KEYS + MIRROR_KEYS if k in cache}, tmp)
     tmp.replace(path)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """A safetensors file written one tensor at a time from the tensors' own memory, so that saving needs no second
+    copy of the data (``safetensors.torch.save_file`` turns every tensor into bytes first: twice the cache in memory).
+    The same format: an 8-byte little-endian header length, a JSON header padded with spaces to 8 bytes, then the
+    tensors' bytes in header order; read back by ``safetensors.torch.load_file`` and :func:`map_safetensors` (tested)."""
+    import json
+    import struct
+
+    names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    header, at, order = {}, 0, []
+    for key, t in tensors.items():
+        if t.dtype not in names:
+            raise ValueError(f"write_safetensors: tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
+        t = t.detach().cpu().contiguous()
+        n = t.numel() * t.element_size()
+        header[key] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + n]}
+        order.append(t)
+        at += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for t in order:
+            if t.numel():
+                f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    return Path(path)
 
 
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
