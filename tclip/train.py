@@ -482,7 +482,9 @@ def train(
 
     # A seedable sampler makes each epoch's order a function of (seed, epoch), so --resume replays it exactly.
     acc = Accelerator(
-        cpu=cpu,
+        # Without CUDA, say CPU explicitly: accelerate reads torchrun's processes as multi-CPU DDP only with cpu=True
+        # (otherwise each of N processes trains alone, as process 0 of 1, on the same checkpoint folder).
+        cpu=bool(cpu) or not torch.cuda.is_available(),
         mixed_precision=mp,
         project_dir=str(out),
         # split_batches: the loader yields global batches and each process takes its share, so the lr schedule

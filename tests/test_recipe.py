@@ -317,17 +317,20 @@ def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_ma
 
 def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(base_run, tmp_path):
     """--num-processes 2: T-CLIP, VAE and UNet each run as two gloo DDP processes on the global batches of one
-    (the module's one-process run)."""
+    (the module's one-process run). Without CUDA the default device, 'auto', must mean CPU DDP too (accelerate reads
+    torchrun's processes as multi-CPU only when told CPU; before, each T-CLIP process trained alone)."""
     import csv
 
     import numpy as np
+    import torch
 
     def rows(path):
         with open(path) as fh:
             return list(csv.DictReader(fh))
 
     one, two = base_run[0], tmp_path / "two"
-    summary = run_recipe(load_config(None, TINY_RECIPE + ["run.num_processes=2"]), two, stop_after="unet",
+    auto = [] if torch.cuda.is_available() else ["run.device=auto"]
+    summary = run_recipe(load_config(None, TINY_RECIPE + ["run.num_processes=2"] + auto), two, stop_after="unet",
                          progress=False)
     assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
     assert "batch 4 x 2 processes" in (two / "tclip" / "logs" / "train.log").read_text()
