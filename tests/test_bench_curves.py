@@ -32,3 +32,11 @@ def test_curves_reports_the_largest_difference_per_stage_and_names_a_missing_log
     printed = capsys.readouterr().out
     assert "vae: no loss log in" in printed and "tclip: 3 logged steps in common" in printed
     assert main(["--a", str(tmp_path / "nope"), "--b", str(b), "--out", str(out)]) == 2
+
+
+def test_curves_with_no_step_in_common_says_so(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, STAGE_LOGS["unet"], [(1, 0.5), (3, 0.4)], ["step", "loss"])
+    _write(b, STAGE_LOGS["unet"], [(2, 0.5), (4, 0.4)], ["step", "loss"])
+    assert main(["--a", str(a), "--b", str(b), "--out", str(tmp_path / "out")]) == 0
+    assert "unet: no logged step in common (2 / 2 steps)" in capsys.readouterr().out

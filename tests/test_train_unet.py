@@ -379,8 +379,15 @@ def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_pa
     tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
                "half": torch.randn(3, 2, generator=g).half(), "bf": torch.randn(2, 3, generator=g).bfloat16(),
                "flags": torch.tensor([True, False, True]), "empty": torch.zeros(0, 4),
-               "strided": torch.randn(6, 4, generator=g).t()}
+               "strided": torch.randn(6, 4, generator=g).t(), "scalar": torch.tensor(1.5)}
     f = write_safetensors(tensors, tmp_path / "c.safetensors")
+    import json
+    import struct
+
+    raw = f.read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    for k, t in tensors.items():  # every tensor starts at an offset aligned to its element size
+        assert header[k]["data_offsets"][0] % t.element_size() == 0, k
     for got in (load_file(str(f)), map_safetensors(f)):
         assert set(got) == set(tensors)
         for k, t in tensors.items():

@@ -57,7 +57,7 @@ def plot(report: dict[str, Any], path: Path, label_a: str, label_b: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [s for s, r in report.items() if "missing" not in r]
+    stages = [s for s, r in report.items() if "missing" not in r and r["common"]]
     if not stages:
         return
     fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.6), squeeze=False)
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     for stage, r in report.items():
         if "missing" in r:
             print(f"{stage}: no loss log in {', '.join(r['missing'])}")
+        elif not r["common"]:
+            print(f"{stage}: no logged step in common ({r['steps_a']} / {r['steps_b']} steps): nothing to compare")
         else:
             print(f"{stage}: {r['common']} logged steps in common ({r['steps_a']} / {r['steps_b']}); max |loss diff| "
                   f"{r['max_abs_diff']:.3g}, relative {r['max_rel_diff']:.3g}")

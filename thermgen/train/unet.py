@@ -370,7 +370,9 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Pat
 
     names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
     header, at, order = {}, 0, []
-    for key, t in tensors.items():
+    # widest elements first (then by name), as safetensors orders them, so that every tensor starts at an offset
+    # aligned to its element size (map_safetensors views the data in place)
+    for key, t in sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0])):
         if t.dtype not in names:
             raise ValueError(f"write_safetensors: tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
         t = t.detach().cpu().contiguous()
@@ -385,7 +387,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Pat
         f.write(blob)
         for t in order:
             if t.numel():
-                f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return Path(path)
 
 
