@@ -373,7 +373,7 @@ def test_accumulation_ignores_a_loader_another_loop_left_open(tmp_path):
 def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_path):
     """write_safetensors (the UNet cache writer, one tensor at a time): load_file and map_safetensors read back every
     dtype, shape, empty and non-contiguous tensor; a dtype safetensors cannot hold is refused by name."""
-    from thermgen.train.unet import map_safetensors, write_safetensors
+    from thermgen.train.cache import map_safetensors, write_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
@@ -399,7 +399,7 @@ def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_pa
 def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path):
     """map_safetensors (the UNet cache loader): the same tensors as safetensors' load_file, as views of a
     copy-on-write map (a write changes this process's copy, not the file); a damaged file is named."""
-    from thermgen.train.unet import map_safetensors
+    from thermgen.train.cache import map_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
@@ -434,3 +434,85 @@ def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path
         bad.write_bytes(data)
         with pytest.raises(ValueError, match=r"bad\.safetensors: not a valid safetensors file: .*" + message):
             map_safetensors(bad)
+
+
+def test_file_tensor_reads_the_rows_asked_for_as_torch_indexing_does(tmp_path):
+    """FileTensor (the training loop's view of the cache): int, index-tensor, paired-index and slice reads equal
+    torch's indexing of the same tensor; a row range is written in place; bad indices are named."""
+    from thermgen.train.cache import FileTensor, open_safetensors, write_safetensors
+
+    g = torch.Generator().manual_seed(1)
+    t = {"v": torch.randn(6, 3, 2, 5, generator=g), "h": torch.randn(4, 7, generator=g).half(), "u": torch.zeros(1, 3)}
+    f = write_safetensors(t, tmp_path / "c.safetensors")
+    lazy = open_safetensors(f)
+    v, ref = lazy["v"], t["v"]
+    assert isinstance(v, FileTensor) and v.shape == ref.shape and v.dtype == ref.dtype and len(v) == 6
+    idx, var = torch.tensor([5, 0, 5, -1]), torch.tensor([2, 0, 1, 2])
+    assert torch.equal(v[idx], ref[idx]) and torch.equal(v[idx, var], ref[idx, var])
+    assert torch.equal(v[3], ref[3]) and torch.equal(v[1:4], ref[1:4]) and torch.equal(v[[2]], ref[[2]])
+    assert torch.equal(v[torch.tensor([], dtype=torch.long)], ref[torch.tensor([], dtype=torch.long)])
+    assert torch.equal(lazy["h"][torch.tensor([3, 1])], t["h"][torch.tensor([3, 1])])
+    assert torch.equal(lazy["u"][0], t["u"][0])
+    assert torch.equal(v.reshape(18, 10)[torch.tensor([17, 0])], ref.reshape(18, 10)[torch.tensor([17, 0])])
+    assert torch.equal(torch.cat(list(v.chunks(max_bytes=100))), ref)
+    assert v.std() == pytest.approx(float(ref.std()), rel=1e-6)
+    with pytest.raises(IndexError, match="out of range"):
+        v[torch.tensor([6])]
+    with pytest.raises(IndexError, match="integers"):
+        v[torch.tensor([True, False])]
+    with pytest.raises(ValueError, match="read-only"):
+        v[0:1] = ref[0:1]
+
+    w = FileTensor(tmp_path / "raw.bin", (4, 2), torch.float32, writable=True)
+    (tmp_path / "raw.bin").write_bytes(bytes(4 * 2 * 4))
+    w[1:3] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert torch.equal(w.load(), torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"cannot write shape \(1, 2\) into rows 0:2"):
+        w[0:2] = torch.zeros(1, 2)
+
+
+def test_training_cache_encoded_to_disk_equals_the_one_encoded_in_memory(tmp_path):
+    """The recipe encodes straight into files (RowStore), so no process holds the whole cache: the saved
+    safetensors file is byte-identical to the one saved from in-memory tensors, variants and mirrors included, and
+    training from it (rows read per batch) ends with the same weights as training from the tensors."""
+    from thermgen.io import write_png8
+    from thermgen.train.cache import RowStore
+    from thermgen.train.unet import encode_mirrored, encode_training_set, encode_variants, save_cache
+    from thermgen.train.vae import ImageFiles
+    from pipelines.patch_autoencoder import PatchAutoencoder
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"{i}.png")
+        write_png8(paths[-1], (rng.random((16, 16)) * 255).astype(np.uint8))
+    images = ImageFiles(paths, 16, center_crop=False)
+    prompts = [f"a car on the left {'x' * i}" for i in range(10)]
+    variants = [[f"left {i}", f"v{i} " * (i % 3 + 1)] for i in range(10)]
+    ae, enc = PatchAutoencoder(patch_size=2), _RecordingEncoder()
+
+    def encode(alloc=None):
+        kw = {} if alloc is None else {"alloc": alloc}
+        c = encode_training_set(images, prompts, None, ae, enc, batch_size=3, progress=False, **kw)
+        c.update(encode_variants(variants, None, enc, batch_size=3, progress=False, **kw))
+        c.update(encode_mirrored(prompts, None, enc, variants=variants, batch_size=3, progress=False, **kw))
+        return c
+
+    save_cache(encode(), tmp_path / "memory.safetensors")
+    with RowStore(tmp_path / "work") as rows:
+        on_disk = encode(rows)
+        assert not any(isinstance(t, torch.Tensor) and t.shape[0] == 10 for t in on_disk.values())
+        save_cache(on_disk, tmp_path / "disk.safetensors")
+    assert not list((tmp_path / "work").iterdir())  # the row files are gone
+    assert (tmp_path / "disk.safetensors").read_bytes() == (tmp_path / "memory.safetensors").read_bytes()
+
+    cfg = tiny_cfg("train.max_train_steps=3", "train.use_ema=false", "train.random_flip=true",
+                   "train.caption_variants=true", "captions.variants=2", "unet.cross_attention_dim=4", "unet.attention_head_dim=2")
+    from thermgen.train.unet import load_cache
+
+    eager = {k: v.clone() for k, v in load_cache(tmp_path / "disk.safetensors").items()}
+    a = train_unet(cfg, eager, tmp_path / "eager", progress=False)
+    b = train_unet(cfg, tmp_path / "disk.safetensors", tmp_path / "lazy", progress=False)
+    assert a["final_loss"] == b["final_loss"]
+    wa, wb = weights(tmp_path / "eager" / "unet"), weights(tmp_path / "lazy" / "unet")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

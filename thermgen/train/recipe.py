@@ -496,25 +496,31 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
     text_encoder = load_text_encoder(ctx, mode)
     vae = load_vae(ctx)
     cache_path = work / "cache.safetensors"
-    if cache_path.is_file():
-        cache = load_cache(cache_path)
-    else:
+    if not cache_path.is_file():
         recs = _train_records(ctx, TRAINING_FIELDS)
+        from thermgen.train.cache import RowStore
         from thermgen.train.vae import ImageFiles
 
-        # streamed from disk: only the latents of the training set are held (then cached), never its pixels
+        # Streamed from disk, and each encoded batch written to disk at once (RowStore): this process holds
+        # neither the training set's pixels nor its latents and text states, whatever its size.
         images = ImageFiles(_image_paths(ctx, recs), cfg["train"]["resolution"], center_crop=False)
         prompts, fine = _prompts_for_mode(mode, recs)
-        cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
-                                    progress=ctx.progress)
-        variants = _variants_for_mode(mode, recs) if cfg["train"]["caption_variants"] else (None, None)
-        if variants[0] is not None:
-            cache.update(encode_variants(*variants, text_encoder, device=ctx.device, progress=ctx.progress))
-        if cfg["train"]["random_flip"]:
-            cache.update(encode_mirrored(prompts, fine, text_encoder, variants=variants[0], variants_fine=variants[1],
-                                         device=ctx.device, progress=ctx.progress))
-        save_cache(cache, cache_path)
-    latent_std = float(cache["latent_mean"].std())
+        with RowStore(work) as rows:
+            cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
+                                        progress=ctx.progress, alloc=rows)
+            variants = _variants_for_mode(mode, recs) if cfg["train"]["caption_variants"] else (None, None)
+            if variants[0] is not None:
+                cache.update(encode_variants(*variants, text_encoder, device=ctx.device, progress=ctx.progress,
+                                             alloc=rows))
+            if cfg["train"]["random_flip"]:
+                cache.update(encode_mirrored(prompts, fine, text_encoder, variants=variants[0],
+                                             variants_fine=variants[1], device=ctx.device, progress=ctx.progress,
+                                             alloc=rows))
+            del recs, prompts, fine, variants
+            save_cache(cache, cache_path)
+            del cache
+    cache = load_cache(cache_path, lazy=True)
+    latent_std = cache["latent_mean"].std()
     if not 0.3 < latent_std < 3.0:
         logger.warning("unet: scaled training latents have std %.3f (expected ~1): check the VAE scaling_factor",
                        latent_std)

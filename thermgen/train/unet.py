@@ -11,7 +11,9 @@ Two things differ from the example, both for small machines and exact reproducib
 * **Frozen encoders run once.** The VAE and the T-CLIP text tower are frozen, so
   :func:`encode_training_set` encodes every training image (the latent distribution's mean and std) and
   caption (token states) once into a safetensors cache; each step samples a latent from the cached
-  distribution. On a CPU this removes most of the step time.
+  distribution. On a CPU this removes most of the step time. The cache is written as it is encoded and read
+  a batch at a time (:mod:`thermgen.train.cache`), so neither the encoding nor the training process holds it
+  whole: memory does not grow with the training set.
 * **Randomness is a function of the step.** The sample order (a permutation per epoch), noise,
   timesteps, latent sampling and caption dropout of micro-step ``k`` come from generators seeded with
   ``(seed, k)`` for the *global* micro-batch of ``train_batch_size`` samples (the global batch, as in every
@@ -30,7 +32,6 @@ import argparse
 import inspect
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from thermgen.train.cache import empty_tensor, map_safetensors, open_safetensors, write_safetensors
 from tclip.scaffold import (checkpoint_step, csv_tracker, list_checkpoints, load_extra_state, make_trackers, read_csv_log,
                             rotate_checkpoints, save_extra_state, tracker_config)
 
@@ -229,10 +231,12 @@ def make_noise_scheduler(cfg: dict):
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_texts(text_encoder, prompts: list[str], prompts_fine: list[str] | None, *, batch_size: int = 32,
-                 device: str | torch.device = "cpu", progress: bool = True, desc: str = "encode captions"
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 device: str | torch.device = "cpu", progress: bool = True, desc: str = "encode captions",
+                 alloc: Callable = empty_tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Prompts [and fine prompts] through the frozen text encoder in batches: float32 CPU ``(states (N, L, D),
-    pooled (N, P))``; pooled is None when the encoder has no pooled embedding (``TCLIPTextEncoder.pooled``)."""
+    pooled (N, P))``; pooled is None when the encoder has no pooled embedding (``TCLIPTextEncoder.pooled``).
+    ``alloc(shape, dtype)`` makes the outputs, which are filled batch by batch: in memory by default, or files
+    written as they are encoded (a :class:`thermgen.train.cache.RowStore`)."""
     from tqdm.auto import tqdm
 
     text_encoder = text_encoder.to(device).eval()
@@ -244,11 +248,11 @@ def encode_texts(text_encoder, prompts: list[str], prompts_fine: list[str] | Non
                                          **({"return_pooled": True} if has_pooled else {}))
         st = (enc[0] if has_pooled else enc).float().cpu()
         if states is None:
-            states = torch.empty((len(prompts), *st.shape[1:]), dtype=torch.float32)
+            states = alloc((len(prompts), *st.shape[1:]), torch.float32)
         states[s:s + len(st)] = st
         if has_pooled:
             if pooled is None:
-                pooled = torch.empty((len(prompts), *enc[1].shape[1:]), dtype=torch.float32)
+                pooled = alloc((len(prompts), *enc[1].shape[1:]), torch.float32)
             pooled[s:s + len(st)] = enc[1].float().cpu()
     if states is None:
         raise ValueError("encode_texts: no prompts to encode")
@@ -256,8 +260,8 @@ def encode_texts(text_encoder, prompts: list[str], prompts_fine: list[str] | Non
 
 
 def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | None, text_encoder, *,
-                    batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
-                    ) -> dict[str, torch.Tensor]:
+                    batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True,
+                    alloc: Callable = empty_tensor) -> dict[str, torch.Tensor]:
     """Encode each image's other caption phrasings once: ``variants[i]`` (and ``variants_fine[i]``) are the V
     phrasings of image i (V the same for every image). Returns ``variant_states`` (N, V, L, D) and, when the
     encoder has a pooled embedding, ``variant_pooled`` (N, V, P)."""
@@ -267,7 +271,7 @@ def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | 
     V = counts.pop()
     flat_fine = [p for v in variants_fine for p in v] if variants_fine is not None else None
     states, pooled = encode_texts(text_encoder, [p for v in variants for p in v], flat_fine, batch_size=batch_size,
-                                  device=device, progress=progress, desc="encode caption variants")
+                                  device=device, progress=progress, desc="encode caption variants", alloc=alloc)
     out = {"variant_states": states.reshape(len(variants), V, *states.shape[1:])}
     if pooled is not None:
         out["variant_pooled"] = pooled.reshape(len(variants), V, pooled.shape[-1])
@@ -276,8 +280,8 @@ def encode_variants(variants: list[list[str]], variants_fine: list[list[str]] | 
 
 def encode_mirrored(prompts: list[str], prompts_fine: list[str] | None, text_encoder, *,
                     variants: list[list[str]] | None = None, variants_fine: list[list[str]] | None = None,
-                    pairs=None, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
-                    ) -> dict[str, torch.Tensor]:
+                    pairs=None, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True,
+                    alloc: Callable = empty_tensor) -> dict[str, torch.Tensor]:
     """The captions of the mirrored images, encoded once: each prompt (and variant) with its left/right words
     swapped (:func:`tclip.data.swap_words`, ``pairs`` defaulting to :data:`tclip.data.MIRROR_WORDS`).
 
@@ -292,13 +296,13 @@ def encode_mirrored(prompts: list[str], prompts_fine: list[str] | None, text_enc
         return [swap_words(t, pairs) for t in texts] if texts is not None else None
 
     states, pooled = encode_texts(text_encoder, sw(prompts), sw(prompts_fine), batch_size=batch_size, device=device,
-                                  progress=progress, desc="encode mirrored captions")
+                                  progress=progress, desc="encode mirrored captions", alloc=alloc)
     out = {"mirror_text_states": states}
     if pooled is not None:
         out["mirror_pooled"] = pooled
     if variants is not None:
         v = encode_variants([sw(x) for x in variants], [sw(x) for x in variants_fine] if variants_fine else None,
-                            text_encoder, batch_size=batch_size, device=device, progress=progress)
+                            text_encoder, batch_size=batch_size, device=device, progress=progress, alloc=alloc)
         out.update({"mirror_" + k: t for k, t in v.items()})
     return out
 
@@ -306,7 +310,7 @@ def encode_mirrored(prompts: list[str], prompts_fine: list[str] | None, text_enc
 @torch.no_grad()
 def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | None, vae, text_encoder,
                         *, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True,
-                        workers: int = 0) -> dict[str, torch.Tensor]:
+                        workers: int = 0, alloc: Callable = empty_tensor) -> dict[str, torch.Tensor]:
     """Encode images through the frozen VAE and captions through the frozen text encoder, once.
 
     images: float (N, 1, H, W) in [0, 1] (replicated to 3 channels for a 3-channel VAE), or a dataset of
@@ -316,6 +320,7 @@ def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | No
     shifted by its shift factor), ``text_states`` (N, L, D) and ``uncond_states`` (1, L, D) (the empty
     prompt, the pipeline's unconditional input for classifier-free guidance), and when the encoder has a pooled
     prompt embedding (``TCLIPTextEncoder.pooled``) ``pooled`` (N, P) and ``uncond_pooled`` (1, P).
+    ``alloc``: see :func:`encode_texts` (the per-image outputs only; the empty prompt's stay in memory).
     """
     from tqdm.auto import tqdm
 
@@ -337,14 +342,14 @@ def encode_training_set(images, prompts: list[str], prompts_fine: list[str] | No
         dist = vae.encode(x).latent_dist
         m, sd = ((dist.mean - shift) * sf).float().cpu(), (dist.std * sf).float().cpu()
         if means is None:
-            means = torch.empty((len(images), *m.shape[1:]), dtype=torch.float32)
-            stds = torch.empty((len(images), *sd.shape[1:]), dtype=torch.float32)
+            means = alloc((len(images), *m.shape[1:]), torch.float32)
+            stds = alloc((len(images), *sd.shape[1:]), torch.float32)
         means[at:at + len(m)], stds[at:at + len(m)] = m, sd
         at += len(m)
     if at != len(images):
         raise ValueError(f"encode_training_set: {at} images encoded, {len(images)} expected")
     states, pooled = encode_texts(text_encoder, prompts, prompts_fine, batch_size=batch_size, device=device,
-                                  progress=progress)
+                                  progress=progress, alloc=alloc)
     uncond, uncond_pooled = encode_texts(text_encoder, [""], [""] if prompts_fine is not None else None,
                                          device=device, progress=False)
     out = {"latent_mean": means, "latent_std": stds, "text_states": states, "uncond_states": uncond}
@@ -360,113 +365,13 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
     tmp.replace(path)
 
 
-def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """A safetensors file written one tensor at a time from the tensors' own memory, so that saving needs no second
-    copy of the data (``safetensors.torch.save_file`` turns every tensor into bytes first: twice the cache in memory).
-    The same format: an 8-byte little-endian header length, a JSON header padded with spaces to 8 bytes, then the
-    tensors' bytes in header order; read back by ``safetensors.torch.load_file`` and :func:`map_safetensors` (tested)."""
-    import json
-    import struct
-
-    names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
-    header, at, order = {}, 0, []
-    # widest elements first (then by name), as safetensors orders them, so that every tensor starts at an offset
-    # aligned to its element size (map_safetensors views the data in place)
-    for key, t in sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0])):
-        if t.dtype not in names:
-            raise ValueError(f"write_safetensors: tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
-        t = t.detach().cpu().contiguous()
-        n = t.numel() * t.element_size()
-        header[key] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + n]}
-        order.append(t)
-        at += n
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for t in order:
-            if t.numel():
-                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-    return Path(path)
-
-
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
-
-
-def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file as views of one private, copy-on-write memory map of it (no pickle).
-
-    Nothing is read until a row is used, and the pages come from the OS page cache, which every process that maps
-    the file shares: N training processes on one machine hold the UNet's training cache once, not N times (the
-    row gathers of a step touch only that step's rows). Writing to a tensor changes this process's copy only.
-    Equal, tensor for tensor, to ``safetensors.torch.load_file`` (tested); the header is checked as strictly (a
-    JSON object of entries with a known dtype, an int shape and offsets that tile the data region in order), and a
-    bad one raises ``ValueError`` naming the file and the tensor.
-    """
-    import json
-    import mmap
-    import struct
-
-    path = Path(path)
-    size = path.stat().st_size
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"{path}: not a valid safetensors file: {why}")
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise bad("shorter than its 8-byte header length")
-        (hlen,) = struct.unpack("<Q", head)
-        if hlen > min(size - 8, 100 * 2**20):
-            raise bad(f"header length {hlen} beyond the file's {size} bytes or the 100 MB that safetensors allows")
-        try:
-            header = json.loads(f.read(hlen))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise bad(f"header is not JSON ({e})") from None
-        if not isinstance(header, dict):
-            raise bad("header is not a JSON object")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    base, out, spans = 8 + hlen, {}, []
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
-              and all(isinstance(d, int) and d >= 0 for d in info["shape"])
-              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
-              and all(isinstance(o, int) for o in info["data_offsets"]))
-        if not ok:
-            raise bad(f"tensor {key!r}: entry {info!r} lacks an int 'shape' or two int 'data_offsets'")
-        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise bad(f"tensor {key!r}: dtype {info.get('dtype')!r} is not supported")
-        shape, (start, end) = info["shape"], info["data_offsets"]
-        numel = math.prod(shape)
-        if end - start != numel * torch.empty((), dtype=dtype).element_size() or start < 0 or base + end > size:
-            raise bad(f"tensor {key!r}: data_offsets {[start, end]} do not hold shape {shape} {info['dtype']} "
-                      f"inside the file's {size} bytes")
-        spans.append((start, end, key))
-        out[key] = (torch.frombuffer(mm, dtype=dtype, count=numel, offset=base + start).view(shape) if numel
-                    else torch.empty(shape, dtype=dtype))
-    at = 0
-    for start, end, key in sorted(spans):
-        if start != at:
-            raise bad(f"tensor {key!r}: data_offsets start at {start}, not at {at} where the previous tensor ends "
-                      "(tensors overlap or leave a gap)")
-        at = end
-    if base + at != size:
-        raise bad(f"the tensors end at byte {base + at} but the file has {size}")
-    return out
-
-
-def load_cache(path: Path) -> dict[str, torch.Tensor]:
-    """The UNet stage's training cache (:func:`save_cache`), memory-mapped (:func:`map_safetensors`), checked."""
+def load_cache(path: Path, *, lazy: bool = False) -> dict[str, torch.Tensor]:
+    """The UNet stage's training cache (:func:`save_cache`), checked: memory-mapped tensors
+    (:func:`map_safetensors`), or with ``lazy`` :class:`FileTensor` s that read only the rows asked for
+    (:func:`open_safetensors`; what training uses, so that its memory does not grow with the cache)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"training cache not found: {path}")
-    cache = map_safetensors(path)
+    cache = open_safetensors(path) if lazy else map_safetensors(path)
     missing = [k for k in CACHE_KEYS if k not in cache]
     if missing:
         raise ValueError(f"{path}: training cache lacks {missing}")
@@ -676,7 +581,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     tc, rc = cfg["train"], cfg["run"]
     out_dir = Path(out_dir)
     if not isinstance(cache, dict):
-        cache = load_cache(Path(cache))
+        cache = load_cache(Path(cache), lazy=True)
     n = cache["latent_mean"].shape[0]
     latent_shape = tuple(cache["latent_mean"].shape[1:])
     text_width = cache["text_states"].shape[-1]
