@@ -9,9 +9,11 @@ built by :func:`make_trackers` and handed to ``Accelerator(log_with=...)``:
   (:meth:`CSVTracker.drop_rows`), so the file holds each step once, as an uninterrupted run would.
 * accelerate's own TensorBoard tracker, when asked for (``report_to="tensorboard"``) and installed.
 
-**Checkpoints.** ``accelerator.save_state`` into ``<prefix><step>`` folders (``checkpoint-2000``; T-CLIP:
-``step-100`` per stage), the oldest removed beyond a limit (:func:`rotate_checkpoints`), as diffusers' training
-scripts do with ``checkpoints_total_limit``. Not accelerate's automatic naming (``ProjectConfiguration(
+**Checkpoints.** One :class:`Checkpointer` per loop: ``accelerator.save_state`` into ``<prefix><step>`` folders
+(``checkpoint-2000``; T-CLIP: ``step-100`` per stage), the loop's own state as JSON and safetensors, and last a
+``checkpoint.json`` marker, so that a resume takes the newest *complete* checkpoint; the oldest are removed beyond a
+limit (:func:`rotate_checkpoints`) after the new one is whole, as diffusers' training scripts do with
+``checkpoints_total_limit``. Not accelerate's automatic naming (``ProjectConfiguration(
 automatic_checkpoint_naming=True, total_limit=N)``): its folders are numbered by save count, not by step, and the
 step is what a resume, the steps-vs-quality curve (``python -m thermgen.bench.control``) and a user need. The extra
 state (lr schedule, EMA) is saved beside accelerate's files as JSON and safetensors (:func:`save_extra_state`), not
@@ -36,7 +38,7 @@ from accelerate.tracking import GeneralTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSVTracker", "checkpoint_step", "csv_tracker", "flat_settings", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
+__all__ = ["CSVTracker", "Checkpointer", "checkpoint_step", "csv_tracker", "flat_settings", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
            "read_csv_log", "rotate_checkpoints", "save_extra_state", "tracker_config"]
 
 
@@ -227,15 +229,17 @@ def rotate_checkpoints(ckpt_dir: Path, limit: int | None, prefix: str = "checkpo
 
 
 def save_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
-    """Save the lr schedule (JSON) and the EMA (JSON + safetensors) beside accelerate's state.
+    """Save the lr schedule (JSON; none when ``lr_scheduler`` is None) and the EMA (JSON + safetensors) beside
+    accelerate's state.
 
     Not through ``register_for_checkpointing``: accelerate reloads such objects by unpickling them
     (weights_only disabled); JSON and safetensors load without any unpickling.
     """
     from safetensors.torch import save_file
 
-    sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
-    (ckpt / "lr_scheduler.json").write_text(json.dumps(sched))
+    if lr_scheduler is not None:
+        sched = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+        (ckpt / "lr_scheduler.json").write_text(json.dumps(sched))
     if ema is not None:
         sd = ema.state_dict()
         save_file({f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(sd["shadow_params"])},
@@ -248,11 +252,12 @@ def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
     from safetensors.torch import load_file
 
     f = ckpt / "lr_scheduler.json"
-    if not f.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by this trainer?)")
-    state = json.loads(f.read_text())
-    state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
-    lr_scheduler.load_state_dict(state)
+    if lr_scheduler is not None:
+        if not f.is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt} lacks {f.name} (not written by this trainer?)")
+        state = json.loads(f.read_text())
+        state["lr_lambdas"] = [None] * len(lr_scheduler.lr_lambdas)
+        lr_scheduler.load_state_dict(state)
     if ema is not None:
         if not (ckpt / "ema.safetensors").is_file():
             raise FileNotFoundError(f"checkpoint {ckpt} has no ema.safetensors but this run keeps an EMA")
@@ -261,3 +266,98 @@ def load_extra_state(ckpt: Path, lr_scheduler, ema) -> None:
         dev = ema.shadow_params[0].device if ema.shadow_params else "cpu"
         sd["shadow_params"] = [tensors[f"shadow.{i}"].to(dev) for i in range(len(tensors))]
         ema.load_state_dict(sd)
+
+
+#: Written last into a checkpoint folder by :meth:`Checkpointer.save`: its presence marks the checkpoint complete.
+CHECKPOINT_MARKER = "checkpoint.json"
+#: The loop's own tensors in a checkpoint (generator states and the like), beside accelerate's files.
+CHECKPOINT_TENSORS = "loop_state.safetensors"
+
+
+class Checkpointer:
+    """The checkpoints of one training loop (T-CLIP per stage, VAE, UNet): one way to save, rotate, find and resume.
+
+    ``save(step, meta, tensors)`` writes ``<folder>/<prefix><step>/``: accelerate's ``save_state`` (model, optimizer,
+    RNG, and anything prepared), the lr schedule and EMA when given (:func:`save_extra_state`: JSON and safetensors),
+    the loop's ``tensors`` (``loop_state.safetensors``) and last ``checkpoint.json`` (``{"step": step, **meta}``),
+    whose presence marks the checkpoint complete. Only then are the oldest checkpoints removed beyond ``limit``, so
+    a crash while saving leaves the previous ones whole. ``find(resume)`` resolves ``True``/``"latest"`` to the
+    newest complete checkpoint (None when there is none) and a path to that folder (an error naming it when it is
+    missing or incomplete); ``load(path)`` restores everything and returns ``(step, meta, tensors)``. Nothing is
+    unpickled: accelerate loads its own files with ``weights_only=True``."""
+
+    def __init__(self, accelerator, folder: str | Path, *, prefix: str = "checkpoint-", limit: int | None = None,
+                 lr_scheduler=None, ema=None):
+        self.accelerator = accelerator
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.limit = limit
+        self.lr_scheduler = lr_scheduler
+        self.ema = ema
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"{self.prefix}{step}"
+
+    def complete(self) -> list[Path]:
+        """The complete checkpoints (with their marker), oldest first."""
+        return [c for c in list_checkpoints(self.folder, self.prefix) if (c / CHECKPOINT_MARKER).is_file()]
+
+    def latest(self) -> Path | None:
+        done = self.complete()
+        return done[-1] if done else None
+
+    def find(self, resume: bool | str | Path | None) -> Path | None:
+        if resume is None or resume is False:
+            return None
+        if resume is True or resume == "latest":
+            return self.latest()
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume: checkpoint folder {path} does not exist")
+        if not (path / CHECKPOINT_MARKER).is_file():
+            raise FileNotFoundError(f"--resume: {path} is not a complete checkpoint (no {CHECKPOINT_MARKER}: "
+                                    "its save was interrupted, or an older thermgen wrote it)")
+        return path
+
+    def save(self, step: int, meta: Mapping[str, Any] | None = None,
+             tensors: Mapping[str, Any] | None = None) -> Path:
+        acc = self.accelerator
+        path = self.path(step)
+        acc.wait_for_everyone()
+        acc.save_state(str(path))
+        if acc.is_main_process:
+            if self.lr_scheduler is not None or self.ema is not None:
+                save_extra_state(path, self.lr_scheduler, self.ema)
+            if tensors:
+                from safetensors.torch import save_file
+
+                save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(path / CHECKPOINT_TENSORS))
+            tmp = path / (CHECKPOINT_MARKER + ".tmp")
+            tmp.write_text(json.dumps({"step": int(step), **(meta or {})}))
+            tmp.replace(path / CHECKPOINT_MARKER)
+            if self.limit is not None:
+                rotate_checkpoints(self.folder, self.limit + 1, self.prefix)
+        acc.wait_for_everyone()
+        return path
+
+    @staticmethod
+    def meta(path: str | Path) -> dict[str, Any]:
+        """What :meth:`save` wrote into the checkpoint's marker (``step`` and the loop's ``meta``), read without
+        loading anything: a loop checks that a checkpoint belongs to its run before it resumes from it."""
+        marker = Path(path) / CHECKPOINT_MARKER
+        if not marker.is_file():
+            raise FileNotFoundError(f"resume: {path} is not a complete checkpoint (no {CHECKPOINT_MARKER})")
+        return json.loads(marker.read_text())
+
+    def load(self, path: str | Path) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        path = Path(path)
+        meta = self.meta(path)
+        self.accelerator.load_state(str(path))
+        if self.lr_scheduler is not None or self.ema is not None:
+            load_extra_state(path, self.lr_scheduler, self.ema)
+        tensors: dict[str, Any] = {}
+        if (path / CHECKPOINT_TENSORS).is_file():
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path / CHECKPOINT_TENSORS))
+        return int(meta["step"]), meta, tensors

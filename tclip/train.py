@@ -46,7 +46,7 @@ from torch import nn
 from .data import MIRROR_WORDS, read_manifest, split_images, swap_words
 from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
-from .scaffold import CSVTracker, checkpoint_step, csv_tracker, list_checkpoints, make_trackers, plot_csv_curves, rotate_checkpoints, tracker_config
+from .scaffold import Checkpointer, CSVTracker, csv_tracker, make_trackers, plot_csv_curves, tracker_config
 
 __all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
@@ -348,14 +348,12 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
                                          num_workers=workers, persistent_workers=workers > 0)
     step_module, optimizer, loader, scheduler = acc.prepare(step_module, optimizer, loader, scheduler)
 
-    ckpt_root = ctx.out / "checkpoints" / stage
+    checkpoints = Checkpointer(acc, ctx.out / "checkpoints" / stage, prefix="step-", limit=ctx.cfg["keep_checkpoints"])
     start = 0
-    if resume:
-        found = list_checkpoints(ckpt_root, prefix="step-")
-        if found:
-            acc.load_state(str(found[-1]))
-            start = checkpoint_step(found[-1], prefix="step-")
-            logger.info("stage %s: resumed from %s", stage, found[-1])
+    found = checkpoints.find("latest" if resume else None)
+    if found is not None:
+        start, _, _ = checkpoints.load(found)
+        logger.info("stage %s: resumed from %s", stage, found)
     if acc.is_main_process:
         # rows of this stage past its checkpoint belong to the interrupted tail: the resumed run writes them again
         csv_tracker(acc).drop_rows(lambda r: r.get("stage") == stage and r["step"] > start)
@@ -405,7 +403,7 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 bar.update(1)
                 if step % ctx.cfg["checkpoint_every"] == 0 and step < steps:
-                    _save_checkpoint(acc, ckpt_root, step, ctx.cfg["keep_checkpoints"])
+                    checkpoints.save(step)
                 if step >= steps:
                     break
             epoch += 1
@@ -419,13 +417,6 @@ def _run_stage(ctx: _Ctx, stage: str, model: nn.Module, encode, dataset: _PairDa
     acc.wait_for_everyone()
     acc.free_memory()
     return final_scale
-
-
-def _save_checkpoint(acc, root: Path, step: int, keep: int) -> None:
-    acc.save_state(str(root / f"step-{step}"))
-    if acc.is_main_process:  # after the save: a crash while saving leaves the older checkpoints whole
-        rotate_checkpoints(root, keep + 1, prefix="step-")
-    acc.wait_for_everyone()
 
 
 def plot_loss(csv_path: Path, png_path: Path) -> None:

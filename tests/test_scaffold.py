@@ -73,3 +73,55 @@ def test_tracker_config_flattens_settings_to_scalars():
            "mixed_precision": "no"}
     assert tracker_config(cfg) == {"base_stage.steps": 3, "base_stage.lr": 0.1, "lora.towers": '["vision", "text"]',
                                    "augment": "{}", "base": None, "mixed_precision": "no"}
+
+
+def test_checkpointer_saves_rotates_and_resumes_only_complete_checkpoints(tmp_path):
+    """Checkpointer, the one checkpoint path of the T-CLIP, VAE and UNet loops: accelerate's state, the lr schedule,
+    the loop's meta and tensors, a marker written last; rotation after the new checkpoint is whole; a resume takes
+    the newest complete checkpoint and restores all of it."""
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    from tclip.scaffold import CHECKPOINT_MARKER, Checkpointer
+
+    def run():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        sched = get_scheduler("linear", opt, num_warmup_steps=1, num_training_steps=10)
+        acc = Accelerator(cpu=True)
+        model, opt = acc.prepare(model, opt)
+        return acc, model, opt, sched
+
+    acc, model, opt, sched = run()
+    ck = Checkpointer(acc, tmp_path / "ck", limit=2, lr_scheduler=sched)
+    assert ck.find("latest") is None and ck.find(False) is None
+    gen = torch.Generator().manual_seed(5)
+    for step in range(1, 5):
+        model(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % 2 == 0 or step == 3:
+            torch.rand(step, generator=gen)
+            ck.save(step, {"rows": [step]}, {"gen": gen.get_state()})
+    assert [p.name for p in ck.complete()] == ["checkpoint-3", "checkpoint-4"]  # the limit, oldest removed
+    want = {k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}
+    want_lr, want_gen = sched.get_last_lr(), torch.rand(3, generator=gen)
+
+    (ck.path(4) / CHECKPOINT_MARKER).unlink()  # as if killed while saving step 4
+    assert ck.find(True) == ck.path(3)
+    with pytest.raises(FileNotFoundError, match="checkpoint-4 is not a complete checkpoint"):
+        ck.find(ck.path(4))
+    with pytest.raises(FileNotFoundError, match="checkpoint-9 does not exist"):
+        ck.find(tmp_path / "ck" / "checkpoint-9")
+
+    acc2, model2, opt2, sched2 = run()
+    ck2 = Checkpointer(acc2, tmp_path / "ck", lr_scheduler=sched2)
+    (ck.path(4) / CHECKPOINT_MARKER).write_text(json.dumps({"step": 4, "rows": [4]}))
+    step, meta, tensors = ck2.load(ck2.find("latest"))
+    assert step == 4 and meta == {"step": 4, "rows": [4]} and sched2.get_last_lr() == want_lr
+    assert all(torch.equal(v, want[k]) for k, v in acc2.unwrap_model(model2).state_dict().items())
+    g2 = torch.Generator()
+    g2.set_state(tensors["gen"])
+    assert torch.equal(torch.rand(3, generator=g2), want_gen)

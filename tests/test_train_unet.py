@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from thermgen.train.config import ConfigError, load_config
-from thermgen.train.unet import (build_pipeline, build_unet, list_checkpoints, make_inference_scheduler,
-                                 make_noise_scheduler, micro_batch, read_log, resolve_noise_schedule, train_unet)
+from tclip.scaffold import list_checkpoints
+from thermgen.train.unet import (build_pipeline, build_unet, make_inference_scheduler, make_noise_scheduler, micro_batch,
+                                 read_log, resolve_noise_schedule, train_unet)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

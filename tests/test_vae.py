@@ -312,7 +312,7 @@ def test_resume_refuses_another_config_or_other_images_and_a_finished_run_keeps_
     assert resumable_checkpoint(tmp_path / "run", cfg).name == "checkpoint-4"
     assert resumable_checkpoint(tmp_path / "run", {**cfg, "learning_rate": 1e-4}) is None
     assert resumable_checkpoint(tmp_path / "run", {**cfg, "checkpointing_steps": 3}) is not None  # no effect on training
-    (tmp_path / "run" / "checkpoints" / "checkpoint-4" / "vae_state.json").unlink()  # as if killed while saving it
+    (tmp_path / "run" / "checkpoints" / "checkpoint-4" / "checkpoint.json").unlink()  # as if killed while saving it
     assert resumable_checkpoint(tmp_path / "run", cfg).name == "checkpoint-2"  # the newest complete one
     rep = train_vae(cfg, train, val, tmp_path / "run", show_progress=False, resume=True)
     assert rep["resumed_from"].endswith("checkpoint-2")

@@ -42,8 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from thermgen.train.cache import empty_tensor, map_safetensors, open_safetensors, write_safetensors
-from tclip.scaffold import (checkpoint_step, csv_tracker, list_checkpoints, load_extra_state, make_trackers, read_csv_log,
-                            rotate_checkpoints, save_extra_state, tracker_config)
+from tclip.scaffold import Checkpointer, csv_tracker, make_trackers, read_csv_log, tracker_config
 
 logger = logging.getLogger(__name__)
 
@@ -652,24 +651,17 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         ema.to(accelerator.device)
 
     ckpt_dir = out_dir / "checkpoints"
+    checkpoints = Checkpointer(accelerator, ckpt_dir, limit=tc["checkpoints_total_limit"], lr_scheduler=lr_scheduler,
+                               ema=ema)
     log_path = out_dir / "logs" / "train_log.csv"
     global_step = 0
     resumed_from = None
     if resume:
-        path = None
-        if resume in (True, "latest"):
-            ckpts = list_checkpoints(ckpt_dir)
-            path = ckpts[-1] if ckpts else None
-        else:
-            path = Path(resume)
-            if not path.is_dir():
-                raise FileNotFoundError(f"--resume: checkpoint folder {path} does not exist")
+        path = checkpoints.find(resume)
         if path is None:
-            accelerator.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+            accelerator.print(f"--resume: no complete checkpoint in {ckpt_dir}; starting from step 0")
         else:
-            accelerator.load_state(str(path))
-            load_extra_state(path, lr_scheduler, ema)
-            global_step = checkpoint_step(path)
+            global_step, _, _ = checkpoints.load(path)
             resumed_from = str(path)
             accelerator.print(f"resumed from {path} (step {global_step})")
 
@@ -772,12 +764,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         accelerator.log({"loss": loss_val, "lr": lr_scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3)},
                         step=global_step)
         if global_step % tc["checkpointing_steps"] == 0 or global_step == tc["max_train_steps"]:
-            if accelerator.is_main_process:
-                rotate_checkpoints(ckpt_dir, tc["checkpoints_total_limit"])
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(ckpt_dir / f"checkpoint-{global_step}"))
-            if accelerator.is_main_process:
-                save_extra_state(ckpt_dir / f"checkpoint-{global_step}", lr_scheduler, ema)
+            checkpoints.save(global_step)
         if do_val and (global_step % val_every == 0 or global_step == tc["max_train_steps"]):
             _validate(accelerator.unwrap_model(unet), ema, params, vae, text_encoder, cfg, out_dir, global_step)
         if step_callback is not None:

@@ -685,7 +685,7 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
              step_callback=None) -> tuple[list[dict[str, float]], str | None]:
     from diffusers.optimization import get_scheduler
 
-    from tclip.scaffold import rotate_checkpoints
+    from tclip.scaffold import Checkpointer
 
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
@@ -722,12 +722,13 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
     epoch_start = loader_gen.get_state()
     resumed_from = None
     data_sha = images_sha256(train_x)
+    checkpoints = Checkpointer(accelerator, ckpt_dir, limit=cfg["checkpoints_total_limit"], lr_scheduler=lr_scheduler)
     if resume:
-        path = _latest_vae_checkpoint(ckpt_dir) if resume is True or resume == "latest" else Path(resume)
+        path = checkpoints.find(resume)
         if path is None:
-            accelerator.print(f"vae: --resume: no checkpoint in {ckpt_dir}; starting from step 0")
+            accelerator.print(f"vae: --resume: no complete checkpoint in {ckpt_dir}; starting from step 0")
         else:
-            step, skip, epoch_start, rows = _load_vae_checkpoint(path, cfg, data_sha, accelerator, lr_scheduler, gens)
+            step, skip, epoch_start, rows = _load_vae_checkpoint(checkpoints, path, cfg, data_sha, gens)
             resumed_from = str(path)
             accelerator.print(f"vae: resumed from {path} (step {step})")
     log = csv_tracker(accelerator) if accelerator.is_main_process and own_accelerator else None
@@ -789,14 +790,11 @@ def _fit_vae(vae, train_x, cfg, accelerator, perceptual, show_progress, out_dir:
                         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 every = cfg["checkpointing_steps"]
                 if every and (step % every == 0 or step == cfg["steps"]):
-                    if accelerator.is_main_process:
-                        rotate_checkpoints(ckpt_dir, cfg["checkpoints_total_limit"])
-                    accelerator.wait_for_everyone()
-                    path = ckpt_dir / f"checkpoint-{step}"
-                    accelerator.save_state(str(path))
-                    if accelerator.is_main_process:
-                        _save_vae_checkpoint(path, cfg, data_sha, step, b + 1, epoch_start, rows, lr_scheduler, gens)
-                    accelerator.wait_for_everyone()
+                    # beside accelerate's state: the position in the epoch, the config and the training images'
+                    # sha256 (a checkpoint resumes only the run it belongs to), the log rows, the generator states
+                    checkpoints.save(step, {"batches_done_in_epoch": b + 1, "config": _jsonable(cfg),
+                                            "data_sha256": data_sha, "rows": rows},
+                                     {"epoch_start": epoch_start, **{k: g.get_state() for k, g in gens.items()}})
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if step_callback is not None:
@@ -827,44 +825,10 @@ def images_sha256(x: torch.Tensor | ImageFiles) -> str:
     return h.hexdigest()
 
 
-def _latest_vae_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint that was written to the end (its ``vae_state.json`` is written last), or None."""
-    from tclip.scaffold import list_checkpoints
-
-    done = [c for c in list_checkpoints(ckpt_dir) if (c / "vae_state.json").is_file()]
-    return done[-1] if done else None
-
-
-def _save_vae_checkpoint(path: Path, cfg: dict, data_sha: str, step: int, batches_done: int, epoch_start: torch.Tensor,
-                         rows: list[dict], lr_scheduler, gens: dict[str, torch.Generator]) -> None:
-    """Beside accelerate's state: ``vae_state.json`` (step, position in the epoch, config, training images' sha256,
-    log rows; written last, so its presence marks a complete checkpoint) and
-    ``vae_generators.safetensors`` (the generator states), plus the lr schedule as JSON."""
-    from safetensors.torch import save_file
-
-    from tclip.scaffold import save_extra_state
-
-    save_extra_state(path, lr_scheduler, None)
-    save_file({"epoch_start": epoch_start.contiguous(), **{k: g.get_state().cpu().contiguous() for k, g in gens.items()}},
-              str(path / "vae_generators.safetensors"))
-    tmp = path / "vae_state.json.tmp"
-    tmp.write_text(json.dumps({"step": step, "batches_done_in_epoch": batches_done, "config": _jsonable(cfg),
-                               "data_sha256": data_sha, "rows": rows}))
-    tmp.replace(path / "vae_state.json")
-
-
-def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_scheduler,
-                         gens: dict[str, torch.Generator]):
-    """Restore what :func:`_save_vae_checkpoint` and ``accelerator.save_state`` wrote. Returns
-    ``(step, batches done in its epoch, the epoch's generator state, log rows)``."""
-    from safetensors.torch import load_file
-
-    from tclip.scaffold import load_extra_state
-
-    meta_file = path / "vae_state.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"resume: {path} is not a VAE checkpoint (no {meta_file.name})")
-    meta = json.loads(meta_file.read_text())
+def _load_vae_checkpoint(checkpoints, path: Path, cfg: dict, data_sha: str, gens: dict[str, torch.Generator]):
+    """Resume from a checkpoint of this run (same config and training images; checked before anything loads).
+    Returns ``(step, batches done in its epoch, the epoch's generator state, log rows)``."""
+    meta = checkpoints.meta(path)
     diff = _config_diff(meta["config"], cfg)
     if diff:
         raise ValueError(f"resume: {path} was written under another VAE config (keys differ: "
@@ -872,12 +836,10 @@ def _load_vae_checkpoint(path: Path, cfg: dict, data_sha: str, accelerator, lr_s
     if meta.get("data_sha256") != data_sha:
         raise ValueError(f"resume: {path} was trained on other images (their sha256 differs from these "
                          f"{data_sha[:12]}...); start over without resume")
-    accelerator.load_state(str(path))
-    load_extra_state(path, lr_scheduler, None)
-    states = load_file(str(path / "vae_generators.safetensors"))
+    step, meta, states = checkpoints.load(path)
     for k, g in gens.items():
         g.set_state(states[k])
-    return int(meta["step"]), int(meta["batches_done_in_epoch"]), states["epoch_start"], list(meta["rows"])
+    return step, int(meta["batches_done_in_epoch"]), states["epoch_start"], list(meta["rows"])
 
 
 # Keys that may change between an interrupted run and its resume: they do not touch the training trajectory.
@@ -888,10 +850,12 @@ _RESUME_FREE_KEYS = ("checkpointing_steps", "checkpoints_total_limit", "num_prev
 def resumable_checkpoint(out_dir: str | Path, cfg: dict[str, Any] | None) -> Path | None:
     """The newest VAE checkpoint in ``out_dir/checkpoints`` written under this config (keys as ``train_vae``
     takes them), or None."""
-    ckpt = _latest_vae_checkpoint(Path(out_dir) / "checkpoints")
+    from tclip.scaffold import Checkpointer
+
+    ckpt = Checkpointer(None, Path(out_dir) / "checkpoints").latest()
     if ckpt is None:
         return None
-    saved = json.loads((ckpt / "vae_state.json").read_text())["config"]
+    saved = Checkpointer.meta(ckpt)["config"]
     return None if _config_diff(saved, validate_vae_config(cfg)) else ckpt
 
 
