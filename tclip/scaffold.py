@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from accelerate.tracking import GeneralTracker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSVTracker", "Checkpointer", "checkpoint_step", "csv_tracker", "flat_settings", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves",
+__all__ = ["CSVTracker", "Checkpointer", "checkpoint_step", "csv_tracker", "flat_settings", "list_checkpoints", "load_extra_state", "make_trackers", "plot_csv_curves", "plot_rows",
            "read_csv_log", "rotate_checkpoints", "save_extra_state", "tracker_config"]
 
 
@@ -170,32 +170,61 @@ def csv_tracker(accelerator) -> CSVTracker | None:
     return next((t for t in accelerator.trackers if isinstance(t, CSVTracker)), None)
 
 
-def plot_csv_curves(csv_path: str | Path, png_path: str | Path, *, y: str = "loss", by: str | None = None,
-                    title: str = "training loss", ylabel: str | None = None, logy: bool = False) -> bool:
-    """Curve PNG of column ``y`` against ``step`` from a CSV log, one line per value of column ``by`` (e.g. the
-    T-CLIP stage). Returns False (and writes nothing) when the log has no finite rows."""
-    rows = [r for r in read_csv_log(csv_path) if isinstance(r.get(y), float) and math.isfinite(r[y])]
-    if not rows:
+def plot_csv_curves(csv_path: str | Path, png_path: str | Path, *, y: str | Sequence[str] = "loss",
+                    by: str | None = None, title: str = "training loss", ylabel: str | None = None,
+                    logy: bool = False, smooth: bool = False) -> bool:
+    """Curve PNG of column(s) ``y`` against ``step`` from a CSV log (:func:`plot_rows`). Returns False (and writes
+    nothing) when the log has no finite rows."""
+    return plot_rows(read_csv_log(csv_path), png_path, y=y, by=by, title=title, ylabel=ylabel, logy=logy,
+                     smooth=smooth)
+
+
+def plot_rows(rows: list[Mapping[str, Any]], png_path: str | Path, *, y: str | Sequence[str] = "loss",
+              by: str | None = None, title: str = "training loss", ylabel: str | None = None, logy: bool = False,
+              smooth: bool = False) -> bool:
+    """The loss-curve PNG of every training loop: column(s) ``y`` of logged rows against ``step``, one line per
+    column and per value of column ``by`` (e.g. the T-CLIP stage); with ``smooth`` a running mean over 1/20 of the
+    points is drawn over each faint raw line. Returns False (and writes nothing) when no row has a finite value."""
+    ys = [y] if isinstance(y, str) else list(y)
+
+    def finite(r, k):
+        return isinstance(r.get(k), (int, float)) and math.isfinite(r[k])
+
+    if not any(finite(r, k) for r in rows for k in ys):
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    groups = dict.fromkeys(r.get(by) for r in rows) if by else {None: None}
+    groups = list(dict.fromkeys(r.get(by) for r in rows)) if by else [None]
+    labelled = by is not None or len(ys) > 1 or smooth
     for g in groups:
-        pts = [(r["step"], r[y]) for r in rows if by is None or r.get(by) == g]
-        ax.plot(*zip(*pts), label=str(g) if by else None, lw=1, marker="." if len(pts) < 30 else None)
+        for k in ys:
+            pts = [(r["step"], r[k]) for r in rows if finite(r, k) and (by is None or r.get(by) == g)]
+            if not pts:
+                continue
+            name = " ".join(str(x) for x in ((g,) if by else ()) + ((k,) if len(ys) > 1 else ()))
+            steps, vals = (np.array(v, dtype=float) for v in zip(*pts))
+            if smooth and len(vals) >= 5:
+                w = max(2, len(vals) // 20)
+                line, = ax.plot(steps, vals, lw=0.8, alpha=0.35, label=(name + " " if name else "") + "per step")
+                ax.plot(steps[w - 1:], np.convolve(vals, np.ones(w) / w, mode="valid"), lw=1.6, color=line.get_color(),
+                        label=(name + " " if name else "") + f"mean of {w}")
+            else:
+                ax.plot(steps, vals, lw=1, marker="." if len(pts) < 30 else None, label=name or None)
     ax.set_xlabel("step" + (f" (per {by})" if by else ""))
-    ax.set_ylabel(ylabel or y)
+    ax.set_ylabel(ylabel or (ys[0] if len(ys) == 1 else "loss"))
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    if by:
+    if labelled:
         ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
     return True

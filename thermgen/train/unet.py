@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from thermgen.train.cache import empty_tensor, map_safetensors, open_safetensors, write_safetensors
-from tclip.scaffold import Checkpointer, csv_tracker, make_trackers, read_csv_log, tracker_config
+from tclip.scaffold import Checkpointer, csv_tracker, make_trackers, plot_rows, read_csv_log, tracker_config
 
 logger = logging.getLogger(__name__)
 
@@ -445,31 +445,6 @@ def mirror_latents(latents: torch.Tensor, patch_size: int | None = None) -> torc
 read_log = read_csv_log
 
 
-def plot_loss_curve(rows: list[dict[str, float]], path: Path, title: str = "UNet training loss") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["step"] for r in rows])
-    loss = np.array([r["loss"] for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, lw=0.8, alpha=0.4, label="per step")
-    if len(loss) >= 5:
-        w = max(2, len(loss) // 20)
-        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def save_thermal_grid(images: np.ndarray, path: Path, *, row_labels: list[str] | None = None,
                       colormap: str = "inferno", title: str | None = None, shared_range: bool = True) -> None:
     """Save images (R, C, H, W) float in [0, 1] (white-hot) as a colour-mapped grid PNG with row labels.
@@ -790,7 +765,8 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
             model.unload_lora()
         model.save_pretrained(out_dir / "unet")
         rows = read_log(log_path)
-        plot_loss_curve(rows, out_dir / "loss_curve.png")
+        plot_rows(rows, out_dir / "loss_curve.png", y="loss", title="UNet training loss", ylabel="loss", logy=True,
+                  smooth=True)
         report = {
             "steps": global_step, "final_loss": loss_val,
             "loss_first_10": float(np.mean([r["loss"] for r in rows[:10]])) if rows else None,

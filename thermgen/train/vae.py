@@ -903,26 +903,20 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def _plot_loss(path: Path, rows: list[dict[str, float]]) -> None:
-    import matplotlib
+    from tclip.scaffold import plot_rows
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if not plot_rows(rows, path, y=("recon", "loss"), title="VAE training", ylabel="loss (recon: reconstruction)",
+                     logy=True):
+        import matplotlib
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if rows:
-        steps = [r["step"] for r in rows]
-        ax.plot(steps, [r["recon"] for r in rows], label="reconstruction")
-        ax.plot(steps, [r["loss"] for r in rows], label="total", alpha=0.7)
-        ax.set_yscale("log")
-        ax.legend()
-    else:
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.text(0.5, 0.5, "no training steps (vae.steps = 0)", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("VAE training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax.set_title("VAE training")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
 
 def _plot_reconstructions(path: Path, originals: torch.Tensor, recons: torch.Tensor) -> None:
