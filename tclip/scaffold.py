@@ -309,8 +309,11 @@ class Checkpointer:
     ``save(step, meta, tensors)`` writes ``<folder>/<prefix><step>/``: accelerate's ``save_state`` (model, optimizer,
     RNG, and anything prepared), the lr schedule and EMA when given (:func:`save_extra_state`: JSON and safetensors),
     the loop's ``tensors`` (``loop_state.safetensors``) and last ``checkpoint.json`` (``{"step": step, **meta}``),
-    whose presence marks the checkpoint complete. Only then are the oldest checkpoints removed beyond ``limit``, so
-    a crash while saving leaves the previous ones whole. ``find(resume)`` resolves ``True``/``"latest"`` to the
+    whose presence marks the checkpoint complete, once every process has written its part. Only then are the
+    oldest complete checkpoints removed beyond ``limit`` (so a save needs room for ``limit + 1`` on disk for a
+    moment), and a crash while saving leaves the previous ones whole. Folders without the marker (an interrupted
+    save, or a checkpoint of an older thermgen) are never resumed from nor counted; they are left in place, with a
+    warning. ``find(resume)`` resolves ``True``/``"latest"`` to the
     newest complete checkpoint (None when there is none) and a path to that folder (an error naming it when it is
     missing or incomplete); ``load(path)`` restores everything and returns ``(step, meta, tensors)``. Nothing is
     unpickled: accelerate loads its own files with ``weights_only=True``."""
@@ -331,6 +334,10 @@ class Checkpointer:
         """The complete checkpoints (with their marker), oldest first."""
         return [c for c in list_checkpoints(self.folder, self.prefix) if (c / CHECKPOINT_MARKER).is_file()]
 
+    def incomplete(self) -> list[Path]:
+        """Checkpoint folders without the marker: interrupted saves, or checkpoints of an older thermgen."""
+        return [c for c in list_checkpoints(self.folder, self.prefix) if not (c / CHECKPOINT_MARKER).is_file()]
+
     def latest(self) -> Path | None:
         done = self.complete()
         return done[-1] if done else None
@@ -339,6 +346,11 @@ class Checkpointer:
         if resume is None or resume is False:
             return None
         if resume is True or resume == "latest":
+            stale = self.incomplete()
+            if stale:
+                logger.warning("%s: %d checkpoint folder(s) without %s (an interrupted save, or written by an older "
+                               "thermgen) cannot be resumed from and are ignored: %s", self.folder, len(stale),
+                               CHECKPOINT_MARKER, ", ".join(p.name for p in stale))
             return self.latest()
         path = Path(resume)
         if not path.is_dir():
@@ -352,8 +364,11 @@ class Checkpointer:
              tensors: Mapping[str, Any] | None = None) -> Path:
         acc = self.accelerator
         path = self.path(step)
+        if acc.is_main_process and path.exists():  # the same step saved again (after a resume): no stale files
+            shutil.rmtree(path)
         acc.wait_for_everyone()
         acc.save_state(str(path))
+        acc.wait_for_everyone()  # every process's part (its RNG state) is on disk before the marker says so
         if acc.is_main_process:
             if self.lr_scheduler is not None or self.ema is not None:
                 save_extra_state(path, self.lr_scheduler, self.ema)
@@ -364,8 +379,10 @@ class Checkpointer:
             tmp = path / (CHECKPOINT_MARKER + ".tmp")
             tmp.write_text(json.dumps({"step": int(step), **(meta or {})}))
             tmp.replace(path / CHECKPOINT_MARKER)
-            if self.limit is not None:
-                rotate_checkpoints(self.folder, self.limit + 1, self.prefix)
+            if self.limit is not None:  # the oldest complete ones beyond the limit, never the one just written
+                done = self.complete()
+                for old in [c for c in done if c != path][:max(0, len(done) - self.limit)]:
+                    shutil.rmtree(old)
         acc.wait_for_everyone()
         return path
 

@@ -125,3 +125,46 @@ def test_checkpointer_saves_rotates_and_resumes_only_complete_checkpoints(tmp_pa
     g2 = torch.Generator()
     g2.set_state(tensors["gen"])
     assert torch.equal(torch.rand(3, generator=g2), want_gen)
+
+
+def test_checkpointer_rotates_complete_checkpoints_only_and_never_the_new_one(tmp_path, caplog):
+    """Folders without the marker (an interrupted save, an older thermgen's checkpoint) are neither resumed from nor
+    counted by the rotation: a run restarted under them keeps its new checkpoints. Saving a step again replaces its
+    folder, stale files included."""
+    import logging
+
+    import torch
+
+    from tclip.scaffold import CHECKPOINT_MARKER, Checkpointer
+
+    acc = Accelerator(cpu=True)
+    model = acc.prepare(torch.nn.Linear(2, 2))
+    folder = tmp_path / "ck"
+    for old in ("checkpoint-1000", "checkpoint-1200"):  # an older run's, without markers
+        (folder / old).mkdir(parents=True)
+    ck = Checkpointer(acc, folder, limit=2)
+    with caplog.at_level(logging.WARNING, logger="tclip.scaffold"):
+        assert ck.find("latest") is None
+    assert "2 checkpoint folder(s) without checkpoint.json" in caplog.text
+    for step in (200, 400, 600):
+        ck.save(step)
+    assert [p.name for p in ck.complete()] == ["checkpoint-400", "checkpoint-600"]
+    assert [p.name for p in ck.incomplete()] == ["checkpoint-1000", "checkpoint-1200"]  # left in place
+
+    (ck.path(400) / "loop_state.safetensors").write_text("stale")
+    ck.save(400, {"again": True})  # resumed from 400 and saved it again: the folder is rewritten
+    assert not (ck.path(400) / "loop_state.safetensors").exists()
+    assert json.loads((ck.path(400) / CHECKPOINT_MARKER).read_text()) == {"step": 400, "again": True}
+    assert [p.name for p in ck.complete()] == ["checkpoint-400", "checkpoint-600"]
+    del model
+
+
+def test_plot_rows_draws_columns_and_smoothing_and_skips_empty_logs(tmp_path):
+    from tclip.scaffold import plot_rows
+
+    rows = [{"step": i, "loss": 1.0 / i, "recon": 0.5 / i} for i in range(1, 41)]
+    assert plot_rows(rows, tmp_path / "a.png", y=("recon", "loss"), logy=True)
+    assert plot_rows(rows, tmp_path / "sub" / "b.png", y="loss", smooth=True)
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "sub" / "b.png").is_file()
+    assert not plot_rows([{"step": 1, "loss": float("nan")}], tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -41,7 +42,7 @@ class FileTensor:
     integer tensor or list: rows ``idx``), ``t[a, b]`` (integer tensors of one length over the first two
     dimensions, as torch's advanced indexing does), ``t[s:e]`` (a contiguous row range). Assigning a tensor to a
     row range (``t[s:e] = x``) writes it to the file (writable tensors only). :meth:`reshape` gives a view of the
-    same bytes in another shape."""
+    same bytes in another shape. Index tensors are read as flat lists of indices (one dimension each)."""
 
     def __init__(self, path: str | Path, shape, dtype: torch.dtype, offset: int = 0, *, writable: bool = False):
         self.path = Path(path)
@@ -81,6 +82,8 @@ class FileTensor:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
         if -1 in shape:
             known = math.prod(d for d in shape if d != -1)
+            if not known:
+                raise ValueError(f"FileTensor.reshape: cannot infer -1 in {tuple(shape)}")
             shape = tuple(self.numel() // known if d == -1 else d for d in shape)
         if math.prod(shape) != self.numel():
             raise ValueError(f"FileTensor.reshape: shape {tuple(shape)} does not hold {self.numel()} elements")
@@ -113,10 +116,19 @@ class FileTensor:
         return math.prod(self.shape[lead:]) * self._itemsize
 
     def _pread(self, n: int, at: int) -> bytes:
-        data = os.pread(self._file(), n, self.offset + at)
-        if len(data) != n:
-            raise OSError(f"{self.path}: read {len(data)} of {n} bytes at offset {self.offset + at} (file truncated?)")
-        return data
+        parts, got = [], 0
+        while got < n:  # one read returns at most ~2 GiB on Linux, and may return less
+            part = os.pread(self._file(), min(n - got, 1 << 30), self.offset + at + got)
+            if not part:
+                raise OSError(f"{self.path}: read {got} of {n} bytes at offset {self.offset + at} (file truncated?)")
+            parts.append(part)
+            got += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _pwrite(self, data: memoryview, at: int) -> None:
+        done = 0
+        while done < len(data):  # a write may store fewer bytes than asked (a full disk raises)
+            done += os.pwrite(self._file(), data[done:], self.offset + at + done)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as a new tensor, in one read."""
@@ -144,10 +156,13 @@ class FileTensor:
         keys = key if isinstance(key, tuple) else (key,)
         if not 0 < len(keys) <= self.ndim:
             raise IndexError(f"FileTensor: {len(keys)} indices for a {self.ndim}-d tensor")
-        scalar = all(isinstance(k, int) or (isinstance(k, torch.Tensor) and k.ndim == 0) for k in keys)
+        scalar = all(isinstance(k, (int, np.integer)) or (isinstance(k, (torch.Tensor, np.ndarray)) and k.ndim == 0)
+                     for k in keys)
         cols = []
         for k, size in zip(keys, self.shape):
-            c = torch.as_tensor(k).reshape(-1)
+            if isinstance(k, slice):
+                raise IndexError("FileTensor: a slice is supported alone (t[s:e]), not inside an index tuple")
+            c = torch.as_tensor(k, dtype=torch.long if isinstance(k, (list, tuple)) and not k else None).reshape(-1)
             if c.dtype == torch.bool or c.is_floating_point():
                 raise IndexError(f"FileTensor: indices must be integers, got {c.dtype}")
             c = c.long()
@@ -181,8 +196,7 @@ class FileTensor:
             raise ValueError(f"FileTensor: cannot write shape {tuple(value.shape)} into rows {start}:{stop} ({want})")
         data = value.detach().to("cpu", self.dtype).contiguous()
         if data.numel():
-            os.pwrite(self._file(), memoryview(data.reshape(-1).view(torch.uint8).numpy()),
-                      self.offset + start * self._row_bytes())
+            self._pwrite(memoryview(data.reshape(-1).view(torch.uint8).numpy()), start * self._row_bytes())
 
     def load(self) -> torch.Tensor:
         """The whole tensor in memory."""

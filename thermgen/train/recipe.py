@@ -505,6 +505,8 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
         # neither the training set's pixels nor its latents and text states, whatever its size.
         images = ImageFiles(_image_paths(ctx, recs), cfg["train"]["resolution"], center_crop=False)
         prompts, fine = _prompts_for_mode(mode, recs)
+        for stale in work.glob("rows-*"):  # an encoding killed before it finished
+            shutil.rmtree(stale, ignore_errors=True)
         with RowStore(work) as rows:
             cache = encode_training_set(images, prompts, fine, vae, text_encoder, device=ctx.device,
                                         progress=ctx.progress, alloc=rows)

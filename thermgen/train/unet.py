@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from thermgen.train.cache import empty_tensor, map_safetensors, open_safetensors, write_safetensors
+from thermgen.train.cache import FileTensor, empty_tensor, map_safetensors, open_safetensors, write_safetensors
 from tclip.scaffold import Checkpointer, csv_tracker, make_trackers, plot_rows, read_csv_log, tracker_config
 
 logger = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
     tmp.replace(path)
 
 
-def load_cache(path: Path, *, lazy: bool = False) -> dict[str, torch.Tensor]:
+def load_cache(path: Path, *, lazy: bool = False) -> dict[str, torch.Tensor | FileTensor]:
     """The UNet stage's training cache (:func:`save_cache`), checked: memory-mapped tensors
     (:func:`map_safetensors`), or with ``lazy`` :class:`FileTensor` s that read only the rows asked for
     (:func:`open_safetensors`; what training uses, so that its memory does not grow with the cache)."""
@@ -539,7 +539,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
         (LoRA weights alone, diffusers format, when LoRA), ``checkpoints/checkpoint-<step>/`` (accelerate
         states, rotated), ``logs/train_log.csv`` (step, loss, lr, seconds), ``loss_curve.png``,
         ``validation/step-<N>.png`` (when vae and text_encoder are given), ``train_report.json``.
-    resume: False; True/"latest" (the newest checkpoint in out_dir, if any); or a checkpoint path.
+    resume: False; True/"latest" (the newest complete checkpoint in out_dir, if any); or a checkpoint path.
     vae: for the validation grids, and it tells how latents mirror under ``train.random_flip``
         (:func:`mirror_latents`: exactly for a PatchAutoencoder; without a vae the latent grid is mirrored).
     step_callback: called on every process after each optimizer step (and its checkpoint) with

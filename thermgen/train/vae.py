@@ -522,7 +522,7 @@ def train_vae(
         cpu: for that new Accelerator: True runs on the CPU even where CUDA is present (the recipe's
             ``run.device=cpu``), False or None on CUDA when present. Ignored when ``accelerator`` is given.
         show_progress: tqdm progress bar.
-        resume: False; True (the newest ``out_dir/checkpoints/checkpoint-<step>``, if any) or a checkpoint folder.
+        resume: False; True (the newest complete ``out_dir/checkpoints/checkpoint-<step>``, if any) or a checkpoint folder.
             Checkpoints (every ``checkpointing_steps``, the newest ``checkpoints_total_limit`` kept) hold
             accelerate's state (model, optimizer, RNG) plus, without pickles, the lr schedule, the data order's
             and the flips' and posterior samples' generator states, the log rows, the config and the training
