@@ -303,6 +303,42 @@ def test_contrastive_guidance_adds_a_branch_along_the_edited_fact(monkeypatch):
             run(pipe, num_inference_steps=1, **bad)
 
 
+def test_guidance_interval_guides_only_the_steps_whose_noise_level_lies_in_it(monkeypatch):
+    """guidance_interval (low, high]: the steps whose sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in it get every
+    guidance branch (u + g (c - u) + s (c - k)); the others run the prompt's branch alone and step with it."""
+    pipe = tiny_pipeline(mode="fused", pooled=True)
+    contrast, c_fine = "An infrared thermal image of a parking lot by day", "Thermal infrared image of sunlit asphalt"
+    kw = dict(num_inference_steps=4, prompt_fine=FINE, guidance_scale=3.0, contrast_prompt=contrast,
+              contrast_prompt_fine=c_fine, contrast_scale=2.0, output_type="latent")
+    pipe.scheduler.set_timesteps(4)
+    ac = pipe.scheduler.alphas_cumprod.double()
+    sig = [float(((1 - ac[int(t)]) / ac[int(t)]).sqrt()) for t in pipe.scheduler.timesteps]
+    lo, hi = (sig[2] + sig[3]) / 2, (sig[0] + sig[1]) / 2  # steps 1 and 2 guided, 0 and 3 not
+    batches, step_in = [], []
+    hook = pipe.unet.register_forward_hook(lambda m, args, kw_, out: batches.append((out[0].shape[0], out[0].clone())),
+                                           with_kwargs=True)
+    step = pipe.scheduler.step
+    monkeypatch.setattr(pipe.scheduler, "step", lambda out, *a, **k: step_in.append(out.clone()) or step(out, *a, **k))
+    try:
+        limited = run(pipe, guidance_interval=(lo, hi), **kw)
+    finally:
+        hook.remove()
+        monkeypatch.undo()
+    assert [b for b, _ in batches] == [1, 3, 3, 1]
+    assert torch.equal(step_in[0], batches[0][1]) and torch.equal(step_in[3], batches[3][1])
+    u, k, c = batches[1][1].chunk(3)
+    assert torch.allclose(step_in[1], u + 3.0 * (c - u) + 2.0 * (c - k), atol=1e-6)
+    assert pipe._guided_steps == 2
+    everywhere = run(pipe, guidance_interval=(0.0, 1e12), **kw)
+    assert torch.equal(everywhere, run(pipe, **kw)) and torch.abs(limited - everywhere).max() > 1e-4
+    nowhere = run(pipe, guidance_interval=(1e11, 1e12), **kw)
+    assert torch.equal(nowhere, run(pipe, **{**kw, "guidance_scale": 1.0, "contrast_prompt": None,
+                                             "contrast_prompt_fine": None, "contrast_scale": 0.0}))
+    for bad in ((1.0,), (2.0, 1.0), (-1.0, 1.0), (0.0, float("inf")), "0,1", (True, 2.0)):
+        with pytest.raises(ValueError, match="guidance_interval"):
+            run(pipe, num_inference_steps=1, guidance_interval=bad)
+
+
 # ---- pooled prompt embedding (unet.pooled_conditioning) ---------------------------------------------------
 def test_pooled_conditioning_reaches_the_unet_and_round_trips(tmp_path):
     pipe = tiny_pipeline(mode="fused", pooled=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def query_swaps(recs: list[dict[str, Any]], style: str, max_pairs: int, seed: in
 def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float, steps: int, n_prompts: int | None,
                       swap_pairs: int, seed: int, work: Path, progress: bool, prompt_style: str = "captions",
                       contrast: str | None = None, contrast_scale: float | None = None,
-                      pairs_png: Path | None = None, also_swap: tuple[str, ...] = ()) -> dict[str, Any]:
+                      pairs_png: Path | None = None, also_swap: tuple[str, ...] = (),
+                      guidance_interval: tuple[float, float] | None = None) -> dict[str, Any]:
     """FID/KID, judge accuracies and the day/night swap of ``pipe`` on ``split`` (records spread evenly), prompted
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
@@ -112,7 +114,10 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
 
     ``also_swap``: one-fact swap kinds run beside the day/night one (``person``: the record's people removed;
     ``cars``: six or more cars cut to two; :data:`thermgen.ircap.swap.SWAP_KINDS`), captions only, reported as
-    ``swap_<kind>``; under ``contrast`` each side's contrast is again the other side's prompt."""
+    ``swap_<kind>``; under ``contrast`` each side's contrast is again the other side's prompt.
+
+    ``guidance_interval``: (low, high], guidance only at the sampler steps whose noise level lies in it (the
+    pipeline's ``guidance_interval``; ``eval.guidance_interval``)."""
     from thermgen.ircap.swap import swap_pairs as build_swaps
     from thermgen.metrics import evaluate_generation
     from thermgen.metrics.attributes import (AttributeJudge, attribute_table, image_features, judge_images,
@@ -122,7 +127,9 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
                                        generate_prompts)
     from thermgen.train.config import load_config
 
-    cfg = load_config(run / "config.yaml", [f"train.guidance_scale={guidance}", f"eval.num_inference_steps={steps}"])
+    cfg = load_config(run / "config.yaml", [f"train.guidance_scale={guidance}", f"eval.num_inference_steps={steps}"]
+                      + ([f"eval.guidance_interval=[{guidance_interval[0]}, {guidance_interval[1]}]"]
+                         if guidance_interval is not None else []))
     ctx = Context(cfg=cfg, run=run, progress=progress)
     recs = _subset(_records(ctx, split), n_prompts)
     prompts, fine = _prompts_for_mode(mode, recs if prompt_style == "captions" else query_prompts(recs, prompt_style, seed))
@@ -315,8 +322,8 @@ def _seed_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The rows of each setting run with more than one seed, one list per setting."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        key = tuple(r.get(k) for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "contrast",
-                                       "contrast_scale", "prompt_style"))
+        key = tuple(str(r.get(k)) for k in ("step", "weights", "sampler", "guidance", "sampler_steps", "contrast",
+                                            "contrast_scale", "prompt_style", "guidance_interval"))
         groups.setdefault(key, []).append(r)
     return [g for g in groups.values() if len({r.get("seed") for r in g}) > 1]
 
@@ -425,6 +432,8 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
              + (f" --seed {' '.join(map(str, _seeds(args)))}" if _seeds(args) != [0] else "")
              + (f" --contrast-scale {' '.join(map(str, args.contrast_scale))}"
                 if getattr(args, "contrast_scale", None) else "")
+             + (f" --guidance-interval {' '.join(args.guidance_interval)}"
+                if getattr(args, "guidance_interval", None) else "")
              + "`. FID on few images is biased upwards: compare rows.", "",
              "| step | weights | sampler | guidance | sampler steps | seed | FID | " + " | ".join(attrs)
              + " | day/night AUC | day/night swap followed | swap: factual side / edited side "
@@ -459,12 +468,14 @@ def markdown(rows: list[dict[str, Any]], args, ceiling: dict[str, Any] | None = 
 def _guidance(r: dict[str, Any], swap: bool = False) -> str:
     """The guidance cell: the scale, and how the contrast prompt (if any) entered; for a swap row (``swap``) each
     side's contrast prompt is the other side's."""
+    gi = r.get("guidance_interval")
+    at = f" in sigma ({gi[0]:g}, {gi[1]:g}]" if gi else ""
     if not r.get("contrast"):
-        return str(r["guidance"])
+        return f"{r['guidance']}{at}"
     what = "the other side" if swap else f"{r['contrast']} edited"
     if r.get("contrast_scale") is None:
-        return f"{r['guidance']}, negative: {what}"
-    return f"{r['guidance']} + contrast {r['contrast_scale']} ({what})"
+        return f"{r['guidance']}, negative: {what}{at}"
+    return f"{r['guidance']} + contrast {r['contrast_scale']} ({what}){at}"
 
 
 def _num(x: float | None) -> str:
@@ -507,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --contrast: keep the empty negative prompt and add the edited prompt as a third, "
                         "contrastive guidance branch with these scales (u + g (c - u) + s (c - k)); default: the "
                         "edited prompt replaces the negative prompt")
+    p.add_argument("--guidance-interval", nargs="+", default=None, metavar="LOW,HIGH",
+                   help="noise-level intervals to try, each LOW,HIGH or 'none': guidance only at the sampler steps whose "
+                        "sigma lies in (LOW, HIGH] (Kynkaanniemi et al. 2024; the pipeline's guidance_interval)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.pipeline is not None and (args.raw or args.checkpoints != "all"):
@@ -515,6 +529,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--also-swap edits IR-Cap facts: use it with --prompt-style captions")
     if args.contrast and args.prompt_style != "captions":
         p.error("--contrast builds its negatives from IR-Cap facts: use it with --prompt-style captions")
+    intervals: list[tuple[float, float] | None] = []
+    for spec in args.guidance_interval or ["none"]:
+        if spec.lower() == "none":
+            intervals.append(None)
+            continue
+        try:
+            lo, hi = (float(x) for x in spec.split(","))
+        except ValueError:
+            p.error(f"--guidance-interval: {spec!r} is not LOW,HIGH or 'none'")
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+            p.error(f"--guidance-interval: {spec!r} needs 0 <= LOW < HIGH")
+        intervals.append((lo, hi))
     if args.contrast_scale is not None and not args.contrast:
         p.error("--contrast-scale needs --contrast")
     if args.contrast_scale is not None and any(not x > 0 or x == float("inf") for x in args.contrast_scale):
@@ -556,21 +582,23 @@ def main(argv: list[str] | None = None) -> int:
     for step, ckpt, weights in todo:
         if args.pipeline is None:
             base.unet = checkpoint_unet(run, ckpt, ema=weights == "ema").eval()
-        for (_, sched), g, s, cs, seed in itertools.product(samplers.items(), args.guidance, args.steps,
-                                                           args.contrast_scale or [None], args.seed):
+        for (_, sched), g, s, cs, gi, seed in itertools.product(samplers.items(), args.guidance, args.steps,
+                                                               args.contrast_scale or [None], intervals, args.seed):
             base.scheduler = sched
             t0 = time.time()
             r = evaluate_pipeline(run, base, mode=mode, split=args.split, guidance=g, steps=s,
                                   n_prompts=args.prompts, swap_pairs=args.swap_pairs, seed=seed,
                                   work=args.out / "work", progress=not args.quiet, prompt_style=args.prompt_style,
                                   contrast=args.contrast, contrast_scale=cs,
-                                  pairs_png=args.out / f"swap_pairs_{len(rows)}.png", also_swap=tuple(args.also_swap))
-            r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, step=step,
+                                  pairs_png=args.out / f"swap_pairs_{len(rows)}.png", also_swap=tuple(args.also_swap),
+                                  guidance_interval=gi)
+            r.update(prompt_style=args.prompt_style, contrast=args.contrast, contrast_scale=cs, guidance_interval=gi,
+                     step=step,
                      weights=weights, guidance=g, sampler_steps=s, seed=seed, seconds=round(time.time() - t0, 1),
                      sampler=type(sched).__name__)
             rows.append(r)
             print(json.dumps({k: r[k] for k in ("step", "weights", "sampler", "guidance", "contrast", "contrast_scale",
-                                                "sampler_steps", "seed", "fid")}
+                                                "guidance_interval", "sampler_steps", "seed", "fid")}
                              | {a: round(v["accuracy"], 3) for a, v in r["attributes"].items()}
                              | {"day_night_auc": round(r["day_night_auc"], 3),
                                 "swap_follows": round(r["swap_time_of_day"]["follows"], 3)}

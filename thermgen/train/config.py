@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import hashlib
 import json
 from dataclasses import dataclass
@@ -276,6 +277,10 @@ class EvalConfig:
                                        "facts with the time of day edited; each swap side contrasted with the other), as "
                                        "its own '<conditioner>+contrast' rows; None: plain guidance only", nullable=True,
                                        min=0)
+    guidance_interval: list[float] | None = key(list, None, "[low, high]: guidance (classifier-free and contrast) only at "
+                                                "the sampler steps whose noise level sigma lies in (low, high] (the "
+                                                "pipeline's guidance_interval); None: every step", nullable=True,
+                                                item_type=_NUM)
 
 
 #: The recipe's sections, in order: name -> dataclass.
@@ -508,6 +513,10 @@ def _check_consistency(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}config key 'train.prediction_type': 'epsilon' with scheduler.beta_schedule="
                           "'squaredcos_cap_v2' makes the sampler divide the UNet's error by sqrt(alpha_bar) = 5e-5 at "
                           "the first step; use train.prediction_type=v_prediction (or beta_schedule=scaled_linear)")
+    gi = cfg["eval"]["guidance_interval"]
+    if gi is not None and not (len(gi) == 2 and all(math.isfinite(v) for v in gi) and 0 <= gi[0] < gi[1]):
+        raise ConfigError(f"{where}config key 'eval.guidance_interval': need [low, high] with 0 <= low < high, "
+                          f"got {gi!r}")
     if cfg["train"]["caption_variants"] and not cfg["captions"]["variants"]:
         raise ConfigError(f"{where}config key 'train.caption_variants': needs captions.variants > 0 (the manifest's "
                           "other phrasings of each caption)")

@@ -653,6 +653,9 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
         raise ValueError("generate_prompts: contrast prompts and contrast_scale > 0 go together")
     if contrast_scale:
         settings["contrast_scale"] = float(contrast_scale)
+    interval = cfg["eval"].get("guidance_interval")
+    if interval is not None:
+        settings["guidance_interval"] = [float(v) for v in interval]
     wanted = [{"prompt": p, "prompt_fine": None if fine is None else fine[i], "seed": _seed_base(seed) + i,
                "record_id": None if record_ids is None else record_ids[i]}
               | ({} if negative is None else {"negative_prompt": negative[i]})
@@ -678,6 +681,8 @@ def generate_prompts(ctx: Context, pipe, prompts: list[str], fine: list[str] | N
         kw |= {k: [wanted[i][k] for i in idx] for k in _PER_IMAGE_EXTRAS if k in wanted[0]}
         if contrast is not None:
             kw["contrast_scale"] = float(contrast_scale)
+        if interval is not None:
+            kw["guidance_interval"] = tuple(settings["guidance_interval"])
         imgs = pipe(prompt=[prompts[i] for i in idx], num_inference_steps=cfg["eval"]["num_inference_steps"],
                     guidance_scale=cfg["train"]["guidance_scale"], generator=gens, height=res, width=res,
                     output_type="uint16", **kw).images
@@ -1241,10 +1246,13 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 def _eval_hash_keys(ev: dict) -> dict:
     """The ``eval`` keys the evaluate stage's hash reads: not the contrast report's own key, and
-    ``contrast_scale`` only when on (as a float), so that runs from before the key, or with it off, stay complete."""
-    out = {k: v for k, v in ev.items() if k not in ("contrast_images_per_prompt", "contrast_scale")}
+    ``contrast_scale`` / ``guidance_interval`` only when on, so that runs from before the keys, or with them off,
+    stay complete."""
+    out = {k: v for k, v in ev.items() if k not in ("contrast_images_per_prompt", "contrast_scale", "guidance_interval")}
     if ev.get("contrast_scale"):
         out["contrast_scale"] = float(ev["contrast_scale"])
+    if ev.get("guidance_interval") is not None:
+        out["guidance_interval"] = [float(v) for v in ev["guidance_interval"]]
     return out
 
 
