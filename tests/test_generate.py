@@ -84,6 +84,17 @@ def test_contrast_prompt_steers_the_image_and_is_recorded(pipeline_dir, tmp_path
     assert rec["contrast_prompt_fine"] == "cool engines"
 
 
+def test_guidance_interval_flag_reaches_the_pipeline_and_is_recorded(pipeline_dir, tmp_path):
+    assert generate(pipeline_dir, tmp_path / "plain", "--n", "1") == 0
+    assert generate(pipeline_dir, tmp_path / "all", "--n", "1", "--guidance-interval", "0", "1e12") == 0
+    assert generate(pipeline_dir, tmp_path / "none", "--n", "1", "--guidance-interval", "1e11", "1e12") == 0
+    ims = {d: np.asarray(PIL.Image.open(tmp_path / d / "prompt00_seed0.png")).astype(int) for d in ("plain", "all", "none")}
+    assert np.array_equal(ims["plain"], ims["all"]) and np.abs(ims["plain"] - ims["none"]).max() > 0
+    rec = json.loads((tmp_path / "none" / "generation.json").read_text())["images"][0]
+    assert rec["guidance_interval"] == [1e11, 1e12]
+    assert generate(pipeline_dir, tmp_path / "bad", "--n", "1", "--guidance-interval", "2", "1") == 2
+
+
 def test_contrast_time_contrasts_each_prompt_with_its_time_of_day_swapped(pipeline_dir, tmp_path):
     from thermgen.ircap.swap import swap_time_words
 

@@ -374,6 +374,18 @@ def test_control_bench_judges_every_checkpoint_on_val(base_run, tmp_path):
     assert (out2 / "control.png").stat().st_size > 0
     assert control(["--run", str(run), "--out", str(out2), "--scheduler", "nope", "--quiet"]) == 2
 
+    # --guidance-interval: one row per interval ('none': every step guided), recorded in the images' settings
+    out7 = tmp_path / "interval"
+    assert control(["--run", str(run), "--out", str(out7), "--split", "val", "--checkpoints", "last", "--steps", "2",
+                    "--swap-pairs", "2", "--guidance-interval", "none", "1e11,1e12", "--quiet"]) == 0
+    rows = json.loads((out7 / "control.json").read_text())
+    assert [r["guidance_interval"] for r in rows] == [None, [1e11, 1e12]] and rows[0]["fid"] != rows[1]["fid"]
+    settings = json.loads((out7 / "work" / "images" / "generation.json").read_text())["settings"]
+    assert settings["guidance_interval"] == [1e11, 1e12]
+    assert "in sigma (1e+11, 1e+12]" in (out7 / "control.md").read_text()
+    with pytest.raises(SystemExit):
+        control(["--run", str(run), "--out", str(out7), "--guidance-interval", "2,1"])
+
     # --prompt-style: the same records prompted with held-out queries in a user's own words
     out3 = tmp_path / "queries"
     assert control(["--run", str(run), "--out", str(out3), "--split", "val", "--checkpoints", "last", "--steps", "2",

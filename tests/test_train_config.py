@@ -228,3 +228,10 @@ def test_one_dataclass_per_section_defines_every_key_and_gives_a_typed_view(tmp_
     assert RecipeConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="train.max_train_steps"):
         load_recipe_config(None, ["train.max_train_steps=0"])
+
+
+@pytest.mark.parametrize("bad", ["[1.0]", "[2.0, 1.0]", "[-1.0, 1.0]", "[0.0, .inf]"])
+def test_guidance_interval_needs_low_below_high(bad):
+    with pytest.raises(ConfigError, match=r"'eval\.guidance_interval': need \[low, high\]"):
+        load_config(None, [f"eval.guidance_interval={bad}"])
+    assert load_config(None, ["eval.guidance_interval=[0.28, 5.42]"])["eval"]["guidance_interval"] == [0.28, 5.42]

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "swap_time_words), the fine prompt's too; instead of --contrast-prompt")
     p.add_argument("--contrast-scale", type=float, default=None,
                    help=f"weight of the contrast branch (default {CONTRAST_SCALE} with --contrast-prompt)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="guidance (classifier-free and contrast) only at the steps whose noise level sigma lies in "
+                   "(LOW, HIGH] (Kynkaanniemi et al. 2024; default: every step)")
     p.add_argument("--seed", type=int, default=0, help="seed of image 0; image k uses seed + k (default 0)")
     p.add_argument("--n", type=int, default=4, help="images per prompt (default 4)")
     p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
@@ -229,6 +232,7 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                     width=args.width,
                     num_inference_steps=args.steps,
                     guidance_scale=args.guidance,
+                    guidance_interval=None if args.guidance_interval is None else tuple(args.guidance_interval),
                     generator=gens,
                     output_type="np",
                 )
@@ -241,6 +245,8 @@ def _generate_all(args, pipe, fines, records: list[dict[str, Any]], grid: list[l
                                     **({} if contrast is None else
                                        {"contrast_prompt": contrast, "contrast_prompt_fine": contrast_fine,
                                         "contrast_scale": c_scale}),
+                                    **({} if args.guidance_interval is None else
+                                       {"guidance_interval": list(args.guidance_interval)}),
                                     "mean": float(img.mean()), "std": float(img.std())})
             grid.append(row)
     except ValueError as err:  # bad size etc., named by the pipeline's check_inputs

@@ -279,7 +279,7 @@ class EvalConfig:
                                        min=0)
     guidance_interval: list[float] | None = key(list, None, "[low, high]: guidance (classifier-free and contrast) only at "
                                                 "the sampler steps whose noise level sigma lies in (low, high] (the "
-                                                "pipeline's guidance_interval); None: every step", nullable=True,
+                                                "pipeline's guidance_interval), in the evaluate stage's generation; None: every step", nullable=True,
                                                 item_type=_NUM)
 
 
