@@ -200,7 +200,6 @@ def plot_rows(rows: list[Mapping[str, Any]], png_path: str | Path, *, y: str | S
 
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = list(dict.fromkeys(r.get(by) for r in rows)) if by else [None]
-    labelled = by is not None or len(ys) > 1 or smooth
     for g in groups:
         for k in ys:
             pts = [(r["step"], r[k]) for r in rows if finite(r, k) and (by is None or r.get(by) == g)]
@@ -220,7 +219,7 @@ def plot_rows(rows: list[Mapping[str, Any]], png_path: str | Path, *, y: str | S
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    if labelled:
+    if any(not str(h.get_label()).startswith("_") for h in ax.get_lines()):
         ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
