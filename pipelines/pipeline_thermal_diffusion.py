@@ -652,6 +652,9 @@ class ThermalDiffusionPipeline(DiffusionPipeline):
         # Which steps are guided (guidance_interval: by the noise level of their timestep)
         guided = [True] * len(timesteps)
         if guidance_interval is not None:
+            if getattr(self.scheduler, "alphas_cumprod", None) is None:
+                raise ValueError(f"`guidance_interval` reads the noise level from the scheduler's alphas_cumprod, which "
+                                 f"{type(self.scheduler).__name__} does not have")
             ac = self.scheduler.alphas_cumprod.double()
             idx = timesteps.detach().cpu().round().long().clamp(0, len(ac) - 1)
             sigmas = ((1 - ac[idx]) / ac[idx]).sqrt().tolist()

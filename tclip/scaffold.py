@@ -245,12 +245,15 @@ def list_checkpoints(ckpt_dir: Path, prefix: str = "checkpoint-") -> list[Path]:
     return sorted(found, key=lambda d: checkpoint_step(d, prefix))
 
 
-def rotate_checkpoints(ckpt_dir: Path, limit: int | None, prefix: str = "checkpoint-") -> list[Path]:
-    """Delete the oldest checkpoints so that one more save keeps at most ``limit``; returns what was removed."""
+def rotate_checkpoints(ckpt_dir: Path, limit: int | None, prefix: str = "checkpoint-", *,
+                       only: Callable[[Path], bool] | None = None, keep: Path | None = None) -> list[Path]:
+    """Delete the oldest checkpoints so that one more save keeps at most ``limit``; returns what was removed.
+    ``only``: count and remove just the checkpoints it accepts (the complete ones); ``keep``: never remove this one
+    (the checkpoint just written)."""
     if limit is None:
         return []
-    ckpts = list_checkpoints(ckpt_dir, prefix)
-    removed = ckpts[:max(0, len(ckpts) - limit + 1)]
+    ckpts = [c for c in list_checkpoints(ckpt_dir, prefix) if only is None or only(c)]
+    removed = [c for c in ckpts if c != keep][:max(0, len(ckpts) - limit + 1)]
     for d in removed:
         shutil.rmtree(d)
     return removed
@@ -379,9 +382,8 @@ class Checkpointer:
             tmp.write_text(json.dumps({"step": int(step), **(meta or {})}))
             tmp.replace(path / CHECKPOINT_MARKER)
             if self.limit is not None:  # the oldest complete ones beyond the limit, never the one just written
-                done = self.complete()
-                for old in [c for c in done if c != path][:max(0, len(done) - self.limit)]:
-                    shutil.rmtree(old)
+                rotate_checkpoints(self.folder, self.limit + 1, self.prefix,
+                                   only=lambda c: (c / CHECKPOINT_MARKER).is_file(), keep=path)
         acc.wait_for_everyone()
         return path
 

@@ -66,6 +66,14 @@ def test_checkpoints_are_listed_by_step_and_rotated_to_the_limit(tmp_path):
     assert [p.name for p in rotate_checkpoints(tmp_path, 2)] == ["checkpoint-2", "checkpoint-10"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30"]
     assert list_checkpoints(tmp_path / "missing") == []
+    for name in ("checkpoint-40", "checkpoint-50", "checkpoint-60"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-50" / "done").touch()
+    (tmp_path / "checkpoint-60" / "done").touch()
+    # only the accepted ones count and go, and never the one kept: 30 and 40 (not accepted) stay
+    assert [p.name for p in rotate_checkpoints(tmp_path, 1, only=lambda c: (c / "done").is_file(),
+                                               keep=tmp_path / "checkpoint-50")] == ["checkpoint-60"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30", "checkpoint-40", "checkpoint-50"]
 
 
 def test_tracker_config_flattens_settings_to_scalars():

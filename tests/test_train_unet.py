@@ -371,10 +371,11 @@ def test_accumulation_ignores_a_loader_another_loop_left_open(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_path):
-    """write_safetensors (the UNet cache writer, one tensor at a time): load_file and map_safetensors read back every
-    dtype, shape, empty and non-contiguous tensor; a dtype safetensors cannot hold is refused by name."""
-    from thermgen.train.cache import map_safetensors, write_safetensors
+def test_write_safetensors_is_read_back_by_safetensors_and_open_safetensors(tmp_path):
+    """write_safetensors (the UNet cache writer, one tensor at a time): load_file and open_safetensors read back every
+    dtype, shape, empty, 0-d and non-contiguous tensor, and the file rewritten from its FileTensors is the same file;
+    a dtype safetensors cannot hold is refused by name."""
+    from thermgen.train.cache import open_safetensors, write_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
@@ -389,18 +390,19 @@ def test_write_safetensors_is_read_back_by_safetensors_and_the_memory_map(tmp_pa
     header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
     for k, t in tensors.items():  # every tensor starts at an offset aligned to its element size
         assert header[k]["data_offsets"][0] % t.element_size() == 0, k
-    for got in (load_file(str(f)), map_safetensors(f)):
+    for got in (load_file(str(f)), {k: v.load() for k, v in open_safetensors(f).items()}):
         assert set(got) == set(tensors)
         for k, t in tensors.items():
             assert got[k].dtype == t.dtype and torch.equal(got[k], t), k
+    assert write_safetensors(open_safetensors(f), tmp_path / "again.safetensors").read_bytes() == raw
     with pytest.raises(ValueError, match="'c64'"):
         write_safetensors({"c64": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "x.safetensors")
 
 
-def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path):
-    """map_safetensors (the UNet cache loader): the same tensors as safetensors' load_file, as views of a
-    copy-on-write map (a write changes this process's copy, not the file); a damaged file is named."""
-    from thermgen.train.cache import map_safetensors
+def test_training_cache_is_read_lazily_equal_to_load_file_and_read_only(tmp_path):
+    """open_safetensors (the UNet cache loader): the same tensors as safetensors' load_file, read by rows; a write
+    is refused and leaves the file as it was; a damaged file is named."""
+    from thermgen.train.cache import open_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {"latent_mean": torch.randn(5, 4, 8, 8, generator=g), "idx": torch.arange(7),
@@ -408,12 +410,13 @@ def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path
                "flags": torch.tensor([True, False, True]), "empty": torch.zeros(0, 4)}
     f = tmp_path / "cache.safetensors"
     save_file(tensors, str(f), metadata={"note": "x"})
-    ref, mapped = load_file(str(f)), map_safetensors(f)
-    assert set(mapped) == set(ref)
+    ref, lazy = load_file(str(f)), open_safetensors(f)
+    assert set(lazy) == set(ref)
     for k in ref:
-        assert mapped[k].dtype == ref[k].dtype and torch.equal(mapped[k], ref[k]), k
-    assert mapped["latent_mean"][torch.tensor([4, 0, 4])].shape == (3, 4, 8, 8)
-    mapped["latent_mean"][0] = 0.0
+        assert lazy[k].dtype == ref[k].dtype and torch.equal(lazy[k].load(), ref[k]), k
+    assert lazy["latent_mean"][torch.tensor([4, 0, 4])].shape == (3, 4, 8, 8)
+    with pytest.raises(ValueError, match="read-only"):
+        lazy["latent_mean"][0:1] = torch.zeros(1, 4, 8, 8)
     assert torch.equal(load_file(str(f))["latent_mean"], tensors["latent_mean"])
 
     bad = tmp_path / "bad.safetensors"
@@ -434,7 +437,7 @@ def test_training_cache_is_memory_mapped_equal_to_load_file_and_private(tmp_path
     ]:
         bad.write_bytes(data)
         with pytest.raises(ValueError, match=r"bad\.safetensors: not a valid safetensors file: .*" + message):
-            map_safetensors(bad)
+            open_safetensors(bad)
 
 
 def test_file_tensor_reads_the_rows_asked_for_as_torch_indexing_does(tmp_path):
@@ -512,7 +515,7 @@ def test_training_cache_encoded_to_disk_equals_the_one_encoded_in_memory(tmp_pat
                    "train.caption_variants=true", "captions.variants=2", "unet.cross_attention_dim=4", "unet.attention_head_dim=2")
     from thermgen.train.unet import load_cache
 
-    eager = {k: v.clone() for k, v in load_cache(tmp_path / "disk.safetensors").items()}
+    eager = {k: v.load() for k, v in load_cache(tmp_path / "disk.safetensors").items()}
     a = train_unet(cfg, eager, tmp_path / "eager", progress=False)
     b = train_unet(cfg, tmp_path / "disk.safetensors", tmp_path / "lazy", progress=False)
     assert a["final_loss"] == b["final_loss"]

@@ -7,9 +7,8 @@ The cache (latents and text states of the whole training set) grows with the dat
 - :func:`write_safetensors` assembles them (or in-memory tensors) into one safetensors file, a chunk at a time;
 - :func:`open_safetensors` gives that file's tensors as read-only :class:`FileTensor` views, whose rows a training
   step reads with ``pread``: the training process holds one batch, not the cache, and the rows come from the OS
-  page cache, which the kernel shares between processes and may reclaim;
-- :func:`map_safetensors` gives the same tensors as views of a private memory map (every touched page then
-  counts in the process's resident memory), for callers that want whole tensors.
+  page cache, which the kernel shares between processes and may reclaim (a memory map would count every page a
+  run touches in the process's resident memory: the whole cache after an epoch).
 
 The file format is safetensors' own (``safetensors.torch.load_file`` reads what :func:`write_safetensors`
 writes; tested); no pickle is involved.
@@ -59,9 +58,6 @@ class FileTensor:
     def ndim(self) -> int:
         return len(self.shape)
 
-    def dim(self) -> int:
-        return self.ndim
-
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -88,8 +84,6 @@ class FileTensor:
         if math.prod(shape) != self.numel():
             raise ValueError(f"FileTensor.reshape: shape {tuple(shape)} does not hold {self.numel()} elements")
         return FileTensor(self.path, shape, self.dtype, self.offset, writable=self.writable)
-
-    view = reshape
 
     # -- I/O ----------------------------------------------------------------------------------------------------
     def _file(self) -> int:
@@ -141,7 +135,11 @@ class FileTensor:
         return torch.frombuffer(buf, dtype=self.dtype).reshape(n, *self.shape[1:])
 
     def chunks(self, max_bytes: int = CHUNK_BYTES) -> Iterator[torch.Tensor]:
-        """The whole tensor as consecutive row blocks of at most ``max_bytes`` (one row at least)."""
+        """The whole tensor as consecutive row blocks of at most ``max_bytes`` (one row at least; a 0-d tensor
+        whole)."""
+        if not self.ndim:
+            yield self._scalar()
+            return
         step = max(1, max_bytes // max(self._row_bytes(), 1))
         for s in range(0, len(self), step):
             yield self.rows(s, s + step)
@@ -258,12 +256,11 @@ def write_safetensors(tensors: dict, path: str | Path) -> Path:
     (``safetensors.torch.save_file`` turns every tensor into bytes first: twice the cache in memory). Values are
     tensors or :class:`FileTensor` s, which are copied a chunk at a time.
     The same format: an 8-byte little-endian header length, a JSON header padded with spaces to 8 bytes, then the
-    tensors' bytes in header order; read back by ``safetensors.torch.load_file``, :func:`map_safetensors` and
-    :func:`open_safetensors` (tested)."""
+    tensors' bytes in header order; read back by ``safetensors.torch.load_file`` and :func:`open_safetensors` (tested)."""
     names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header, at, order = {}, 0, []
     # widest elements first (then by name), as safetensors orders them, so that every tensor starts at an offset
-    # aligned to its element size (map_safetensors views the data in place)
+    # aligned to its element size (safetensors' readers view the data in place)
     for key, t in sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0])):
         if t.dtype not in names:
             raise ValueError(f"write_safetensors: tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
@@ -281,8 +278,7 @@ def write_safetensors(tensors: dict, path: str | Path) -> Path:
         for t in order:
             if not t.numel():
                 continue
-            for c in (t.chunks() if isinstance(t, FileTensor) and t.ndim else [t.load() if isinstance(t, FileTensor)
-                                                                                  else t]):
+            for c in (t.chunks() if isinstance(t, FileTensor) else [t]):
                 f.write(memoryview(c.contiguous().reshape(-1).view(torch.uint8).numpy()))
     return Path(path)
 
@@ -344,25 +340,3 @@ def open_safetensors(path: str | Path) -> dict[str, FileTensor]:
     asked for, and then only those rows (checked like :func:`read_safetensors_header`)."""
     base, entries = read_safetensors_header(path)
     return {key: FileTensor(path, shape, dtype, base + start) for key, dtype, shape, start, _ in entries}
-
-
-def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file as views of one private, copy-on-write memory map of it (no pickle).
-
-    Nothing is read until a row is used, and the pages come from the OS page cache, which every process that maps
-    the file shares. Every page touched then counts in this process's resident memory (the training loop reads
-    rows through :func:`open_safetensors` instead). Writing to a tensor changes this process's copy only.
-    Equal, tensor for tensor, to ``safetensors.torch.load_file`` (tested); a bad header raises ``ValueError``
-    naming the file and the tensor (:func:`read_safetensors_header`).
-    """
-    import mmap
-
-    base, entries = read_safetensors_header(path)
-    with open(path, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    out = {}
-    for key, dtype, shape, start, _ in entries:
-        numel = math.prod(shape)
-        out[key] = (torch.frombuffer(mm, dtype=dtype, count=numel, offset=base + start).view(shape) if numel
-                    else torch.empty(shape, dtype=dtype))
-    return out

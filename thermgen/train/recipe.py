@@ -521,7 +521,7 @@ def train_conditioned_unet(ctx: Context, mode: str, work: Path, pipeline_dir: Pa
             del recs, prompts, fine, variants
             save_cache(cache, cache_path)
             del cache
-    cache = load_cache(cache_path, lazy=True)
+    cache = load_cache(cache_path)
     latent_std = cache["latent_mean"].std()
     if not 0.3 < latent_std < 3.0:
         logger.warning("unet: scaled training latents have std %.3f (expected ~1): check the VAE scaling_factor",

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from thermgen.train.cache import FileTensor, empty_tensor, map_safetensors, open_safetensors, write_safetensors
+from thermgen.train.cache import FileTensor, empty_tensor, open_safetensors, write_safetensors
 from tclip.scaffold import Checkpointer, csv_tracker, make_trackers, plot_rows, read_csv_log, tracker_config
 
 logger = logging.getLogger(__name__)
@@ -364,13 +364,12 @@ def save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
     tmp.replace(path)
 
 
-def load_cache(path: Path, *, lazy: bool = False) -> dict[str, torch.Tensor | FileTensor]:
-    """The UNet stage's training cache (:func:`save_cache`), checked: memory-mapped tensors
-    (:func:`map_safetensors`), or with ``lazy`` :class:`FileTensor` s that read only the rows asked for
-    (:func:`open_safetensors`; what training uses, so that its memory does not grow with the cache)."""
+def load_cache(path: Path) -> dict[str, FileTensor]:
+    """The UNet stage's training cache (:func:`save_cache`), checked, as :class:`FileTensor` s that read only the
+    rows asked for (:func:`open_safetensors`), so that training's memory does not grow with the cache."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"training cache not found: {path}")
-    cache = open_safetensors(path) if lazy else map_safetensors(path)
+    cache = open_safetensors(path)
     missing = [k for k in CACHE_KEYS if k not in cache]
     if missing:
         raise ValueError(f"{path}: training cache lacks {missing}")
@@ -555,7 +554,7 @@ def train_unet(cfg: dict, cache: dict[str, torch.Tensor] | Path, out_dir: Path, 
     tc, rc = cfg["train"], cfg["run"]
     out_dir = Path(out_dir)
     if not isinstance(cache, dict):
-        cache = load_cache(Path(cache), lazy=True)
+        cache = load_cache(Path(cache))
     n = cache["latent_mean"].shape[0]
     latent_shape = tuple(cache["latent_mean"].shape[1:])
     text_width = cache["text_states"].shape[-1]
