@@ -248,29 +248,40 @@ def fuse_attention_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def lora_target_modules(towers: Iterable[str] = ("vision", "text"), mlp: bool = False) -> str:
+def lora_target_modules(towers: Iterable[str] = ("vision", "text"), mlp: bool = False, convs: bool = False) -> str:
     """The peft `target_modules` regex for q/k/v (and optionally the MLP) of the given towers.
 
     Matches open_clip's built-in towers after `split_attention` (`...attn.q_proj`) and Hugging Face
     BERT-style text towers (`...attention.self.query`). peft full-matches the regex against module names.
+    `convs` adds the image tower's convolutions (a ResNet's stem, bottleneck and shortcut convolutions, a
+    ViT's patch embedding; peft's Conv2d LoRA): beyond the paper, which adapts q/k/v only, for bases
+    whose image tower is mostly convolutions (with a ResNet, q/k/v LoRA reaches only its attention pool).
     """
     towers = tuple(towers)
     unknown = set(towers) - set(TOWERS)
     if unknown or not towers:
         raise ValueError(f"towers must be a non-empty subset of {list(TOWERS)}, got {list(towers)}")
+    if convs and "vision" not in towers:
+        raise ValueError(f"convs adapts the image tower's convolutions, but towers={list(towers)} has no 'vision'")
     leaves = [r"(attn|attnpool)\.(q_proj|k_proj|v_proj)", r"attention\.self\.(query|key|value)"]
     if mlp:
         leaves += [r"mlp\.(c_fc|c_proj)", r"intermediate\.dense", r"output\.dense"]
     leaf = "(" + "|".join(leaves) + ")"
     if set(towers) == {"vision", "text"}:
-        return rf".*\.{leaf}"
-    if towers == ("vision",):
-        return rf"visual\.(.*\.)?{leaf}"
-    return rf"(?!visual\.).*\.{leaf}"
+        pattern = rf".*\.{leaf}"
+    elif towers == ("vision",):
+        pattern = rf"visual\.(.*\.)?{leaf}"
+    else:
+        pattern = rf"(?!visual\.).*\.{leaf}"
+    if convs:
+        pattern = rf"({pattern})|(visual\.(.*\.)?(conv[123]|downsample\.0))"
+    return pattern
 
 
-def make_lora_config(r: int = 8, alpha: float = 1.0, dropout: float = 0.0, towers=("vision", "text"), mlp=False):
-    """A `peft.LoraConfig` for T-CLIP: rank `r`, `lora_alpha=alpha` (scale alpha / r), q/k/v of `towers`."""
+def make_lora_config(r: int = 8, alpha: float = 1.0, dropout: float = 0.0, towers=("vision", "text"), mlp=False,
+                     convs=False):
+    """A `peft.LoraConfig` for T-CLIP: rank `r`, `lora_alpha=alpha` (scale alpha / r), q/k/v of `towers`
+    (and the MLPs with `mlp`, the image tower's convolutions with `convs`)."""
     from peft import LoraConfig
 
     if r < 1:
@@ -281,7 +292,7 @@ def make_lora_config(r: int = 8, alpha: float = 1.0, dropout: float = 0.0, tower
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=lora_target_modules(towers, mlp),
+        target_modules=lora_target_modules(towers, mlp, convs),
         bias="none",
     )
 

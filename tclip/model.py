@@ -66,7 +66,8 @@ TEXT_VARIANTS = ("base", "global", "fine", "dual", "tclip-global", "tclip-fine")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_LORA = {"r": 8, "alpha": 1.0, "dropout": 0.0, "towers": ["vision", "text"], "mlp": False}
+DEFAULT_LORA = {"r": 8, "alpha": 1.0, "dropout": 0.0, "towers": ["vision", "text"], "mlp": False,
+                "convs": False}
 
 
 def list_configs() -> list[str]:
@@ -310,6 +311,9 @@ def _validate_lora(lora: dict) -> dict:
     out["alpha"] = float(out["alpha"])
     out["dropout"] = float(out["dropout"])
     out["mlp"] = bool(out["mlp"])
+    out["convs"] = bool(out["convs"])
+    if out["convs"] and "vision" not in out["towers"]:
+        raise ValueError(f"lora.convs adapts the image tower, but lora.towers={out['towers']} has no 'vision'")
     return out
 
 

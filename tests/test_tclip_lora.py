@@ -224,3 +224,30 @@ def test_resnet_base_adapters_cover_both_towers_and_round_trip(tmp_path):
         for variant in ("base", "global", "fine"):
             torch.testing.assert_close(again.encode_image(img, variant=variant), model.encode_image(img, variant=variant))
         assert not torch.allclose(model.encode_image(img, variant="global"), model.encode_image(img, variant="base"))
+
+
+def test_conv_targets_adapt_every_resnet_convolution_and_merge_round_trip(tmp_path):
+    """`lora.convs`: peft's Conv2d LoRA on every convolution of a ResNet image tower, on top of q/k/v."""
+    plain = tclip.TCLIP.from_base("tclip-tiny-rn").eval()
+    model = tclip.TCLIP.from_base("tclip-tiny-rn", lora={"convs": True}).eval()
+    convs = [(n, m) for n, m in plain.clip.get_base_model().visual.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) > 10
+    r = 8  # each conv: A (r, in, k, k) and B (out, r, 1, 1)
+    extra = sum(r * m.in_channels * m.kernel_size[0] * m.kernel_size[1] + m.out_channels * r for _, m in convs)
+    got, base_counts = lora_parameter_count(model.clip, "global"), lora_parameter_count(plain.clip, "global")
+    assert got["vision"] - base_counts["vision"] == extra and got["text"] == base_counts["text"]
+    _random_lora(model.clip)
+    img = torch.rand(2, 1, 64, 64)
+    merged = _instantiate(get_arch_config("tclip-tiny-rn")).eval()
+    merged.load_state_dict(merged_base_state_dict(model.clip, "global"), strict=True)
+    model.save(tmp_path)
+    again = tclip.load(tmp_path).eval()
+    with torch.no_grad():
+        adapted = model.encode_image(img, variant="global")
+        torch.testing.assert_close(torch.nn.functional.normalize(merged.encode_image(model.preprocess(img)), dim=-1),
+                                   adapted, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(again.encode_image(img, variant="global"), adapted)
+        assert not torch.allclose(adapted, model.encode_image(img, variant="base"), atol=1e-3)
+    assert again.lora["convs"] is True
+    with pytest.raises(ValueError, match="no 'vision'"):
+        tclip.TCLIP.from_base("tclip-tiny-rn", lora={"convs": True, "towers": ["text"]})
