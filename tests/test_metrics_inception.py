@@ -100,3 +100,22 @@ def test_installed_package_wins_over_the_world_writable_clean_fid_cache(monkeypa
     assert find_inception_weights() == pkg / inception.FID_HELPER_FILE
     monkeypatch.setattr(inception, "FID_HELPER_PACKAGE", "no_such_package_for_thermgen")
     assert find_inception_weights() == cache  # the cache is still the fallback
+
+
+def test_feature_extractor_builds_the_network_once_per_weights_file(tmp_path):
+    """bench.control judges many folders in one process: the network is built once, and again only for another
+    weights file (or device); a timing can drop it."""
+    import shutil
+
+    from thermgen.metrics.features import build_feature_extractor, clear_shared_inception
+
+    path = _installed()
+    first = build_feature_extractor("inception", device="cpu")
+    assert build_feature_extractor("inception", device="cpu") is first
+    assert build_feature_extractor("inception", device="cpu", inception_path=path) is first
+    copy = tmp_path / "inception.pt"
+    shutil.copyfile(path, copy)
+    other = build_feature_extractor("inception", device="cpu", inception_path=copy)
+    assert other is not first and other.weights_path == copy.resolve()
+    clear_shared_inception()
+    assert build_feature_extractor("inception", device="cpu", inception_path=copy) is not other

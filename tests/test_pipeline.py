@@ -337,6 +337,10 @@ def test_guidance_interval_guides_only_the_steps_whose_noise_level_lies_in_it(mo
     for bad in ((1.0,), (2.0, 1.0), (-1.0, 1.0), (0.0, float("inf")), "0,1", (True, 2.0)):
         with pytest.raises(ValueError, match="guidance_interval"):
             run(pipe, num_inference_steps=1, guidance_interval=bad)
+    # a scheduler without alphas_cumprod (no noise level to read) is named, not guessed at
+    monkeypatch.setattr(pipe.scheduler, "alphas_cumprod", None)
+    with pytest.raises(ValueError, match=f"guidance_interval.*{type(pipe.scheduler).__name__}"):
+        run(pipe, num_inference_steps=1, guidance_interval=(0.0, 1.0))
 
 
 # ---- pooled prompt embedding (unet.pooled_conditioning) ---------------------------------------------------

@@ -233,17 +233,22 @@ def test_changed_unet_key_reruns_the_unet_but_not_the_stages_before_it(run_copy)
     assert [st[s] for s in ("data", "captions", "tclip", "vae")] == ["skipped (complete)"] * 4
     assert st["unet"] == "ran"
     assert (run_copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != before
-    # Downstream stages now depend on a new UNet: a full run would redo them.
-    summary = run_recipe(cfg, run_copy, progress=False, stop_after="contrast")
-    assert statuses(summary)["contrast"] == "ran"
+    # Downstream stages now depend on a new UNet: a full run would redo them (the judge reads no UNet).
+    from thermgen.train.recipe import plan_recipe
+
+    plan = {n: a for n, a, _ in plan_recipe(cfg, run_copy)}
+    assert plan["unet"] == plan["judge"] == "skip" and plan["contrast"] == plan["evaluate"] == "run"
 
 
 def test_missing_output_makes_its_stage_and_the_dependants_run_again(run_copy):
     (run_copy / "vae" / "config.json").unlink()
-    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, stop_after="unet", progress=False)
+    summary = run_recipe(load_config(None, TINY_RECIPE), run_copy, stop_after="vae", progress=False)
     st = statuses(summary)
-    assert st["tclip"] == "skipped (complete)"
-    assert st["vae"] == "ran" and st["unet"] == "ran"
+    assert st["tclip"] == "skipped (complete)" and st["vae"] == "ran"
+    from thermgen.train.recipe import plan_recipe
+
+    plan = {n: a for n, a, _ in plan_recipe(load_config(None, TINY_RECIPE), run_copy)}
+    assert plan["unet"] == plan["ablation"] == "run" and plan["tclip"] == "skip"
 
 
 def test_rerun_flag_forces_a_complete_stage(run_copy):
@@ -303,16 +308,17 @@ def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
     assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()
 
 
-def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_may_differ(tmp_path):
+def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_may_differ(run_copy):
     """One process would keep accelerate's first mixed-precision setting (T-CLIP's fp16 on CUDA) and refuse the
     next stage's; each training stage is a fresh process, so a bf16 VAE is followed by an fp32 UNet."""
+    (run_copy / "recipe.log").unlink()
     cfg = load_config(None, TINY_RECIPE + ["vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], "
                                            "num_preview: 2, mixed_precision: bf16}", "train.max_train_steps=2"])
-    summary = run_recipe(cfg, tmp_path / "run", stop_after="unet", progress=False)
-    assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["ran"] * 3
-    log = (tmp_path / "run" / "recipe.log").read_text()
-    assert "thermgen.train.worker --spec" in log and "tclip.train --manifest" in log
-    assert (tmp_path / "run" / "logs" / "tclip.log").is_file() and (tmp_path / "run" / "unet" / "logs" / "worker.log").is_file()
+    summary = run_recipe(cfg, run_copy, stop_after="unet", progress=False)
+    assert [statuses(summary)[s] for s in ("tclip", "vae", "unet")] == ["skipped (complete)", "ran", "ran"]
+    log = (run_copy / "recipe.log").read_text()
+    assert log.count("thermgen.train.worker --spec") == 2  # the VAE's process, then the UNet's
+    assert (run_copy / "vae" / "logs" / "worker.log").is_file() and (run_copy / "unet" / "logs" / "worker.log").is_file()
 
 
 def test_two_processes_train_every_stage_on_the_same_loss_curve_as_one(base_run, tmp_path):

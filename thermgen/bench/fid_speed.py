@@ -102,6 +102,9 @@ def time_thermgen(real: Path, fake: Path, out: Path, device: str, batch_size: in
     argv = ["--real", str(real), "--fake", str(fake), "--out", str(out), "--device", device, "--batch-size",
             str(batch_size), "--workers", str(workers), "--quiet"]
     argv += ["--cache-dir", str(cache)] if cache else ["--no-cache"]
+    from thermgen.metrics.features import clear_shared_inception
+
+    clear_shared_inception()  # each timed run builds its network, as the command run on its own does
     t0 = time.perf_counter()
     rc = fid_main(argv)
     seconds = time.perf_counter() - t0

@@ -73,15 +73,41 @@ class TCLIPImageFeatures(nn.Module):
         return self.model.encode_image(x, variant=self.variant).float()
 
 
+_INCEPTION: dict[tuple, nn.Module] = {}
+
+
+def shared_inception(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """The FID :class:`~thermgen.metrics.inception.InceptionFeatures`, built once per process and reused.
+
+    Building it (TorchScript load and batch-norm folding) takes about a second; a bench that judges many image
+    folders (``thermgen.bench.control``: every checkpoint, seed and swap side) built it dozens of times. The network
+    is stateless and in eval mode; the cache holds the last one asked for (weights file, its size and mtime, device),
+    so a changed file or another device builds a new one. Callers must not modify it (``.to()``, ``.half()``).
+    """
+    from thermgen.metrics.inception import InceptionFeatures, find_inception_weights
+
+    weights = find_inception_weights(path).resolve()
+    st = weights.stat()
+    key = (InceptionFeatures, str(weights), st.st_size, st.st_mtime_ns, str(torch.device(device)))
+    model = _INCEPTION.get(key)
+    if model is None:
+        _INCEPTION.clear()  # one network (about 95 MB) kept at a time
+        model = _INCEPTION[key] = InceptionFeatures(weights, device=device)
+    return model
+
+
+def clear_shared_inception() -> None:
+    """Drop the network :func:`shared_inception` keeps (a timing that must include building it)."""
+    _INCEPTION.clear()
+
+
 def build_feature_extractor(feature: str | Callable, device: torch.device | str | None = None, inception_path: str | os.PathLike | None = None) -> Callable:
     """``"inception"`` -> :class:`~thermgen.metrics.inception.InceptionFeatures`; ``"tclip:DIR"`` ->
     :class:`TCLIPImageFeatures` (dual variant); a callable is returned as is."""
     if callable(feature):
         return feature
     if feature == "inception":
-        from thermgen.metrics.inception import InceptionFeatures
-
-        return InceptionFeatures(inception_path, device=device or default_device())
+        return shared_inception(inception_path, device or default_device())
     if isinstance(feature, str) and feature.startswith("tclip:") and len(feature) > len("tclip:"):
         return TCLIPImageFeatures(feature.split(":", 1)[1], device=device or default_device())
     raise ValueError(f"feature must be 'inception', 'tclip:DIR' or a callable, got {feature!r}")

@@ -784,20 +784,12 @@ def generate_for_records(ctx: Context, pipeline_dir: Path, mode: str, recs: list
                             **contrast_kwargs(mode, recs, contrast_scale))
 
 
-@functools.lru_cache(maxsize=2)
-def _judge_extractor(device: str):
-    """The Inception network the judge reads, loaded once per process and device (not once per image folder)."""
-    from thermgen.metrics.fid import build_feature_extractor
-
-    return build_feature_extractor("inception", device=device)
-
-
 def _folder_features(ctx: Context, folder: Path) -> np.ndarray:
     from thermgen.metrics.fid import list_images
     from thermgen.metrics.attributes import image_features
 
     return image_features(list_images(folder).files, ctx.cfg["train"]["resolution"],
-                          feature=_judge_extractor(ctx.device), device=ctx.device, progress=False)
+                          feature="inception", device=ctx.device, progress=False)
 
 
 def attribute_eval(ctx: Context, pipe, mode: str, recs: list[dict], out: Path, seed: int, images: Path,
