@@ -34,7 +34,6 @@ incomplete stage starts over.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
