@@ -48,7 +48,7 @@ from .loss import ContrastiveLoss
 from .model import ADAPTERS, DEFAULT_LORA, TCLIP, build_base, build_tokenizer, parse_base_spec, preprocess_thermal
 from .scaffold import Checkpointer, CSVTracker, csv_tracker, make_trackers, plot_csv_curves, tracker_config
 
-__all__ = ["main", "train", "load_train_config", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
+__all__ = ["main", "train", "load_train_config", "result_settings", "run_finished", "DEFAULT_CONFIG", "TRAIN_CONFIG_DIR"]
 
 logger = logging.getLogger("tclip.train")
 
@@ -85,6 +85,20 @@ DEFAULT_CONFIG: dict = {
 }
 #: Keys that change speed and memory, never the result: a --resume may change them.
 RUNTIME_KEYS = ("image_workers", "image_cache_mb")
+#: Keys added after runs were made, at the value that reproduces those runs: left out of `result_settings` when at
+#: it, so that a run identified by its settings before the key existed stays complete.
+LATER_DEFAULTS = {"lora": {"convs": False}}
+
+
+def result_settings(cfg: dict) -> dict:
+    """The settings that identify what a training config produces (a run's hash, a bench's stamp): the config
+    without `RUNTIME_KEYS`, and without the `LATER_DEFAULTS` keys that are at their default."""
+    out = {k: copy.deepcopy(v) for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    for section, keys in LATER_DEFAULTS.items():
+        for key, default in keys.items():
+            if isinstance(out.get(section), dict) and key in out[section] and out[section][key] == default:
+                del out[section][key]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -490,8 +504,8 @@ def train(
         raise FileExistsError(f"{out} already holds a (partial) training run; pass --resume to continue it or choose another --out")
     run_config = {**cfg, "seed": seed, "adapters": adapters}
     if resume and state.get("config") is not None:
-        changed = sorted(k for k in set(run_config) | set(state["config"])
-                         if k not in RUNTIME_KEYS and run_config.get(k) != state["config"].get(k))
+        now, then = result_settings(run_config), result_settings(state["config"])
+        changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
         if changed:
             raise ValueError(
                 f"{out}: --resume with a different config (changed keys: {', '.join(changed)}); "

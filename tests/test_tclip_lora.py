@@ -251,3 +251,17 @@ def test_conv_targets_adapt_every_resnet_convolution_and_merge_round_trip(tmp_pa
     assert again.lora["convs"] is True
     with pytest.raises(ValueError, match="no 'vision'"):
         tclip.TCLIP.from_base("tclip-tiny-rn", lora={"convs": True, "towers": ["text"]})
+
+
+def test_the_conv_key_at_its_default_leaves_run_hashes_and_stamps_as_before():
+    """Runs made before `lora.convs` existed stay complete: the key at its default is not part of what identifies
+    a run (the recipe's T-CLIP stage hash, sim2real's config stamp, tclip.train --resume's config check)."""
+    from tclip.train import load_train_config, result_settings
+
+    cfg = load_train_config("sim2real-adapters")
+    assert cfg["lora"]["convs"] is False
+    before = result_settings(cfg)
+    assert "convs" not in before["lora"] and "image_workers" not in before
+    old = {**cfg, "lora": {k: v for k, v in cfg["lora"].items() if k != "convs"}}  # as saved before the key
+    assert result_settings(old) == before
+    assert result_settings(load_train_config("sim2real-adapters-convs"))["lora"]["convs"] is True

@@ -18,7 +18,9 @@ Steps (each skipped when its output is complete, so a stopped run continues wher
 4. **Zero-shot**: the synthetic base with no HIT-UAV training at all, on HIT-UAV test.
 5. **Adaptation**: for each ``--fractions`` share of the HIT-UAV training images (a random subset per seed) and
    each seed, the global and fine LoRA adapters on the frozen synthetic base (``--adapter-config``). The fusion
-   alpha of T-CLIP dual is chosen on val (full-data runs), never on test.
+   alpha of T-CLIP dual is chosen on val (full-data runs), never on test. The default config adapts q/k/v only,
+   as the paper does; ``--adapter-config sim2real-adapters-convs`` also puts LoRA on the image tower's
+   convolutions (``lora.convs``: with a ResNet tower, q/k/v reaches only its attention pool).
 6. **Reference**: today's bench, a base trained from scratch on HIT-UAV train then its adapters (the
    ``hituav-cpu`` config), per seed (``--no-reference`` skips it).
 7. **Queries in a user's own words** (:mod:`thermgen.ircap.queries`): every row above is also evaluated with the
@@ -351,12 +353,13 @@ def plot_label_efficiency(result: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- driver
 def _config_digest(name: str) -> str:
     """sha256 of a tclip training config as loaded (defaults merged), so an edited config file is a new setting;
-    the keys that change only speed and memory (``tclip.train.RUNTIME_KEYS``) are left out."""
+    the keys that change only speed and memory, and keys added since at their old behaviour, are left out
+    (``tclip.train.result_settings``)."""
     import hashlib
 
-    from tclip.train import RUNTIME_KEYS, load_train_config
+    from tclip.train import load_train_config, result_settings
 
-    cfg = {k: v for k, v in load_train_config(name).items() if k not in RUNTIME_KEYS}  # speed/memory, not the result
+    cfg = result_settings(load_train_config(name))
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -328,12 +328,11 @@ def _tclip_stage_config(c: dict) -> list:
     edited tclip/train_configs file reruns it too."""
     if c["tclip"]["dir"]:
         return [c["tclip"]["dir"]]
-    from tclip.train import RUNTIME_KEYS
+    from tclip.train import result_settings
 
     from thermgen.train.config import tclip_train_config
 
-    resolved = {k: v for k, v in tclip_train_config(c).items() if k not in RUNTIME_KEYS}
-    return [c["run"]["seed"], resolved]
+    return [c["run"]["seed"], result_settings(tclip_train_config(c))]
 
 
 def run_tclip(ctx: Context) -> dict:
