@@ -311,7 +311,8 @@ def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
 def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_may_differ(run_copy):
     """One process would keep accelerate's first mixed-precision setting (T-CLIP's fp16 on CUDA) and refuse the
     next stage's; each training stage is a fresh process, so a bf16 VAE is followed by an fp32 UNet."""
-    (run_copy / "recipe.log").unlink()
+    for log in (run_copy / "recipe.log", run_copy / "vae" / "logs" / "worker.log", run_copy / "unet" / "logs" / "worker.log"):
+        log.unlink()  # the copied run's own: each must be written again by this run's processes
     cfg = load_config(None, TINY_RECIPE + ["vae.train={steps: 2, batch_size: 8, block_out_channels: [8, 16, 32], "
                                            "num_preview: 2, mixed_precision: bf16}", "train.max_train_steps=2"])
     summary = run_recipe(cfg, run_copy, stop_after="unet", progress=False)

@@ -265,3 +265,12 @@ def test_the_conv_key_at_its_default_leaves_run_hashes_and_stamps_as_before():
     old = {**cfg, "lora": {k: v for k, v in cfg["lora"].items() if k != "convs"}}  # as saved before the key
     assert result_settings(old) == before
     assert result_settings(load_train_config("sim2real-adapters-convs"))["lora"]["convs"] is True
+    # the two places that identify runs by these settings
+    from thermgen.bench.sim2real import _config_digest
+    from thermgen.train.config import load_config
+    from thermgen.train.recipe import _tclip_stage_config
+
+    assert _config_digest("sim2real-adapters") != _config_digest("sim2real-adapters-convs")
+    stage = _tclip_stage_config(load_config(None, []))[1]
+    assert "convs" not in stage["lora"] and stage["lora"]["r"] >= 1
+    assert _tclip_stage_config(load_config(None, ["tclip.train={lora: {convs: true}}"]))[1]["lora"]["convs"] is True
