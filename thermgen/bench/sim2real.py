@@ -6,7 +6,8 @@
 Steps (each skipped when its output is complete, so a stopped run continues where it stopped):
 
 1. **Synthetic corpus** (``OUT/synthetic``): ``--scenes`` physics-based scenes (:mod:`thermgen.data.synthetic`),
-   captioned by IR-Cap with ``--variants`` phrasings each. The captions are measured on the 16-bit radiometric
+   captioned by IR-Cap with ``--variants`` phrasings each (and ``--base-terse-variants`` terse ones per training
+   caption, :func:`thermgen.ircap.render.render_terse`, for a text tower that knows a user's words). The captions are measured on the 16-bit radiometric
    images; the images the base trains on are those frames after an 8-bit automatic gain (a 1-99 percentile
    stretch, ``OUT/synthetic/agc``), which is how a camera like HIT-UAV's delivers its frames: a base that learnt
    fixed-window radiometric grey levels would meet a different pixel distribution on the real camera.
@@ -85,18 +86,27 @@ class _Steps:
 
 def _caption_shard(args: tuple) -> str:
     """Caption one shard of a synthetic dataset (a worker process)."""
-    root, split, index, shards, out, variants = args
+    root, split, index, shards, out, variants, terse_variants = args
     from thermgen.data import load_samples
     from thermgen.ircap.captioner import caption_samples
 
     samples, _ = load_samples("synthetic", root, split=split)
-    caption_samples(samples[index::shards], out, variants=variants, progress=False)
+    # terse variants are text augmentation for training only; the synthetic val split keeps IR-Cap's captions
+    caption_samples(samples[index::shards], out, variants=variants, progress=False,
+                    terse_variants=terse_variants if split == "train" else 0)
     return str(out)
 
 
-def corpus_done(out: Path, n: int, size: int, seed: int, variants: int) -> bool:
+def _corpus_stamp(n: int, size: int, seed: int, variants: int, terse_variants: int = 0) -> dict:
+    stamp = {"n": n, "size": size, "seed": seed, "variants": variants}
+    if terse_variants:  # left out at 0, so corpora made before the option stay complete
+        stamp["terse_variants"] = terse_variants
+    return stamp
+
+
+def corpus_done(out: Path, n: int, size: int, seed: int, variants: int, terse_variants: int = 0) -> bool:
     stamp = out / "synthetic" / CORPUS_STAMP
-    return stamp.is_file() and json.loads(stamp.read_text()) == {"n": n, "size": size, "seed": seed, "variants": variants}
+    return stamp.is_file() and json.loads(stamp.read_text()) == _corpus_stamp(n, size, seed, variants, terse_variants)
 
 
 def agc8(counts: np.ndarray) -> np.ndarray:
@@ -110,8 +120,12 @@ def agc8(counts: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int, workers: int, progress: bool) -> Path:
+def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int, workers: int, progress: bool,
+                          terse_variants: int = 0) -> Path:
     """Step 1: generate, caption (sharded over `workers` processes) and write the AGC manifest. Returns it.
+
+    `terse_variants` > 0 also stores that many terse global variants per training caption
+    (:func:`thermgen.ircap.render.render_terse`), so the base's text tower meets facts in a user's words.
 
     `OUT/synthetic/corpus.json` is written last: without it (an interrupted or other corpus) the captions
     and AGC frames are made again, and the scenes too unless their dataset card is complete and matches.
@@ -137,7 +151,7 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
     jobs = []
     for split in ("train", "val"):
         k = max(1, workers) if split == "train" else 1
-        jobs += [(root, split, i, k, root / "shards" / f"{split}-{i}.jsonl", variants) for i in range(k)]
+        jobs += [(root, split, i, k, root / "shards" / f"{split}-{i}.jsonl", variants, terse_variants) for i in range(k)]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         shard_files = list(pool.map(_caption_shard, jobs))
     write_manifest(manifest, (dict(rec, image=image_ref(resolve_image(rec, f), manifest))
@@ -152,7 +166,7 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
             yield dict(rec, image=dst.relative_to(root).as_posix())
 
     write_manifest(agc_manifest, records())
-    (root / CORPUS_STAMP).write_text(json.dumps({**want, "variants": variants}) + "\n")
+    (root / CORPUS_STAMP).write_text(json.dumps(_corpus_stamp(n, size, seed, variants, terse_variants)) + "\n")
     return agc_manifest
 
 
@@ -370,6 +384,8 @@ def settings_stamp(args: argparse.Namespace) -> dict:
         stamp["base"] = str(Path(args.base).resolve())
     else:
         stamp.update(scenes=args.scenes, size=args.size, base_config=args.base_config, base_config_sha=_config_digest(args.base_config))
+        if args.base_terse_variants:
+            stamp["base_terse_variants"] = args.base_terse_variants
     stamp.update(adapter_config=args.adapter_config, adapter_config_sha=_config_digest(args.adapter_config))
     if not args.no_reference:
         stamp.update(reference_config=args.reference_config, reference_config_sha=_config_digest(args.reference_config))
@@ -397,6 +413,10 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         raise ValueError("give --hit-root (HIT-UAV) or --manifests (its IR-Cap manifests)")
     if args.manifests is not None and args.terse_variants:
         raise ValueError("--terse-variants applies when this command captions HIT-UAV (--hit-root), not to --manifests")
+    if args.base is not None and args.base_terse_variants:
+        raise ValueError("--base-terse-variants applies when this command makes the synthetic corpus, not with --base")
+    if args.terse_variants < 0 or args.base_terse_variants < 0:
+        raise ValueError(f"--terse-variants and --base-terse-variants must be >= 0, got {args.terse_variants}, {args.base_terse_variants}")
     from tclip.eval import choose_alpha
     from tclip.train import run_finished
 
@@ -418,8 +438,9 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
             raise FileNotFoundError(f"{base_dir}: its corpus manifest {str(syn_manifest)!r} (open_clip_config.json thermgen.corpus_manifest) is missing")
     else:
         syn_manifest = (out / "synthetic" / "manifest.agc.jsonl").resolve()
-        steps.run("synthetic corpus", corpus_done(out, args.scenes, args.size, 0, args.variants), make_synthetic_corpus, out,
-                  args.scenes, args.size, 0, args.variants, args.workers, progress)
+        steps.run("synthetic corpus", corpus_done(out, args.scenes, args.size, 0, args.variants, args.base_terse_variants),
+                  make_synthetic_corpus, out, args.scenes, args.size, 0, args.variants, args.workers, progress,
+                  terse_variants=args.base_terse_variants)
         base_dir = (out / "synthetic-base").resolve()
         steps.run("synthetic base", (base_dir / "open_clip_config.json").is_file(), train_synthetic_base, syn_manifest, out,
                   args.arch, args.base_config, progress)
@@ -656,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse a synthetic base made before by this command (its OUT/synthetic-base) instead of building one")
     p.add_argument("--terse-variants", type=int, default=0,
                    help="terse variants per HIT-UAV training caption (thermgen.caption --terse-variants), for user phrasings")
+    p.add_argument("--base-terse-variants", type=int, default=0,
+                   help="terse variants per synthetic training caption, so the base's text tower learns user phrasings too")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and captioning the corpus")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
