@@ -324,3 +324,31 @@ def test_config_digest_ignores_speed_and_memory_keys(tmp_path):
         paths[-1].write_text(json.dumps({**base, **extra}))
     a, b, c = (_config_digest(str(p)) for p in paths)
     assert a == b and a != c
+
+
+def test_base_terse_variants_reach_the_synthetic_training_captions_only(tmp_path, capsys):
+    from thermgen.bench import sim2real
+    from thermgen.ircap.manifest import read_manifest
+    from thermgen.ircap.render import GLOBAL_PREFIX
+
+    m = sim2real.make_synthetic_corpus(tmp_path, 12, 32, 0, 2, 1, False, terse_variants=3)
+    recs = list(read_manifest(m))
+    train = [r for r in recs if r["split"] == "train"]
+    val = [r for r in recs if r["split"] == "val"]
+    assert train and val
+    for r in train:  # 2 IR-Cap phrasings, then 3 terse variants
+        g = r["caption_variants"]["global"]
+        assert len(g) == 5 and all(not t.startswith(GLOBAL_PREFIX) for t in g[2:]) and len(set(g[2:])) == 3
+    assert all(len(r["caption_variants"]["global"]) == 2 for r in val)  # val keeps IR-Cap's captions
+    # the corpus stamp names the option; a corpus without it is another corpus, and one made before it stays complete
+    assert sim2real.corpus_done(tmp_path, 12, 32, 0, 2, 3) and not sim2real.corpus_done(tmp_path, 12, 32, 0, 2)
+    (tmp_path / "synthetic" / sim2real.CORPUS_STAMP).write_text(json.dumps({"n": 12, "size": 32, "seed": 0, "variants": 2}))
+    assert sim2real.corpus_done(tmp_path, 12, 32, 0, 2)
+    # the settings stamp: unchanged at 0, the option recorded otherwise; refused with a base made before
+    args = sim2real.build_parser().parse_args(["--manifests", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "base_terse_variants" not in sim2real.settings_stamp(args)
+    args.base_terse_variants = 4
+    assert sim2real.settings_stamp(args)["base_terse_variants"] == 4
+    argv = ["--manifests", str(tmp_path), "--out", str(tmp_path / "o"), "--base", str(tmp_path), "--base-terse-variants", "4"]
+    assert sim2real.main(argv) == 2
+    assert "--base-terse-variants applies when this command makes the synthetic corpus" in capsys.readouterr().err
