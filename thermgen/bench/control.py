@@ -106,7 +106,8 @@ def evaluate_pipeline(run: Path, pipe, *, mode: str, split: str, guidance: float
     with the records' IR-Cap captions or (``prompt_style``) with held-out queries stating the same facts.
 
     ``contrast``: an IR-Cap fact (``time_of_day``). Each prompt's *contrast* is then its record's captions with that
-    fact edited (:func:`thermgen.ircap.swap.contrast_captions`; where a record does not qualify, plain guidance),
+    fact edited (:func:`thermgen.ircap.swap.contrast_captions`; where a record does not qualify or its edit would change
+    another stated fact too, plain guidance),
     and each swap side's contrast is the other side's prompt. With ``contrast_scale`` None the contrast replaces the
     empty negative prompt; with a scale it is the pipeline's third, contrastive guidance branch
     (``contrast_prompt``), the empty prompt staying the negative. ``pairs_png``: also save the first swap pairs as a

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"edited: {err!r}", file=sys.stderr)
                 return 2
             if contrast is None:
-                print(f"error: {rec['id']}: no day/night fact to contrast", file=sys.stderr)
+                print(f"error: {rec['id']}: no clean day/night contrast (no day/night fact, or its edited captions state "
+                      "another difference too: thermgen.ircap.swap.other_differences)", file=sys.stderr)
                 return 2
             n = len(args.seeds)
             kw.update(contrast_prompt=[contrast[0]] * n, contrast_prompt_fine=[contrast[1]] * n,

@@ -750,7 +750,8 @@ def _reusable(out: Path, settings: dict, wanted: list[dict]) -> bool:
 def contrast_prompts(mode: str, recs: list[dict], kind: str = "time_of_day",
                      fallback: str = "own") -> tuple[list[str], list[str] | None]:
     """The contrast prompts (and fine ones, by ``mode``) of ``recs``: each record's captions with its ``kind`` fact
-    edited (:func:`thermgen.ircap.swap.contrast_captions`). A record without that fact gets its own captions
+    edited (:func:`thermgen.ircap.swap.contrast_captions`). A record without that fact (or whose edited captions
+    state another difference too) gets its own captions
     (``fallback="own"``: as a contrast branch its term c - k is zero, so it keeps plain guidance) or the empty prompt
     (``fallback="empty"``: as the negative prompt, plain classifier-free guidance)."""
     from thermgen.ircap.swap import contrast_captions
