@@ -156,6 +156,19 @@ def test_unknown_config_key_is_named(tmp_path):
         tclip_train.load_train_config(bad)
 
 
+def test_every_shipped_training_config_loads_and_its_lora_builds():
+    from tclip.lora import make_lora_config
+
+    names = sorted(p.stem for p in Path(tclip_train.TRAIN_CONFIG_DIR).glob("*.json"))
+    assert {"hituav-cpu", "synthetic-base", "sim2real-adapters", "sim2real-adapters-convs"} <= set(names)
+    for name in names:
+        cfg = tclip_train.load_train_config(name)  # unknown keys and bad values are errors naming the key
+        lora = cfg["lora"]
+        peft_cfg = make_lora_config(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], towers=lora["towers"],
+                                    mlp=lora["mlp"], convs=lora["convs"])
+        assert peft_cfg.r == lora["r"] and peft_cfg.lora_alpha == lora["alpha"], name
+
+
 def test_help_says_the_base_is_trained_first_without_pretrained_weights(capsys):
     with pytest.raises(SystemExit):
         tclip_train.main(["--help"])
