@@ -352,3 +352,5 @@ def test_base_terse_variants_reach_the_synthetic_training_captions_only(tmp_path
     argv = ["--manifests", str(tmp_path), "--out", str(tmp_path / "o"), "--base", str(tmp_path), "--base-terse-variants", "4"]
     assert sim2real.main(argv) == 2
     assert "--base-terse-variants applies when this command makes the synthetic corpus" in capsys.readouterr().err
+    assert sim2real.main([*argv[:4], "--terse-variants", "-1"]) == 2  # named before any other check
+    assert "must be >= 0, got -1" in capsys.readouterr().err

@@ -7,8 +7,8 @@ Steps (each skipped when its output is complete, so a stopped run continues wher
 
 1. **Synthetic corpus** (``OUT/synthetic``): ``--scenes`` physics-based scenes (:mod:`thermgen.data.synthetic`),
    captioned by IR-Cap with ``--variants`` phrasings each (and ``--base-terse-variants`` terse ones per training
-   caption, :func:`thermgen.ircap.render.render_terse`, for a text tower that knows a user's words). The captions are measured on the 16-bit radiometric
-   images; the images the base trains on are those frames after an 8-bit automatic gain (a 1-99 percentile
+   caption, :func:`thermgen.ircap.render.render_terse`, for a text tower that knows a user's words). The captions
+   are measured on the 16-bit radiometric images; the images the base trains on are those frames after an 8-bit automatic gain (a 1-99 percentile
    stretch, ``OUT/synthetic/agc``), which is how a camera like HIT-UAV's delivers its frames: a base that learnt
    fixed-window radiometric grey levels would meet a different pixel distribution on the real camera.
 2. **Synthetic base** (``OUT/synthetic-base``): the whole CLIP trained from scratch on the synthetic corpus only
@@ -411,12 +411,12 @@ def run(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, out: Path) -> dict:
     if args.manifests is None and args.hit_root is None:
         raise ValueError("give --hit-root (HIT-UAV) or --manifests (its IR-Cap manifests)")
+    if args.terse_variants < 0 or args.base_terse_variants < 0:
+        raise ValueError(f"--terse-variants and --base-terse-variants must be >= 0, got {args.terse_variants}, {args.base_terse_variants}")
     if args.manifests is not None and args.terse_variants:
         raise ValueError("--terse-variants applies when this command captions HIT-UAV (--hit-root), not to --manifests")
     if args.base is not None and args.base_terse_variants:
         raise ValueError("--base-terse-variants applies when this command makes the synthetic corpus, not with --base")
-    if args.terse_variants < 0 or args.base_terse_variants < 0:
-        raise ValueError(f"--terse-variants and --base-terse-variants must be >= 0, got {args.terse_variants}, {args.base_terse_variants}")
     from tclip.eval import choose_alpha
     from tclip.train import run_finished
 
