@@ -308,6 +308,41 @@ def test_changed_tclip_settings_retrain_tclip_over_the_old_folder(run_copy):
     assert "stage base: 3 steps" in (run_copy / "tclip" / "logs" / "train.log").read_text()
 
 
+def test_given_tclip_folder_conditions_the_unet_and_the_ablation_its_frozen_base_text_tower(run_copy, tmp_path):
+    """Issue 13's generation ablation: tclip.dir names a T-CLIP whose adapters were trained over a frozen, pretrained
+    base (an open_clip folder, as thermgen.bench.sim2real writes). No T-CLIP is trained; the UNet reads that
+    folder's fused towers, the ablation its base text tower; re-fusing the folder in place reruns both."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from tclip import train as tclip_train
+    from tclip.model import load
+    from tclip.text_encoder import TCLIPTextEncoder
+    from thermgen.train.recipe import plan_recipe
+
+    base = load(run_copy / "tclip").export_base(tmp_path / "base")
+    cfg = tmp_path / "adapters.json"
+    cfg.write_text(json.dumps({"adapter_stage": {"steps": 2, "batch_size": 8}, "checkpoint_every": 50, "log_every": 2}))
+    given = tmp_path / "given"
+    assert tclip_train.main(["--manifest", str(run_copy / "manifest.jsonl"), "--split", "train", "--out", str(given),
+                             "--base", f"local-dir:{base}", "--config", str(cfg), "--cpu", "--no-progress"]) == 0
+    shutil.rmtree(run_copy / "tclip")  # nothing may read the run's own T-CLIP
+    over = load_config(None, TINY_RECIPE + [f"tclip.dir={given}"])
+    st = statuses(run_recipe(over, run_copy, stop_after="ablation", progress=False))
+    assert [st[s] for s in ("tclip", "unet", "ablation")] == ["ran"] * 3 and not (run_copy / "tclip").exists()
+    for pdir, mode in ((run_copy / "pipeline", "fused"), (run_copy / "ablation" / "pipeline", "base")):
+        got = DiffusionPipeline.from_pretrained(pdir).text_encoder
+        want = TCLIPTextEncoder.from_tclip(given, mode=mode)
+        assert got.config.mode == mode
+        assert got.state_dict().keys() == want.state_dict().keys()
+        assert all(torch.equal(got.state_dict()[k], want.state_dict()[k]) for k in want.state_dict()), mode
+    assert {a for _, a, _ in plan_recipe(over, run_copy, stop_after="ablation")} == {"skip"}
+    conf = json.loads((given / "tclip_config.json").read_text())
+    (given / "tclip_config.json").write_text(json.dumps({**conf, "fusion_alpha": 0.5}))
+    plan = {n: a for n, a, _ in plan_recipe(over, run_copy, stop_after="ablation")}
+    assert [plan[s] for s in ("captions", "vae", "tclip", "unet", "ablation")] == ["skip", "skip", "run", "run", "run"]
+
+
 def test_each_training_stage_runs_in_its_own_process_so_their_mixed_precision_may_differ(run_copy):
     """One process would keep accelerate's first mixed-precision setting (T-CLIP's fp16 on CUDA) and refuse the
     next stage's; each training stage is a fresh process, so a bf16 VAE is followed by an fp32 UNet."""

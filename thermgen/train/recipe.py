@@ -327,12 +327,33 @@ def _tclip_stage_config(c: dict) -> list:
     """What the T-CLIP stage reads: the seed and the resolved training config (speed/memory keys left out), so an
     edited tclip/train_configs file reruns it too."""
     if c["tclip"]["dir"]:
-        return [c["tclip"]["dir"]]
+        return [c["tclip"]["dir"], tclip_folder_digest(Path(c["tclip"]["dir"]).expanduser())]
     from tclip.train import result_settings
 
     from thermgen.train.config import tclip_train_config
 
     return [c["run"]["seed"], result_settings(tclip_train_config(c))]
+
+
+def tclip_folder_digest(folder: Path) -> str | None:
+    """Content hash of a given T-CLIP folder (``tclip.dir``): its JSON and safetensors files outside ``checkpoints/``
+    and ``logs/`` (the config with the fusion alpha, the base weights, both adapters). A T-CLIP retrained or re-fused
+    in place therefore reruns the stages conditioned on it; a copy of the folder elsewhere does not. Base weights
+    that the config names outside the folder are not covered. None when the folder has no ``tclip_config.json``
+    (the stage then fails, naming it)."""
+    import hashlib
+
+    if not (folder / "tclip_config.json").is_file():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
+                   and not {"checkpoints", "logs"} & set(p.relative_to(folder).parts))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def run_tclip(ctx: Context) -> dict:
