@@ -132,7 +132,9 @@ class CaptionsConfig:
 class TClipConfig:
     """``tclip``: The T-CLIP stage: which training config, and changes to it (its own keys, checked by tclip.train)."""
 
-    dir: str | None = key(str, None, "use this trained T-CLIP folder instead of training one (skips the stage)", nullable=True)
+    dir: str | None = key(str, None, "use this trained T-CLIP folder instead of training one (skips the "
+                              "training; its content enters the stage hash, so a folder retrained in place reruns "
+                              "the UNets)", nullable=True)
     config: str = key(str, "recipe-cpu", "T-CLIP training config (python -m tclip.train --config): a name in "
                       "tclip/train_configs (recipe-cpu: the tiny model, 400 base + 150 adapter steps; hituav-cpu; "
                       "paper-vitb16; ...) or a JSON/YAML file")
