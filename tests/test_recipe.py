@@ -327,16 +327,19 @@ def test_given_tclip_folder_conditions_the_unet_and_the_ablation_its_frozen_base
     assert tclip_train.main(["--manifest", str(run_copy / "manifest.jsonl"), "--split", "train", "--out", str(given),
                              "--base", f"local-dir:{base}", "--config", str(cfg), "--cpu", "--no-progress"]) == 0
     shutil.rmtree(run_copy / "tclip")  # nothing may read the run's own T-CLIP
-    over = load_config(None, TINY_RECIPE + [f"tclip.dir={given}"])
+    over = load_config(None, TINY_RECIPE + [f"tclip.dir={given}", "unet.fusion_alpha=0.6"])
     st = statuses(run_recipe(over, run_copy, stop_after="ablation", progress=False))
     assert [st[s] for s in ("tclip", "unet", "ablation")] == ["ran"] * 3 and not (run_copy / "tclip").exists()
     for pdir, mode in ((run_copy / "pipeline", "fused"), (run_copy / "ablation" / "pipeline", "base")):
         got = DiffusionPipeline.from_pretrained(pdir).text_encoder
-        want = TCLIPTextEncoder.from_tclip(given, mode=mode)
-        assert got.config.mode == mode
+        want = TCLIPTextEncoder.from_tclip(given, mode=mode, alpha=0.6)
+        assert got.config.mode == mode and got.config.alpha == 0.6  # unet.fusion_alpha, not the folder's own
         assert got.state_dict().keys() == want.state_dict().keys()
         assert all(torch.equal(got.state_dict()[k], want.state_dict()[k]) for k in want.state_dict()), mode
     assert {a for _, a, _ in plan_recipe(over, run_copy, stop_after="ablation")} == {"skip"}
+    other_alpha = load_config(None, TINY_RECIPE + [f"tclip.dir={given}", "unet.fusion_alpha=0.7"])
+    plan = {n: a for n, a, _ in plan_recipe(other_alpha, run_copy, stop_after="ablation")}
+    assert (plan["unet"], plan["ablation"]) == ("run", "skip")  # the base text tower has no fusion alpha
     conf = json.loads((given / "tclip_config.json").read_text())
     (given / "tclip_config.json").write_text(json.dumps({**conf, "fusion_alpha": 0.5}))
     plan = {n: a for n, a, _ in plan_recipe(over, run_copy, stop_after="ablation")}

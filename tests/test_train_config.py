@@ -151,6 +151,11 @@ def test_tclip_section_is_the_training_config_of_tclip_train_with_its_keys_check
         load_config(None, ['tclip.args=["--config", "tiny"]'])
     # a T-CLIP folder given in tclip.dir is not trained, so its training config is not read
     assert load_config(None, ["tclip.dir=/some/folder", "tclip.config=no-such-config"])["tclip"]["dir"] == "/some/folder"
+    # the fusion alpha that conditions the UNet: the folder's own (None) or one in [0, 1]
+    assert load_config(None, ["unet.fusion_alpha=0.7"])["unet"]["fusion_alpha"] == 0.7
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(ConfigError, match=r"unet\.fusion_alpha"):
+            load_config(None, [f"unet.fusion_alpha={bad}"])
 
 
 def test_vae_settings_are_checked_when_the_config_loads():

@@ -161,6 +161,10 @@ class UNetConfig:
                             "v-prediction: fused ties concat with half the tokens and ranks own prompts better "
                             "than global; thermgen/train/conditioning.py, RUN/reports/conditioning.md)",
                             choices=("concat", "fused", "global", "fine", "base"))
+    fusion_alpha: float | None = key(_NUM, None, "weight of the global adapter in the fused modes (fused, concat's "
+                                     "pooled embedding); None: the T-CLIP folder's own fusion alpha (its "
+                                     "tclip_config.json), e.g. 0.8; set it to the alpha chosen on val for a given "
+                                     "tclip.dir", nullable=True, min=0)
     block_out_channels: list[int] = key(list, [64, 128], "channels per UNet level", item_type=int)
     down_block_types: list[str] = key(list, ["DownBlock2D", "CrossAttnDownBlock2D"], "diffusers down block classes", item_type=str)
     up_block_types: list[str] = key(list, ["CrossAttnUpBlock2D", "UpBlock2D"], "diffusers up block classes", item_type=str)
@@ -524,6 +528,8 @@ def _check_consistency(cfg: dict, where: str) -> None:
                           "other phrasings of each caption)")
     if cfg["train"]["caption_dropout"] > 1:
         raise ConfigError(f"{where}config key 'train.caption_dropout': {cfg['train']['caption_dropout']} is above 1")
+    if cfg["unet"]["fusion_alpha"] is not None and cfg["unet"]["fusion_alpha"] > 1:
+        raise ConfigError(f"{where}config key 'unet.fusion_alpha': {cfg['unet']['fusion_alpha']} is above 1")
 
 
 #: Keys whose value is a stage's own settings (a mapping checked by that stage's loader): ``key.sub[.sub]=value``

@@ -488,7 +488,7 @@ def _variants_for_mode(mode: str, recs: list[dict]) -> tuple[list[list[str]], li
 def load_text_encoder(ctx: Context, mode: str):
     from tclip.text_encoder import TCLIPTextEncoder
 
-    return TCLIPTextEncoder.from_tclip(ctx.tclip_dir, mode=mode)
+    return TCLIPTextEncoder.from_tclip(ctx.tclip_dir, mode=mode, alpha=ctx.cfg["unet"]["fusion_alpha"])
 
 
 def load_vae(ctx: Context):
@@ -1222,7 +1222,7 @@ def contrast_markdown(report: dict) -> str:
 # The stage table and the runner
 # --------------------------------------------------------------------------------------------------
 def _unet_config(cfg: dict, with_conditioning: bool = True) -> Any:
-    unet = {k: v for k, v in cfg["unet"].items() if with_conditioning or k != "conditioning"}
+    unet = {k: v for k, v in cfg["unet"].items() if with_conditioning or k not in ("conditioning", "fusion_alpha")}
     return [cfg["run"]["seed"], unet, cfg["train"], cfg["scheduler"], cfg["data"]["max_train_images"]]
 
 
