@@ -23,11 +23,14 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def folder_sha256(folder: str | os.PathLike) -> str:
-    """sha256 over every file (relative path + bytes) under ``folder``: identifies a T-CLIP folder's weights."""
+def folder_sha256(folder: str | os.PathLike, suffixes: tuple[str, ...] | None = None,
+                  skip_dirs: tuple[str, ...] = ()) -> str:
+    """sha256 over every file (relative path + bytes) under ``folder``: identifies a T-CLIP folder's weights.
+    ``suffixes``: only files with these suffixes; ``skip_dirs``: leave out files under folders of these names."""
     root = Path(folder)
     h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and (suffixes is None or q.suffix in suffixes)
+                    and not set(skip_dirs) & set(q.relative_to(root).parts[:-1])):
         h.update(p.relative_to(root).as_posix().encode() + b"\0")
         with open(p, "rb") as f:
             while block := f.read(1 << 20):

@@ -341,19 +341,11 @@ def tclip_folder_digest(folder: Path) -> str | None:
     in place therefore reruns the stages conditioned on it; a copy of the folder elsewhere does not. Base weights
     that the config names outside the folder are not covered. None when the folder has no ``tclip_config.json``
     (the stage then fails, naming it)."""
-    import hashlib
+    from thermgen.metrics.features import folder_sha256
 
     if not (folder / "tclip_config.json").is_file():
         return None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
-                   and not {"checkpoints", "logs"} & set(p.relative_to(folder).parts))
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    return folder_sha256(folder, suffixes=(".json", ".safetensors"), skip_dirs=("checkpoints", "logs"))[:16]
 
 
 def run_tclip(ctx: Context) -> dict:
