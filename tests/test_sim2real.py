@@ -354,3 +354,30 @@ def test_base_terse_variants_reach_the_synthetic_training_captions_only(tmp_path
     assert "--base-terse-variants applies when this command makes the synthetic corpus" in capsys.readouterr().err
     assert sim2real.main([*argv[:4], "--terse-variants", "-1"]) == 2  # named before any other check
     assert "must be >= 0, got -1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- flight envelope
+def test_corpus_flight_envelope_and_density_reach_the_scenes_and_the_stamps(tmp_path, capsys):
+    from thermgen.bench import sim2real
+    from thermgen.ircap.manifest import read_manifest
+
+    argv = ["--manifests", str(tmp_path), "--out", str(tmp_path / "o"), "--altitude", "60", "130", "--view-angle", "30", "90",
+            "--object-scale", "1.7"]
+    args = sim2real.build_parser().parse_args(argv)
+    opts = sim2real.scene_options_from_args(args)
+    assert opts == {"altitude_range_m": (60.0, 130.0), "view_angle_range_deg": (30.0, 90.0), "object_scale": 1.7}
+    m = sim2real.make_synthetic_corpus(tmp_path, 10, 32, 0, 2, 1, False, scene_options=opts)
+    recs = list(read_manifest(m))
+    assert recs and all(60 <= r["meta"]["altitude_m"] <= 130 and 30 <= r["meta"]["view_angle_deg"] <= 90 for r in recs)
+    assert sim2real.corpus_done(tmp_path, 10, 32, 0, 2, scene_options=opts)
+    assert not sim2real.corpus_done(tmp_path, 10, 32, 0, 2)  # a default corpus is another corpus
+    assert sim2real.settings_stamp(args)["scene_options"] == {"altitude_range_m": [60.0, 130.0], "object_scale": 1.7,
+                                                              "view_angle_range_deg": [30.0, 90.0]}
+    default = sim2real.build_parser().parse_args(argv[:4])
+    assert sim2real.scene_options_from_args(default) == {} and "scene_options" not in sim2real.settings_stamp(default)
+    # refused with a base made before, and an envelope no view fits is refused before anything is written
+    assert sim2real.main([*argv, "--base", str(tmp_path)]) == 2
+    assert "apply when this command makes the synthetic corpus" in capsys.readouterr().err
+    assert sim2real.main(["--manifests", str(tmp_path), "--out", str(tmp_path / "o3"), "--altitude", "300", "400"]) == 2
+    assert "no view of the synthetic scenes fits" in capsys.readouterr().err
+    assert not (tmp_path / "o3" / "bench.json").exists()

@@ -370,6 +370,56 @@ def test_fixed_options_are_validated():
         render_scene(0, 32, colour="red")
 
 
+def test_a_flight_envelope_bounds_altitude_and_view_angle_and_drops_views_outside_it():
+    from thermgen.data.synthetic.materials import VIEW_BANDS, envelope_bands, sample_conditions
+
+    rng = np.random.default_rng(0)
+    conds = [sample_conditions(rng, altitude_range_m=(60, 130), view_angle_range_deg=(30, 90)) for _ in range(300)]
+    assert all(60 <= c.altitude_m <= 130 and 30 <= c.view_angle_deg <= 90 for c in conds)
+    assert {c.view for c in conds} == {"nadir", "oblique"}  # low views (4-25 m) lie outside it
+    assert any(c.view_angle_deg == 90.0 for c in conds)  # straight down stays possible
+    assert min(c.altitude_m for c in conds) < 70 and max(c.altitude_m for c in conds) > 120
+    # an envelope as wide as every view's bands leaves the draws as they were
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [sample_conditions(a) for _ in range(20)] == [sample_conditions(b, altitude_range_m=(0, 500), view_angle_range_deg=(0, 90)) for _ in range(20)]
+    assert envelope_bands() == VIEW_BANDS
+    assert envelope_bands(view_angle_range_deg=(50, 80)) == {"nadir": ((70, 80), (30, 130)), "oblique": ((50, 70), (30, 130))}
+    with pytest.raises(ValueError, match="no view of the synthetic scenes fits"):
+        envelope_bands(altitude_range_m=(200, 300))
+    with pytest.raises(ValueError, match="low <= high"):
+        envelope_bands(view_angle_range_deg=(80, 30))
+    with pytest.raises(ValueError, match="outside the flight envelope"):
+        sample_conditions(np.random.default_rng(0), view="low", altitude_range_m=(60, 130))
+    _, gt = render_scene(0, 32, view_angle_range_deg=(85, 90))
+    assert gt["meta"]["view"] == "nadir" and gt["meta"]["view_angle_deg"] >= 85
+
+
+def test_object_scale_multiplies_the_drawn_objects():
+    def mean_objects(**kw):
+        return np.mean([len(render_scene(np.random.default_rng([1, i]), 48, **kw)[1]["objects"]) for i in range(30)])
+
+    assert mean_objects(object_scale=2.5) > 1.6 * mean_objects()
+    assert mean_objects(object_scale=0.01) == 0  # every draw rounds to no object
+    for bad in (0, -1, float("nan"), "2"):
+        with pytest.raises(ValueError, match="object_scale"):
+            render_scene(0, 32, object_scale=bad)
+
+
+def test_generate_records_its_scene_options_and_validates_them(tmp_path):
+    opts = {"altitude_range_m": [60, 130], "view_angle_range_deg": (30, 90), "object_scale": 2}
+    generate(tmp_path / "d", 6, size=32, seed=1, scene_options=opts, progress=False)
+    card = json.loads((tmp_path / "d" / "synthetic.json").read_text())
+    assert card["scene_options"] == {"altitude_range_m": [60.0, 130.0], "view_angle_range_deg": [30.0, 90.0], "object_scale": 2}
+    lines = [json.loads(x) for x in (tmp_path / "d" / "train.jsonl").read_text().splitlines()]
+    assert lines and all(60 <= r["meta"]["altitude_m"] <= 130 and r["meta"]["view"] != "low" for r in lines)
+    assert json.loads((tmp_path / "d" / "synthetic.json").read_text())["n"] == 6
+    with pytest.raises(ValueError, match="unknown scene option"):
+        generate(tmp_path / "e", 2, size=32, scene_options={"altitude": (1, 2)}, progress=False)
+    with pytest.raises(ValueError, match="outside the flight envelope"):
+        generate(tmp_path / "e", 2, size=32, scene_options={"view": "low", "view_angle_range_deg": (30, 90)}, progress=False)
+    assert not (tmp_path / "e").exists()  # refused before anything is written
+
+
 # --- dataset folder and loader ----------------------------------------------------------------
 
 def test_split_counts_are_exact_and_never_empty_when_possible():

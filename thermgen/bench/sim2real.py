@@ -97,16 +97,35 @@ def _caption_shard(args: tuple) -> str:
     return str(out)
 
 
-def _corpus_stamp(n: int, size: int, seed: int, variants: int, terse_variants: int = 0) -> dict:
-    stamp = {"n": n, "size": size, "seed": seed, "variants": variants}
+def _options_json(scene_options: dict | None) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted((scene_options or {}).items())}
+
+
+def _corpus_stamp(n: int, size: int, seed: int, variants: int, terse_variants: int = 0, scene_options: dict | None = None) -> dict:
+    stamp: dict[str, Any] = {"n": n, "size": size, "seed": seed, "variants": variants}
     if terse_variants:  # left out at 0, so corpora made before the option stay complete
         stamp["terse_variants"] = terse_variants
+    if scene_options:  # likewise left out when empty
+        stamp["scene_options"] = _options_json(scene_options)
     return stamp
 
 
-def corpus_done(out: Path, n: int, size: int, seed: int, variants: int, terse_variants: int = 0) -> bool:
+def corpus_done(out: Path, n: int, size: int, seed: int, variants: int, terse_variants: int = 0,
+                scene_options: dict | None = None) -> bool:
     stamp = out / "synthetic" / CORPUS_STAMP
-    return stamp.is_file() and json.loads(stamp.read_text()) == _corpus_stamp(n, size, seed, variants, terse_variants)
+    return stamp.is_file() and json.loads(stamp.read_text()) == _corpus_stamp(n, size, seed, variants, terse_variants, scene_options)
+
+
+def scene_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The corpus's dataset-wide scene options (:func:`thermgen.data.synthetic.generate`) from the command line."""
+    options: dict[str, Any] = {}
+    if args.altitude is not None:
+        options["altitude_range_m"] = tuple(args.altitude)
+    if args.view_angle is not None:
+        options["view_angle_range_deg"] = tuple(args.view_angle)
+    if args.object_scale != 1.0:
+        options["object_scale"] = args.object_scale
+    return options
 
 
 def agc8(counts: np.ndarray) -> np.ndarray:
@@ -121,11 +140,13 @@ def agc8(counts: np.ndarray) -> np.ndarray:
 
 
 def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int, workers: int, progress: bool,
-                          terse_variants: int = 0) -> Path:
+                          terse_variants: int = 0, scene_options: dict | None = None) -> Path:
     """Step 1: generate, caption (sharded over `workers` processes) and write the AGC manifest. Returns it.
 
     `terse_variants` > 0 also stores that many terse global variants per training caption
     (:func:`thermgen.ircap.render.render_terse`), so the base's text tower meets facts in a user's words.
+    `scene_options` shape every scene (a camera's flight envelope, object density; see
+    :func:`thermgen.data.synthetic.generate`).
 
     `OUT/synthetic/corpus.json` is written last: without it (an interrupted or other corpus) the captions
     and AGC frames are made again, and the scenes too unless their dataset card is complete and matches.
@@ -138,15 +159,17 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
 
     root = out / "synthetic"
     card = root / "synthetic.json"
-    want = {"n": n, "size": size, "seed": seed}
+    want = {"n": n, "size": size, "seed": seed, "scene_options": _options_json(scene_options)}
     have = json.loads(card.read_text()) if card.is_file() else {}
+    have.setdefault("scene_options", {})  # cards written before the option
     for stale in (root / CORPUS_STAMP, root / "manifest.jsonl", root / "manifest.agc.jsonl"):
         stale.unlink(missing_ok=True)
     for stale in (root / "shards", root / "agc"):
         shutil.rmtree(stale, ignore_errors=True)
     if not (have.get("complete") and all(have.get(k) == v for k, v in want.items())):
         shutil.rmtree(root, ignore_errors=True)  # an interrupted generation leaves images without a card
-        generate(root, n, size=size, seed=seed, splits=(("train", 0.95), ("val", 0.05)), progress=progress, workers=workers)
+        generate(root, n, size=size, seed=seed, splits=(("train", 0.95), ("val", 0.05)), progress=progress, workers=workers,
+                 scene_options=scene_options)
     manifest = root / "manifest.jsonl"
     jobs = []
     for split in ("train", "val"):
@@ -166,7 +189,7 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
             yield dict(rec, image=dst.relative_to(root).as_posix())
 
     write_manifest(agc_manifest, records())
-    (root / CORPUS_STAMP).write_text(json.dumps(_corpus_stamp(n, size, seed, variants, terse_variants)) + "\n")
+    (root / CORPUS_STAMP).write_text(json.dumps(_corpus_stamp(n, size, seed, variants, terse_variants, scene_options)) + "\n")
     return agc_manifest
 
 
@@ -386,6 +409,8 @@ def settings_stamp(args: argparse.Namespace) -> dict:
         stamp.update(scenes=args.scenes, size=args.size, base_config=args.base_config, base_config_sha=_config_digest(args.base_config))
         if args.base_terse_variants:
             stamp["base_terse_variants"] = args.base_terse_variants
+        if scene_options_from_args(args):
+            stamp["scene_options"] = _options_json(scene_options_from_args(args))
     stamp.update(adapter_config=args.adapter_config, adapter_config_sha=_config_digest(args.adapter_config))
     if not args.no_reference:
         stamp.update(reference_config=args.reference_config, reference_config_sha=_config_digest(args.reference_config))
@@ -417,6 +442,12 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         raise ValueError("--terse-variants applies when this command captions HIT-UAV (--hit-root), not to --manifests")
     if args.base is not None and args.base_terse_variants:
         raise ValueError("--base-terse-variants applies when this command makes the synthetic corpus, not with --base")
+    scene_options = scene_options_from_args(args)
+    if args.base is not None and scene_options:
+        raise ValueError("--altitude, --view-angle and --object-scale apply when this command makes the synthetic corpus, not with --base")
+    from thermgen.data.synthetic.dataset import check_scene_options
+
+    check_scene_options(scene_options)  # a bad envelope fails here, before anything is written
     from tclip.eval import choose_alpha
     from tclip.train import run_finished
 
@@ -438,9 +469,9 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
             raise FileNotFoundError(f"{base_dir}: its corpus manifest {str(syn_manifest)!r} (open_clip_config.json thermgen.corpus_manifest) is missing")
     else:
         syn_manifest = (out / "synthetic" / "manifest.agc.jsonl").resolve()
-        steps.run("synthetic corpus", corpus_done(out, args.scenes, args.size, 0, args.variants, args.base_terse_variants),
+        steps.run("synthetic corpus", corpus_done(out, args.scenes, args.size, 0, args.variants, args.base_terse_variants, scene_options),
                   make_synthetic_corpus, out, args.scenes, args.size, 0, args.variants, args.workers, progress,
-                  terse_variants=args.base_terse_variants)
+                  terse_variants=args.base_terse_variants, scene_options=scene_options)
         base_dir = (out / "synthetic-base").resolve()
         steps.run("synthetic base", (base_dir / "open_clip_config.json").is_file(), train_synthetic_base, syn_manifest, out,
                   args.arch, args.base_config, progress)
@@ -679,6 +710,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="terse variants per HIT-UAV training caption (thermgen.caption --terse-variants), for user phrasings")
     p.add_argument("--base-terse-variants", type=int, default=0,
                    help="terse variants per synthetic training caption, so the base's text tower learns user phrasings too")
+    p.add_argument("--altitude", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="the synthetic camera's altitude range (m): your drone's flight envelope (default: every view's own)")
+    p.add_argument("--view-angle", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="the synthetic camera's depression angle range (deg below the horizon; 90 = straight down)")
+    p.add_argument("--object-scale", type=float, default=1.0,
+                   help="multiply the drawn number of objects per synthetic scene (denser scenes)")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and captioning the corpus")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p

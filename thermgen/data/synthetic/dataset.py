@@ -44,8 +44,9 @@ import numpy as np
 
 from ..sample import Box, DataError, SkipReport, ThermalSample, as_path
 from . import radiometry as R
+from .materials import envelope_bands
 from .objects import LABELS
-from .scene import GENERATOR, render_scene
+from .scene import GENERATOR, SCENE_OPTIONS, render_scene
 
 FORMAT = "thermgen-synthetic"
 FORMAT_VERSION = 1
@@ -89,11 +90,11 @@ def _check_splits(splits: Iterable[tuple[str, float]]) -> list[tuple[str, float]
     return out
 
 
-def _scene_line(args: tuple[int, int, int, str, Path]) -> dict[str, Any]:
+def _scene_line(args: tuple[int, int, int, str, Path, dict[str, Any]]) -> dict[str, Any]:
     from thermgen.io import write_png16
 
-    index, seed, size, split, out = args
-    image, gt = render_scene(np.random.default_rng([seed, index]), size)
+    index, seed, size, split, out, options = args
+    image, gt = render_scene(np.random.default_rng([seed, index]), size, **options)
     image_id = f"{index:06d}"
     rel = f"images/{split}/{image_id}.png"
     write_png16(out / rel, image)
@@ -109,12 +110,16 @@ def generate(
     splits: Sequence[tuple[str, float]] = DEFAULT_SPLITS,
     progress: bool = True,
     workers: int = 1,
+    scene_options: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``n`` synthetic scenes of ``size`` x ``size`` pixels to the folder ``out``.
 
     splits: (name, fraction) pairs summing to 1; counts are exact (largest remainder) and images are
         assigned to splits by a permutation drawn from ``seed``.
     workers: processes to render with (the files do not depend on it).
+    scene_options: keyword options of :func:`render_scene` applied to every scene, e.g. a camera's
+        flight envelope ``{"altitude_range_m": (60, 130), "view_angle_range_deg": (30, 90)}`` and
+        ``{"object_scale": 2}``; recorded in the dataset card.
     Returns the dataset folder. Refuses to write into a non-empty folder that is not a synthetic
     dataset; an earlier synthetic dataset there is replaced.
     """
@@ -127,6 +132,7 @@ def generate(
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     split_list = _check_splits(splits)
+    options = check_scene_options(scene_options)
     out = as_path(out)
     if out.exists():
         if not out.is_dir():
@@ -145,7 +151,7 @@ def generate(
         for i in order[start:start + count]:
             assign[int(i)] = name
         start += count
-    jobs = [(i, int(seed), int(size), assign[i], out) for i in range(int(n))]
+    jobs = [(i, int(seed), int(size), assign[i], out, options) for i in range(int(n))]
 
     t0 = time.perf_counter()
     lines: list[dict[str, Any]] = []
@@ -178,6 +184,7 @@ def generate(
         "seed": int(seed),
         "n": int(n),
         "size": int(size),
+        "scene_options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "splits": counts,
         "boxes_per_label": labels,
         "labels": list(LABELS),
@@ -190,6 +197,24 @@ def generate(
     (out / CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("wrote %d synthetic scenes (%s) to %s in %.1f s", n, counts, out, seconds)
     return out
+
+
+def check_scene_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate dataset-wide scene options by rendering nothing: unknown names and bad values raise ValueError."""
+    options = dict(options or {})
+    unknown = set(options) - set(SCENE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown scene option(s) {sorted(unknown)}; allowed: {', '.join(SCENE_OPTIONS)}")
+    bands = envelope_bands(options.get("altitude_range_m"), options.get("view_angle_range_deg"))
+    for key in ("altitude_range_m", "view_angle_range_deg"):
+        if options.get(key) is not None:
+            options[key] = tuple(float(x) for x in options[key])
+    if options.get("view") is not None and options["view"] not in bands:
+        raise ValueError(f"view {options['view']!r} lies outside the flight envelope {options}; possible views: {sorted(bands)}")
+    scale = options.get("object_scale")
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"object_scale must be a positive number, got {scale!r}")
+    return options
 
 
 def _remove_previous(out: Path) -> None:

@@ -65,6 +65,41 @@ SCENE_P = (0.30, 0.20, 0.20, 0.12, 0.18)
 VIEWS = ("nadir", "oblique", "low")
 VIEW_P = (0.40, 0.35, 0.25)
 
+# Per view: the camera's depression angle below the horizon and its altitude (both low, high).
+VIEW_BANDS = {"nadir": ((70.0, 90.0), (30.0, 130.0)), "oblique": ((30.0, 70.0), (30.0, 130.0)), "low": ((4.0, 25.0), (4.0, 25.0))}
+
+
+def _cut(band: tuple[float, float], limits: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
+    if limits is None:
+        return band
+    try:
+        lo, hi = (float(x) for x in limits)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {limits!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {limits!r}")
+    lo, hi = max(band[0], lo), min(band[1], hi)
+    return (lo, hi) if lo <= hi else None
+
+
+def envelope_bands(altitude_range_m: tuple[float, float] | None = None,
+                   view_angle_range_deg: tuple[float, float] | None = None) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """:data:`VIEW_BANDS` cut to a flight envelope: {view: (angle band, altitude band)} of the views left.
+
+    Raises ValueError when a range is malformed or no view is left.
+    """
+    out = {}
+    for view, (angles, altitudes) in VIEW_BANDS.items():
+        a = _cut(angles, view_angle_range_deg, "view_angle_range_deg")
+        h = _cut(altitudes, altitude_range_m, "altitude_range_m")
+        if a is not None and h is not None:
+            out[view] = (a, h)
+    if not out:
+        raise ValueError(f"no view of the synthetic scenes fits altitude {altitude_range_m} m and view angle "
+                         f"{view_angle_range_deg} deg; the views cover {VIEW_BANDS}")
+    return out
+
+
 SOLAR_WEIGHT = {"clear": 1.0, "overcast": 0.35, "fog": 0.25, "rain": 0.1, "snow": 0.45}
 COOLING = {"clear": 1.0, "overcast": 0.35, "fog": 0.3, "rain": 0.2, "snow": 0.5}
 SKY_DEPRESSION_K = {"clear": (25, 45), "overcast": (3, 10), "snow": (3, 10), "rain": (1, 5), "fog": (0.5, 3)}
@@ -140,20 +175,34 @@ def sample_conditions(
     scene: str | None = None,
     view: str | None = None,
     size: int = 128,
+    altitude_range_m: tuple[float, float] | None = None,
+    view_angle_range_deg: tuple[float, float] | None = None,
 ) -> Conditions:
     """Draw scene conditions; any keyword fixes that choice (validated against the allowed values).
 
     size: image side in pixels. Below 128 px the lens narrows in proportion (the ground footprint
-    shrinks), so people and cars keep the pixel sizes they have at 128 px instead of vanishing.
+        shrinks), so people and cars keep the pixel sizes they have at 128 px instead of vanishing.
+    altitude_range_m, view_angle_range_deg: a camera's flight envelope, (low, high). Each view's own
+        bands (:data:`VIEW_BANDS`) are cut to it and views outside it are never drawn (with both ranges
+        None the draws are those of every earlier dataset).
     """
     for name, value, allowed in (("time_of_day", time_of_day, TIMES_OF_DAY), ("weather", weather, WEATHERS), ("scene", scene, SCENE_TYPES), ("view", view, VIEWS)):
         if value is not None and value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    bands = envelope_bands(altitude_range_m, view_angle_range_deg)
+    if view is not None and view not in bands:
+        raise ValueError(f"view {view!r} lies outside the flight envelope (altitude {altitude_range_m} m, "
+                         f"view angle {view_angle_range_deg} deg); possible views: {sorted(bands)}")
     # Draw every choice whether or not it is fixed, so fixing one leaves the others' draws unchanged.
     tod_draw = str(rng.choice(TIMES_OF_DAY))
     weather_draw = str(rng.choice(WEATHERS, p=WEATHER_P))
     scene_draw = str(rng.choice(SCENE_TYPES, p=SCENE_P))
-    view_draw = str(rng.choice(VIEWS, p=VIEW_P))
+    if len(bands) == len(VIEWS):
+        view_draw = str(rng.choice(VIEWS, p=VIEW_P))
+    else:
+        allowed_views = [v for v in VIEWS if v in bands]
+        p = np.array([VIEW_P[VIEWS.index(v)] for v in allowed_views])
+        view_draw = str(rng.choice(allowed_views, p=p / p.sum()))
     tod, weather, scene, view = time_of_day or tod_draw, weather or weather_draw, scene or scene_draw, view or view_draw
 
     if weather == "snow":
@@ -175,15 +224,13 @@ def sample_conditions(
     wet = weather in ("rain", "snow") or (weather in ("overcast", "fog") and after_rain)
     beta = u(rng, EXTINCTION_PER_KM[weather])
 
+    angles, altitudes = bands[view]
     if view == "nadir":
-        angle = 90.0 if rng.uniform() < 0.5 else u(rng, (70.0, 90.0))
-        altitude = u(rng, (30.0, 130.0))
-    elif view == "oblique":
-        angle = u(rng, (30.0, 70.0))
-        altitude = u(rng, (30.0, 130.0))
+        straight_down = rng.uniform() < 0.5
+        angle = 90.0 if straight_down and angles[1] >= 90.0 else u(rng, angles)
     else:
-        angle = u(rng, (4.0, 25.0))
-        altitude = u(rng, (4.0, 25.0))
+        angle = u(rng, angles)
+    altitude = u(rng, altitudes)
     zoom = min(1.0, size / 128.0)
     if view == "low":
         hfov = u(rng, (30.0, 55.0)) * zoom

@@ -26,13 +26,14 @@ from . import geometry as g
 from . import radiometry as R
 from .layout import Layout, build_layout
 from .materials import SHADE_FRACTION, Conditions, sample_conditions, u
-from .objects import Part, Thing, populate
+from .objects import COUNT_P, Part, Thing, populate
 
 SUPERSAMPLE = 2
 MIN_VISIBLE_PX = 1.0
 HOT_CONTRAST_K = 3.0
 SKY = 255
 GENERATOR = {"name": "thermgen-synthetic", "version": "2"}
+SCENE_OPTIONS = ("time_of_day", "weather", "scene", "view", "n_objects", "altitude_range_m", "view_angle_range_deg", "object_scale")
 # Parts of one object that touch along a face count as separated by it up to this overlap (m):
 # rounding in their placed corners.
 CONTACT_M = 1e-3
@@ -67,7 +68,10 @@ def render_scene(rng_or_seed: int | np.random.Generator | np.random.SeedSequence
     rng_or_seed: an int seed, a SeedSequence or a numpy Generator (consumed).
     size: image side in pixels (square).
     fixed: optional ``time_of_day``, ``weather``, ``scene``, ``view`` (see
-        :mod:`.materials`) and ``n_objects`` to fix those draws.
+        :mod:`.materials`) and ``n_objects`` to fix those draws; ``altitude_range_m`` and
+        ``view_angle_range_deg`` (a flight envelope, see :func:`.materials.sample_conditions`) and
+        ``object_scale`` (the drawn number of objects to place is multiplied by it, rounded) to
+        shape them.
 
     Returns (uint16 (size, size) T-linear counts, ground truth dict) with keys
     ``width``, ``height``, ``objects`` (label, box [x, y, w, h] px, state, temperature_k,
@@ -91,11 +95,17 @@ def render_scene_layers(rng_or_seed, size: int = 128, **fixed: Any) -> SceneRend
     """:func:`render_scene`, also returning the physical layers behind the pixels."""
     if not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an integer >= 8 pixels, got {size!r}")
-    unknown = set(fixed) - {"time_of_day", "weather", "scene", "view", "n_objects"}
+    unknown = set(fixed) - set(SCENE_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown scene option(s) {sorted(unknown)}; allowed: time_of_day, weather, scene, view, n_objects")
+        raise ValueError(f"unknown scene option(s) {sorted(unknown)}; allowed: {', '.join(SCENE_OPTIONS)}")
+    fixed = dict(fixed)
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(rng_or_seed)
     n_objects = fixed.pop("n_objects", None)
+    object_scale = fixed.pop("object_scale", None)
+    if object_scale is not None and not (isinstance(object_scale, (int, float)) and np.isfinite(object_scale) and object_scale > 0):
+        raise ValueError(f"object_scale must be a positive number, got {object_scale!r}")
+    if n_objects is None and object_scale not in (None, 1, 1.0):
+        n_objects = int(round(int(rng.choice(len(COUNT_P), p=COUNT_P)) * float(object_scale)))
     cond = sample_conditions(rng, size=int(size), **fixed)
     s = SUPERSAMPLE
     focal = size / 2 / np.tan(np.radians(cond.hfov_deg) / 2)
