@@ -112,8 +112,8 @@ def test_root_is_required_to_read(capsys):
 def test_synthetic_generation_delegates_to_the_synthetic_module(capsys, tmp_path, monkeypatch):
     calls = []
 
-    def generate(out, n, size, seed):
-        calls.append({"out": Path(out), "n": n, "size": size, "seed": seed})
+    def generate(out, n, size, seed, scene_options):
+        calls.append({"out": Path(out), "n": n, "size": size, "seed": seed, "scene_options": scene_options})
         Path(out).mkdir(parents=True)
         return Path(out)
 
@@ -124,8 +124,11 @@ def test_synthetic_generation_delegates_to_the_synthetic_module(capsys, tmp_path
     fake.generate, fake.load = generate, load
     monkeypatch.setitem(sys.modules, "thermgen.data.synthetic", fake)
     summary = _run_json(capsys, ["--source", "synthetic", "--n", "7", "--size", "48", "--seed", "3", "--out", str(tmp_path / "s"), "--json"])
-    assert calls == [{"out": tmp_path / "s", "n": 7, "size": 48, "seed": 3}]
+    assert calls == [{"out": tmp_path / "s", "n": 7, "size": 48, "seed": 3, "scene_options": {}}]
     assert summary["source"] == "synthetic" and summary["total"]["images"] == 0
+    _run_json(capsys, ["--source", "synthetic", "--n", "2", "--out", str(tmp_path / "t"), "--altitude", "60", "130",
+                       "--view-angle", "30", "90", "--object-scale", "1.7", "--json"])
+    assert calls[-1]["scene_options"] == {"altitude_range_m": [60.0, 130.0], "view_angle_range_deg": [30.0, 90.0], "object_scale": 1.7}
 
 
 def test_out_is_only_for_synthetic(capsys, tmp_path):
@@ -141,6 +144,9 @@ def test_synthetic_dataset_is_generated_and_summarised(capsys, tmp_path):
     assert summary["total"]["radiometric"] == 5
     again = _run_json(capsys, ["--source", "synthetic", "--root", str(tmp_path / "s"), "--json"])
     assert again["total"] == summary["total"]
+    with pytest.raises(SystemExit):  # a flight envelope no view fits is named, nothing written
+        main(["--source", "synthetic", "--n", "2", "--out", str(tmp_path / "u"), "--altitude", "300", "400"])
+    assert "no view of the synthetic scenes fits" in capsys.readouterr().err and not (tmp_path / "u").exists()
 
 
 def test_load_samples_rejects_an_unknown_source_naming_the_choices():

@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, default=None, help="number of scenes to generate (required with --out)")
     g.add_argument("--size", type=int, default=128, help="image side in pixels")
     g.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
+    g.add_argument("--altitude", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="camera altitude range in m (your drone's flight envelope); views outside it are not drawn")
+    g.add_argument("--view-angle", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="camera depression angle range in degrees below the horizon (90 = straight down)")
+    g.add_argument("--object-scale", type=float, default=None, help="multiply the drawn number of objects per scene")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return p
 
@@ -208,8 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--size must be positive")
         if args.root is not None:
             parser.error("give either --root (read) or --out (generate), not both")
+        options = {k: v for k, v in (("altitude_range_m", args.altitude), ("view_angle_range_deg", args.view_angle),
+                                     ("object_scale", args.object_scale)) if v is not None}
         synthetic = adapter("synthetic")
-        root = Path(synthetic.generate(out=args.out, n=args.n, size=args.size, seed=args.seed) or args.out)
+        try:
+            root = Path(synthetic.generate(out=args.out, n=args.n, size=args.size, seed=args.seed, scene_options=options) or args.out)
+        except ValueError as e:
+            parser.error(str(e))
     else:
         if args.root is None:
             parser.error("--root is required (or --out with --source synthetic)")

@@ -29,7 +29,7 @@ Formulas and constants: :mod:`.radiometry` (Planck band radiance, sky, atmospher
 Public API::
 
     render_scene(rng_or_seed, size=128, **fixed) -> (uint16 (size, size), ground-truth dict)
-    generate(out, n, size=128, seed=0, splits=..., progress=True, workers=1) -> Path
+    generate(out, n, size=128, seed=0, splits=..., progress=True, workers=1, scene_options=None) -> Path
     load(root, split, report, skip_invalid=False) -> list[ThermalSample]
 """
 
