@@ -2,7 +2,7 @@
 
 Folder layout (format "thermgen-synthetic", version 1)::
 
-    OUT/synthetic.json              dataset card: format, version, seed, n, size, split counts,
+    OUT/synthetic.json              dataset card: format, version, seed, n, size, scene options, split counts,
                                     radiometric calibration, camera/physics summary; written
                                     last, so its presence with "complete": true marks a finished set
     OUT/<split>.jsonl               ground truth, one JSON object per image (below)
