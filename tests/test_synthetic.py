@@ -417,6 +417,8 @@ def test_generate_records_its_scene_options_and_validates_them(tmp_path):
         generate(tmp_path / "e", 2, size=32, scene_options={"altitude": (1, 2)}, progress=False)
     with pytest.raises(ValueError, match="outside the flight envelope"):
         generate(tmp_path / "e", 2, size=32, scene_options={"view": "low", "view_angle_range_deg": (30, 90)}, progress=False)
+    with pytest.raises(ValueError, match="weather must be one of"):
+        generate(tmp_path / "e", 2, size=32, scene_options={"weather": "hail"}, progress=False)
     assert not (tmp_path / "e").exists()  # refused before anything is written
 
 

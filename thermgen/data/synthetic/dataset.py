@@ -44,7 +44,7 @@ import numpy as np
 
 from ..sample import Box, DataError, SkipReport, ThermalSample, as_path
 from . import radiometry as R
-from .materials import envelope_bands
+from .materials import sample_conditions
 from .objects import LABELS
 from .scene import GENERATOR, SCENE_OPTIONS, render_scene
 
@@ -205,12 +205,12 @@ def check_scene_options(options: dict[str, Any] | None) -> dict[str, Any]:
     unknown = set(options) - set(SCENE_OPTIONS)
     if unknown:
         raise ValueError(f"unknown scene option(s) {sorted(unknown)}; allowed: {', '.join(SCENE_OPTIONS)}")
-    bands = envelope_bands(options.get("altitude_range_m"), options.get("view_angle_range_deg"))
+    # one draw of the conditions checks the fixed choices and the flight envelope with the renderer's own messages
+    drawn = ("time_of_day", "weather", "scene", "view", "altitude_range_m", "view_angle_range_deg")
+    sample_conditions(np.random.default_rng(0), **{k: options[k] for k in drawn if options.get(k) is not None})
     for key in ("altitude_range_m", "view_angle_range_deg"):
         if options.get(key) is not None:
             options[key] = tuple(float(x) for x in options[key])
-    if options.get("view") is not None and options["view"] not in bands:
-        raise ValueError(f"view {options['view']!r} lies outside the flight envelope {options}; possible views: {sorted(bands)}")
     scale = options.get("object_scale")
     if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0):
         raise ValueError(f"object_scale must be a positive number, got {scale!r}")
