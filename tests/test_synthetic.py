@@ -379,6 +379,8 @@ def test_a_flight_envelope_bounds_altitude_and_view_angle_and_drops_views_outsid
     assert {c.view for c in conds} == {"nadir", "oblique"}  # low views (4-25 m) lie outside it
     assert any(c.view_angle_deg == 90.0 for c in conds)  # straight down stays possible
     assert min(c.altitude_m for c in conds) < 70 and max(c.altitude_m for c in conds) > 120
+    tilted = [sample_conditions(rng, view_angle_range_deg=(50, 80)) for _ in range(100)]  # 90 deg lies outside it
+    assert all(50 <= c.view_angle_deg <= 80 for c in tilted) and {c.view for c in tilted} == {"nadir", "oblique"}
     # an envelope as wide as every view's bands leaves the draws as they were
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     assert [sample_conditions(a) for _ in range(20)] == [sample_conditions(b, altitude_range_m=(0, 500), view_angle_range_deg=(0, 90)) for _ in range(20)]
@@ -400,7 +402,7 @@ def test_object_scale_multiplies_the_drawn_objects():
 
     assert mean_objects(object_scale=2.5) > 1.6 * mean_objects()
     assert mean_objects(object_scale=0.01) == 0  # every draw rounds to no object
-    for bad in (0, -1, float("nan"), "2"):
+    for bad in (0, -1, float("nan"), "2", True):
         with pytest.raises(ValueError, match="object_scale"):
             render_scene(0, 32, object_scale=bad)
 

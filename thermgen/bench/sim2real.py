@@ -97,16 +97,14 @@ def _caption_shard(args: tuple) -> str:
     return str(out)
 
 
-def _options_json(scene_options: dict | None) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted((scene_options or {}).items())}
-
-
 def _corpus_stamp(n: int, size: int, seed: int, variants: int, terse_variants: int = 0, scene_options: dict | None = None) -> dict:
     stamp: dict[str, Any] = {"n": n, "size": size, "seed": seed, "variants": variants}
     if terse_variants:  # left out at 0, so corpora made before the option stay complete
         stamp["terse_variants"] = terse_variants
     if scene_options:  # likewise left out when empty
-        stamp["scene_options"] = _options_json(scene_options)
+        from thermgen.data.synthetic.dataset import scene_options_json
+
+        stamp["scene_options"] = scene_options_json(scene_options)
     return stamp
 
 
@@ -154,12 +152,13 @@ def make_synthetic_corpus(out: Path, n: int, size: int, seed: int, variants: int
     import shutil
 
     from thermgen.data.synthetic import generate
+    from thermgen.data.synthetic.dataset import scene_options_json
     from thermgen.io import read_raw, write_png8
     from thermgen.ircap.manifest import image_ref, read_manifest, resolve_image, write_manifest
 
     root = out / "synthetic"
     card = root / "synthetic.json"
-    want = {"n": n, "size": size, "seed": seed, "scene_options": _options_json(scene_options)}
+    want = {"n": n, "size": size, "seed": seed, "scene_options": scene_options_json(scene_options)}
     have = json.loads(card.read_text()) if card.is_file() else {}
     have.setdefault("scene_options", {})  # cards written before the option
     for stale in (root / CORPUS_STAMP, root / "manifest.jsonl", root / "manifest.agc.jsonl"):
@@ -410,7 +409,9 @@ def settings_stamp(args: argparse.Namespace) -> dict:
         if args.base_terse_variants:
             stamp["base_terse_variants"] = args.base_terse_variants
         if scene_options_from_args(args):
-            stamp["scene_options"] = _options_json(scene_options_from_args(args))
+            from thermgen.data.synthetic.dataset import scene_options_json
+
+            stamp["scene_options"] = scene_options_json(scene_options_from_args(args))
     stamp.update(adapter_config=args.adapter_config, adapter_config_sha=_config_digest(args.adapter_config))
     if not args.no_reference:
         stamp.update(reference_config=args.reference_config, reference_config_sha=_config_digest(args.reference_config))

@@ -46,7 +46,7 @@ from ..sample import Box, DataError, SkipReport, ThermalSample, as_path
 from . import radiometry as R
 from .materials import sample_conditions
 from .objects import LABELS
-from .scene import GENERATOR, SCENE_OPTIONS, render_scene
+from .scene import GENERATOR, SCENE_OPTIONS, check_object_scale, render_scene
 
 FORMAT = "thermgen-synthetic"
 FORMAT_VERSION = 1
@@ -184,7 +184,7 @@ def generate(
         "seed": int(seed),
         "n": int(n),
         "size": int(size),
-        "scene_options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "scene_options": scene_options_json(options),
         "splits": counts,
         "boxes_per_label": labels,
         "labels": list(LABELS),
@@ -211,10 +211,13 @@ def check_scene_options(options: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("altitude_range_m", "view_angle_range_deg"):
         if options.get(key) is not None:
             options[key] = tuple(float(x) for x in options[key])
-    scale = options.get("object_scale")
-    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"object_scale must be a positive number, got {scale!r}")
+    check_object_scale(options.get("object_scale"))
     return options
+
+
+def scene_options_json(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Checked scene options as the dataset card stores them (ranges as lists, keys sorted)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(check_scene_options(options).items())}
 
 
 def _remove_previous(out: Path) -> None:

@@ -62,6 +62,13 @@ class SceneRender:
     supersample: int
 
 
+def check_object_scale(scale: Any) -> Any:
+    """``object_scale`` as given, after checking it is None or a positive finite number (not a bool)."""
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"object_scale must be a positive number, got {scale!r}")
+    return scale
+
+
 def render_scene(rng_or_seed: int | np.random.Generator | np.random.SeedSequence, size: int = 128, **fixed: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one random scene in memory.
 
@@ -101,9 +108,7 @@ def render_scene_layers(rng_or_seed, size: int = 128, **fixed: Any) -> SceneRend
     fixed = dict(fixed)
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(rng_or_seed)
     n_objects = fixed.pop("n_objects", None)
-    object_scale = fixed.pop("object_scale", None)
-    if object_scale is not None and not (isinstance(object_scale, (int, float)) and np.isfinite(object_scale) and object_scale > 0):
-        raise ValueError(f"object_scale must be a positive number, got {object_scale!r}")
+    object_scale = check_object_scale(fixed.pop("object_scale", None))
     if n_objects is None and object_scale not in (None, 1, 1.0):
         n_objects = int(round(int(rng.choice(len(COUNT_P), p=COUNT_P)) * float(object_scale)))
     cond = sample_conditions(rng, size=int(size), **fixed)
