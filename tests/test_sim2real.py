@@ -381,3 +381,42 @@ def test_corpus_flight_envelope_and_density_reach_the_scenes_and_the_stamps(tmp_
     assert sim2real.main(["--manifests", str(tmp_path), "--out", str(tmp_path / "o3"), "--altitude", "300", "400"]) == 2
     assert "no view of the synthetic scenes fits" in capsys.readouterr().err
     assert not (tmp_path / "o3" / "bench.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- AdaBN
+@pytest.mark.slow
+def test_adapt_bn_gives_the_adapters_and_the_zero_shot_row_a_base_with_target_statistics(tmp_path):
+    from safetensors.torch import load_file
+
+    from tclip.model import TCLIP
+    from thermgen.bench import sim2real
+    from thermgen.data import load_samples
+    from thermgen.data.synthetic import generate
+    from thermgen.ircap.captioner import caption_samples
+
+    generate(tmp_path / "real", 40, size=64, seed=7, progress=False)
+    for split in ("train", "val", "test"):
+        samples, _ = load_samples("synthetic", tmp_path / "real", split=split)
+        caption_samples(samples, tmp_path / "hit" / f"{split}.jsonl", variants=2, progress=False)
+    torch.manual_seed(0)  # a "synthetic base" made before (its corpus manifest: any manifest with a val split)
+    base = TCLIP.from_base("tclip-tiny-rn").export_base(tmp_path / "base", extra={"corpus_manifest": str(tmp_path / "hit" / "val.jsonl")})
+    _, ad_cfg, _ = _tiny_configs(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--manifests", str(tmp_path / "hit"), "--base", str(base), "--out", str(out), "--seeds", "0", "--fractions", "1.0",
+            "--adapter-config", ad_cfg, "--no-reference", "--adapt-bn", "--no-progress"]
+    assert sim2real.main(argv) == 0
+    bn = out / "synthetic-base-adabn"
+    stats = json.loads((bn / "open_clip_config.json").read_text())["thermgen"]["batchnorm_stats"]
+    n_train = len((tmp_path / "hit" / "train.jsonl").read_text().splitlines())
+    assert stats["images"] + stats["images_left_out"] == n_train and stats["source"].endswith("train.jsonl (split train)")
+    new, old = load_file(str(bn / "open_clip_model.safetensors")), load_file(str(base / "open_clip_model.safetensors"))
+    assert any(not torch.equal(new[k], old[k]) for k in new if k.endswith("running_mean"))
+    # the adapters and the zero-shot row sit on the re-estimated base, which they leave unchanged
+    for run in (out / "adapt" / "f1.0" / "seed0", out / "zero-shot"):
+        w = load_file(str(run / "base.safetensors"))
+        assert all(torch.equal(w[k], new[k]) for k in new)
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["adapt_bn"] is True
+    assert "AdaBN" in (out / "results.md").read_text()
+    # the same folder without the option is another setting
+    assert sim2real.main([a for a in argv if a != "--adapt-bn"]) == 2

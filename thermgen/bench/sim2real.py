@@ -16,6 +16,9 @@ Steps (each skipped when its output is complete, so a stopped run continues wher
    (``open_clip_config.json`` + ``open_clip_model.safetensors``): ``open_clip.create_model("local-dir:OUT/synthetic-base")``
    and ``tclip.train --base local-dir:OUT/synthetic-base`` load it like any pretrained base.
 3. **HIT-UAV captions** (``OUT/hit/{train,val,test}.jsonl``; or ``--manifests DIR`` made the same way).
+   With ``--adapt-bn``, the synthetic base's batch-norm statistics are then re-estimated on HIT-UAV train's
+   frames (:mod:`tclip.adabn`, AdaBN: no labels, no weights changed; ``OUT/synthetic-base-adabn``), and every
+   row below uses that base.
 4. **Zero-shot**: the synthetic base with no HIT-UAV training at all, on HIT-UAV test.
 5. **Adaptation**: for each ``--fractions`` share of the HIT-UAV training images (a random subset per seed) and
    each seed, the global and fine LoRA adapters on the frozen synthetic base (``--adapter-config``). The fusion
@@ -418,6 +421,8 @@ def settings_stamp(args: argparse.Namespace) -> dict:
     stamp["hit"] = str(Path(args.manifests if args.manifests is not None else args.hit_root).resolve())
     if args.terse_variants:
         stamp["terse_variants"] = args.terse_variants
+    if args.adapt_bn:
+        stamp["adapt_bn"] = True
     return stamp
 
 
@@ -489,6 +494,13 @@ def _run(args: argparse.Namespace, out: Path) -> dict:
         if not m.is_file():
             raise FileNotFoundError(f"{m} missing (caption HIT-UAV's {m.stem} split with --variants {args.variants})")
     reports = out / "reports"
+    if args.adapt_bn:  # AdaBN: the base's batch-norm statistics re-estimated on HIT-UAV train's frames (no labels)
+        from tclip.adabn import adapt_base, image_paths
+
+        bn_dir = (out / "synthetic-base-adabn").resolve()
+        steps.run("batch-norm statistics (AdaBN)", (bn_dir / "open_clip_config.json").is_file(), adapt_base, base_spec,
+                  image_paths(train_m, "train"), bn_dir, source=f"{train_m.resolve()} (split train)", progress=progress)
+        base_spec = f"local-dir:{bn_dir}"
 
     # zero-shot: the synthetic base with fresh (identity) adapters, never trained on HIT-UAV
     zs_dir = out / "zero-shot"
@@ -635,6 +647,9 @@ def markdown(result: dict) -> str:
         f"{_cell(result['synthetic_val'], 'base', 'i2t', 1)}, T2I R@1 {_cell(result['synthetic_val'], 'base', 't2i', 1)}.",
         "",
     ]
+    if result["settings"].get("adapt_bn"):
+        lines[-1:-1] = ["The base's batch-norm statistics were re-estimated on HIT-UAV train's frames (AdaBN, `--adapt-bn`; "
+                        "no labels, no weights changed) before every row below, the synthetic val row included.", ""]
     rows = [("synthetic base, zero-shot", zs, "base")]
     for key in sorted(result["fractions"], key=float):
         rep = result["fractions"][key]
@@ -717,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the synthetic camera's depression angle range (deg below the horizon; 90 = straight down)")
     p.add_argument("--object-scale", type=float, default=1.0,
                    help="multiply the drawn number of objects per synthetic scene (denser scenes)")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="re-estimate the synthetic base's batch-norm statistics on HIT-UAV train's frames (AdaBN: no labels, "
+                        "no weights changed) before the zero-shot row and the adapters")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and captioning the corpus")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
