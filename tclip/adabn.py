@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -98,10 +99,13 @@ def image_paths(source: str | Path, split: str | None = None) -> list[Path]:
     return paths
 
 
-def adapt_base(base: str, paths: list[Path], out: str | Path, *, batch_size: int = 64, source: str | None = None,
+def adapt_base(base: str, paths: list[Path], out: str | Path, *, batch_size: int = 64, seed: int = 0, source: str | None = None,
                progress: bool = True, workers: int = 2) -> Path:
     """Write the base `base` (a `--base` spec with a known architecture) with its image tower's batch-norm
-    statistics re-estimated on `paths`, as an open_clip checkpoint folder `out`. Returns `out`."""
+    statistics re-estimated on `paths`, as an open_clip checkpoint folder `out`. Returns `out`.
+
+    The images are taken in a random order (`seed`): each batch's variance is measured about its own mean,
+    so batches of consecutive frames of one flight would leave out the variance between flights."""
     from .data import ThermalImages, iter_batches
     from .model import LOCAL_DIR, build_base, preprocess_thermal, read_open_clip_folder, save_open_clip_folder
 
@@ -114,7 +118,9 @@ def adapt_base(base: str, paths: list[Path], out: str | Path, *, batch_size: int
     size = tuple(info["image_size"])
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(info["std"]).view(1, 3, 1, 1)
-    images = ThermalImages(list(paths), size)
+    order = list(paths)
+    random.Random(seed).shuffle(order)
+    images = ThermalImages(order, size)
 
     def batches():
         it = iter_batches(images, batch_size, workers=workers)
@@ -137,6 +143,7 @@ def adapt_base(base: str, paths: list[Path], out: str | Path, *, batch_size: int
         "images_left_out": len(paths) - n,  # a last batch of one image (no batch variance)
         "layers": len(batchnorm_layers(visual)),
         "batch_size": batch_size,
+        "shuffle_seed": seed,
     }
     folder = save_open_clip_folder(model, info["arch_config"], out, info["mean"], info["std"], extra)
     logger.info("batch-norm statistics of %d layers re-estimated on %d images; base written to %s",
