@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["batchnorm_layers", "recompute_batchnorm_stats", "image_paths", "adapt_base", "main"]
+__all__ = ["batchnorm_layers", "recompute_batchnorm_stats", "has_batchnorm", "image_paths", "adapt_base", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +44,16 @@ def recompute_batchnorm_stats(model: nn.Module, batches: Iterable[torch.Tensor])
     """Replace the running mean and variance of every batch norm in `model` by their average over `batches`.
 
     Each batch is passed through `model` (a forward call on the preprocessed input) with only the batch
-    norms in train mode and momentum ``None`` (a cumulative average over batches, not an exponential
-    one), so the result does not depend on the order of the batches' arrival beyond their grouping.
-    Weights are untouched; the model is left in the mode it was in. A batch of one image (no batch variance) is
-    left out and logged. Returns the number of images used.
+    norms in train mode (dropout and the rest in eval mode) and momentum ``None``: a cumulative average over
+    batches, as ``torch.optim.swa_utils.update_bn`` does, not an exponential one. Weights are untouched; every
+    module is left in the mode it was in. If a batch fails, the statistics are put back as they were. A batch
+    of one image (no batch variance) is left out and logged. Returns the number of images used.
     """
     bns = batchnorm_layers(model)
     if not bns:
         raise ValueError("the model has no batch-norm layers with running statistics (e.g. a ViT tower): nothing to re-estimate")
-    was_training = model.training
-    momenta = [bn.momentum for bn in bns]
+    modes = {m: m.training for m in model.modules()}
+    saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
@@ -61,6 +61,7 @@ def recompute_batchnorm_stats(model: nn.Module, batches: Iterable[torch.Tensor])
     for bn in bns:
         bn.train()
     n = skipped = 0
+    done = False
     try:
         for x in batches:
             if x.shape[0] < 2:
@@ -68,15 +69,28 @@ def recompute_batchnorm_stats(model: nn.Module, batches: Iterable[torch.Tensor])
                 continue
             model(x)
             n += int(x.shape[0])
+        if n == 0:
+            raise ValueError("no batch of two or more images reached the batch norms; nothing was re-estimated")
+        done = True
     finally:
-        for bn, m in zip(bns, momenta):
-            bn.momentum = m
-        model.train(was_training)
-    if n == 0:
-        raise ValueError("no batch of two or more images reached the batch norms; nothing was re-estimated")
+        for bn, (momentum, mean, var, count) in zip(bns, saved):
+            bn.momentum = momentum
+            if not done:
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                bn.num_batches_tracked.copy_(count)
+        for m, training in modes.items():
+            m.training = training
     if skipped:
         logger.warning("batch-norm statistics: %d image(s) in batches of one left out (%d used)", skipped, n)
     return n
+
+
+def has_batchnorm(arch_config: dict) -> bool:
+    """Whether the image tower of an open_clip architecture config (``model_cfg``) has batch norms to re-estimate."""
+    from .model import _instantiate
+
+    return bool(batchnorm_layers(_instantiate(arch_config).visual))
 
 
 def image_paths(source: str | Path, split: str | None = None) -> list[Path]:
@@ -111,6 +125,10 @@ def adapt_base(base: str, paths: list[Path], out: str | Path, *, batch_size: int
 
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (a batch variance), got {batch_size}")
+    if base.startswith(LOCAL_DIR):
+        base = LOCAL_DIR + str(Path(base[len(LOCAL_DIR):]).resolve())
+        if Path(base[len(LOCAL_DIR):]) == Path(out).resolve():
+            raise ValueError(f"--out {out} is the base folder itself; write the adapted base to another folder")
     model, info = build_base(base)
     if not info.get("arch_config"):
         raise ValueError(f"--base {base}: its architecture config is unknown (a hub schema); cannot write it as a folder")

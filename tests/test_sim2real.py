@@ -385,7 +385,7 @@ def test_corpus_flight_envelope_and_density_reach_the_scenes_and_the_stamps(tmp_
 
 # ---------------------------------------------------------------------------------------------- AdaBN
 @pytest.mark.slow
-def test_adapt_bn_gives_the_adapters_and_the_zero_shot_row_a_base_with_target_statistics(tmp_path):
+def test_adapt_bn_gives_the_adapters_and_the_zero_shot_row_a_base_with_target_statistics(tmp_path, capsys):
     from safetensors.torch import load_file
 
     from tclip.model import TCLIP
@@ -417,6 +417,28 @@ def test_adapt_bn_gives_the_adapters_and_the_zero_shot_row_a_base_with_target_st
         assert all(torch.equal(w[k], new[k]) for k in new)
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["adapt_bn"] is True
-    assert "AdaBN" in (out / "results.md").read_text()
-    # the same folder without the option is another setting
+    # the plain base's zero-shot row beside the AdaBN one, and the synthetic val figure of the plain base
+    plain = load_file(str(out / "zero-shot-without-adabn" / "base.safetensors"))
+    assert all(torch.equal(plain[k], old[k]) for k in old)
+    assert res["zero_shot_without_adabn"]["variants"]["base"]["runs"]
+    assert json.loads((out / "reports" / "synthetic_val.json").read_text())["models"] == [str(out / "zero-shot-without-adabn")]
+    md = (out / "results.md").read_text()
+    assert "zero-shot, without AdaBN" in md and "+ AdaBN (HIT-UAV train frames, no labels), zero-shot" in md
+    # a rerun reuses the re-estimated base; the same folder without the option is another setting
+    mtime = (bn / "open_clip_model.safetensors").stat().st_mtime_ns
+    assert sim2real.main(argv) == 0
+    assert (bn / "open_clip_model.safetensors").stat().st_mtime_ns == mtime
     assert sim2real.main([a for a in argv if a != "--adapt-bn"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    # a tower without batch norms (a ViT) is refused before anything is written
+    vit = TCLIP.from_base("tclip-tiny").export_base(tmp_path / "vit", extra={"corpus_manifest": str(tmp_path / "hit" / "val.jsonl")})
+    for extra in (["--base", str(vit)], ["--arch", "tclip-tiny", "--hit-root", str(tmp_path / "nowhere")]):
+        o = tmp_path / f"o{len(extra)}"
+        args = [a for a in argv if a not in ("--base", str(base))]
+        args[args.index("--out") + 1] = str(o)
+        if "--hit-root" in extra:
+            args = [a for a in args if a not in ("--manifests", str(tmp_path / "hit"))]
+        assert sim2real.main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--adapt-bn re-estimates batch-norm statistics" in err and ("tclip-tiny" in err or str(vit) in err)
+        assert not (o / "bench.json").exists()  # refused before the settings stamp (only the log is there)
