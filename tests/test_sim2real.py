@@ -185,18 +185,23 @@ def _tiny_configs(tmp_path):
     return paths
 
 
-@pytest.mark.slow
-def test_sim2real_tiny_end_to_end(tmp_path, capsys):
-    from thermgen.bench import sim2real
+def _fake_camera(tmp_path, n):
+    """The "real camera": another synthetic set, captioned per split into tmp_path/hit as HIT-UAV would be."""
     from thermgen.data import load_samples
     from thermgen.data.synthetic import generate
     from thermgen.ircap.captioner import caption_samples
 
-    # the "real camera": another synthetic set, captioned per split as HIT-UAV would be
-    generate(tmp_path / "real", 48, size=64, seed=7, progress=False)
+    generate(tmp_path / "real", n, size=64, seed=7, progress=False)
     for split in ("train", "val", "test"):
         samples, _ = load_samples("synthetic", tmp_path / "real", split=split)
         caption_samples(samples, tmp_path / "hit" / f"{split}.jsonl", variants=2, progress=False)
+
+
+@pytest.mark.slow
+def test_sim2real_tiny_end_to_end(tmp_path, capsys):
+    from thermgen.bench import sim2real
+
+    _fake_camera(tmp_path, 48)
     base_cfg, ad_cfg, ref_cfg = _tiny_configs(tmp_path)
     out = tmp_path / "out"
     argv = ["--manifests", str(tmp_path / "hit"), "--out", str(out), "--seeds", "0", "1", "--fractions", "0.5", "1.0",
@@ -390,14 +395,8 @@ def test_adapt_bn_gives_the_adapters_and_the_zero_shot_row_a_base_with_target_st
 
     from tclip.model import TCLIP
     from thermgen.bench import sim2real
-    from thermgen.data import load_samples
-    from thermgen.data.synthetic import generate
-    from thermgen.ircap.captioner import caption_samples
 
-    generate(tmp_path / "real", 40, size=64, seed=7, progress=False)
-    for split in ("train", "val", "test"):
-        samples, _ = load_samples("synthetic", tmp_path / "real", split=split)
-        caption_samples(samples, tmp_path / "hit" / f"{split}.jsonl", variants=2, progress=False)
+    _fake_camera(tmp_path, 40)
     torch.manual_seed(0)  # a "synthetic base" made before (its corpus manifest: any manifest with a val split)
     base = TCLIP.from_base("tclip-tiny-rn").export_base(tmp_path / "base", extra={"corpus_manifest": str(tmp_path / "hit" / "val.jsonl")})
     _, ad_cfg, _ = _tiny_configs(tmp_path)
