@@ -122,7 +122,7 @@ def test_image_paths_from_a_manifest_split_or_a_folder_and_the_command_errors(tm
     assert main(["--base", "tclip-tiny-rn", "--images", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "nope.jsonl: no such manifest or folder" in capsys.readouterr().err
     assert main(["--base", "tclip-tiny-rn", "--images", str(tmp_path / "m.jsonl"), "--split", "test", "--out", str(tmp_path / "o")]) == 2
-    assert "split" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert "m.jsonl: no records in split 'test'" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["--base", "tclip-tiny", "--images", str(frames), "--out", str(tmp_path / "o"), "--no-progress", "--workers", "0"]) == 2
     assert "no batch-norm layers" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["--base", "tclip-tiny-rn", "--images", str(tmp_path / "m.jsonl"), "--split", "train", "--out", str(tmp_path / "o"),
